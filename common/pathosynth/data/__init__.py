@@ -1,0 +1,7 @@
+"""Dataset layouts, validation, label semantics, transforms and the embedded phantom data."""
+
+from .cases import load_cases
+from .errors import DatasetError
+from .labels import EMIDEC_LABELS, channel_masks, class_values, flatten_channels
+from .layouts import discover, discover_emidec, read_datalist
+from .validation import validate_cases

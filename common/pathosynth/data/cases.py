@@ -1,0 +1,58 @@
+"""The cases a bundle works on: discovered, validated, then selected.
+
+This is what bundle configs call (``pathosynth.data.load_cases``), so validation runs while the
+config is being resolved, before any trainer or sampler exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .errors import DatasetError
+from .labels import class_values
+from .layouts import discover
+from .validation import validate_cases
+
+SELECTIONS = ("all", "with_lesion", "normal")
+
+
+def load_cases(
+    dataset_dir: str | None = None,
+    datalist: str | None = None,
+    labels: Mapping[str, int] | None = None,
+    lesion_classes: Sequence[str] = (),
+    select: str = "all",
+    datalist_key: str = "training",
+    max_cases: int | None = None,
+    pathology_classes: Sequence[str] | None = None,
+) -> list[dict]:
+    """Validated case records.
+
+    ``select``: "all"; "with_lesion" keeps cases holding ``lesion_classes`` voxels (every case of a
+    user's datalist must then hold one, and EMIDEC ``Case_P*`` cases must); "normal" keeps cases the
+    layout declares normal (or, without a declaration, that hold no lesion).
+    ``pathology_classes`` (default ``lesion_classes``): the classes any pathological case must hold —
+    a LeFusion-S PMO model selects cases with PMO, yet an MI-only pathological case is still valid data.
+    ``max_cases`` keeps the first N selected cases (smoke runs).
+    """
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    if labels is None:
+        raise ValueError("labels (class name -> value) must be given")
+    records = discover(dataset_dir, datalist, datalist_key)
+    source = f"datalist {datalist}" if datalist else f"dataset_dir {dataset_dir}"
+    require = True if (select == "with_lesion" and datalist) else None
+    pathology = list(pathology_classes or lesion_classes)
+    label_values = validate_cases(records, labels, pathology, require_lesion=require, source=source)
+    wanted = set(class_values(labels, lesion_classes))
+    lesion_flags = [bool(values & wanted) for values in label_values]
+
+    if select == "with_lesion":
+        records = [r for r, lesion in zip(records, lesion_flags) if lesion and r.get("group") != "normal"]
+    elif select == "normal":
+        records = [r for r, lesion in zip(records, lesion_flags) if r.get("group") == "normal" or (r.get("group") is None and not lesion)]
+    if max_cases is not None:
+        records = records[: int(max_cases)]
+    if not records:
+        raise DatasetError(f"{source} holds no case to use (selection '{select}' of {list(lesion_classes)})")
+    return records

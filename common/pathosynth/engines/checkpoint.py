@@ -1,0 +1,143 @@
+"""Resumable training checkpoints and safe weight loading.
+
+MONAI's CheckpointSaver/Loader need the path of the checkpoint to resume from, which a user rerunning
+the same command does not know. This handler keeps two files per model in ``ckpt_dir``:
+
+- ``<name>_latest.pt``: everything needed to resume (network, EMA network, optimizer, trainer state),
+  rewritten atomically every ``save_every`` epochs and at the end; found automatically at start.
+- ``<name>.pt``: the weights used for inference (EMA weights when an EMA is kept) plus the metadata
+  that inference checks (texture channels), so a checkpoint cannot silently be used with the wrong
+  lesion classes.
+
+All loading uses ``torch.load(..., weights_only=True)``: checkpoints are tensors, numbers and strings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+
+from ..io.atomic import atomic_path
+from .distributed import rank_and_world, unwrap
+
+logger = logging.getLogger(__name__)
+
+
+def _save(obj, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+class ResumableCheckpoint:
+    """Ignite handler: resume from ``<name>_latest.pt`` if present, save it every ``save_every`` epochs.
+
+    Args:
+        ckpt_dir: checkpoint folder.
+        name: file stem (e.g. "lefusion_j").
+        network: the trained network (DDP-wrapped is fine).
+        optimizer: its optimizer.
+        ema_network: the EMA copy (ignite ``EMAHandler.ema_model``) or None.
+        metadata: saved with the inference weights (texture channels, variant, ...).
+        save_every: epochs between saves (the last epoch always saves).
+        resume: set False to start over even when a checkpoint exists.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike,
+        name: str,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ema_network: torch.nn.Module | None = None,
+        metadata: Mapping | None = None,
+        save_every: int = 1,
+        resume: bool = True,
+    ) -> None:
+        self.ckpt_dir = Path(ckpt_dir)
+        self.name = name
+        self.network = network
+        self.optimizer = optimizer
+        self.ema_network = ema_network
+        self.metadata = dict(metadata or {})
+        self.save_every = max(1, int(save_every))
+        self.resume = resume
+
+    @property
+    def latest_path(self) -> Path:
+        return self.ckpt_dir / f"{self.name}_latest.pt"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.ckpt_dir / f"{self.name}.pt"
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_every), self.save)
+        engine.add_event_handler(Events.COMPLETED, self.save)
+
+    def load(self, engine: Engine) -> None:
+        """Restore network, EMA, optimizer and the trainer's epoch/iteration from the latest checkpoint."""
+        if rank_and_world()[0] == 0:  # temporary files of a run killed while saving
+            for stale in self.ckpt_dir.glob(f".{self.name}*.pt.*"):
+                stale.unlink(missing_ok=True)
+        if not (self.resume and self.latest_path.exists()):
+            return
+        state = torch.load(self.latest_path, map_location="cpu", weights_only=True)
+        unwrap(self.network).load_state_dict(state["network"])
+        if self.ema_network is not None and state.get("ema_network") is not None:
+            unwrap(self.ema_network).load_state_dict(state["ema_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        engine.state.epoch = int(state["epoch"])
+        engine.state.iteration = int(state["iteration"])
+        logger.info(f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+
+    def save(self, engine: Engine) -> None:
+        """Atomically write the resume state and the inference weights (rank 0 only)."""
+        if rank_and_world()[0] != 0:
+            return
+        if engine.state.epoch in getattr(self, "_saved_epochs", set()):
+            return  # EPOCH_COMPLETED and COMPLETED of the same epoch
+        self._saved_epochs = getattr(self, "_saved_epochs", set()) | {engine.state.epoch}
+        network_state = unwrap(self.network).state_dict()
+        ema_state = unwrap(self.ema_network).state_dict() if self.ema_network is not None else None
+        _save(
+            {
+                "network": network_state,
+                "ema_network": ema_state,
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": engine.state.epoch,
+                "iteration": engine.state.iteration,
+            },
+            self.latest_path,
+        )
+        weights = ema_state if ema_state is not None else network_state
+        _save({"network": weights, "metadata": {**self.metadata, "epoch": engine.state.epoch, "iteration": engine.state.iteration}}, self.weights_path)
+
+
+def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapping | None = None) -> torch.nn.Module:
+    """Load inference weights into ``network`` (eval mode); check saved metadata against ``expect``.
+
+    A missing file or a metadata mismatch (e.g. a LeFusion-S MI model used for PMO) raises a clear error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; train first (python -m monai.bundle run training ... --ckpt_dir {path.parent})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = state.get("metadata", {})
+    for key, value in (expect or {}).items():
+        if key in saved and _plain(saved[key]) != _plain(value):
+            raise ValueError(f"checkpoint {path} was trained with {key}={saved[key]!r}, but this run expects {value!r}")
+    unwrap(network).load_state_dict(state["network"])
+    return network.eval()
+
+
+def _plain(value):
+    """Lists/tuples (and config wrappers of them) compared as nested lists."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

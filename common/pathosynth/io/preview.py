@@ -1,0 +1,54 @@
+"""Preview panels (input | mask | synthetic) so a user can eyeball a synthesis run in one PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .atomic import atomic_path
+
+
+def _zoom_box(mask2d: np.ndarray, margin: int = 24) -> tuple[slice, slice]:
+    """In-plane box around the mask (whole slice when the mask is empty)."""
+    coords = np.argwhere(mask2d)
+    if coords.size == 0:
+        return slice(None), slice(None)
+    lo = np.maximum(coords.min(0) - margin, 0)
+    hi = coords.max(0) + margin + 1
+    return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
+
+
+def best_slice(mask: np.ndarray) -> int:
+    """Index of the last-axis slice with the largest mask area."""
+    return int(np.argmax(mask.reshape(-1, mask.shape[-1]).sum(0))) if mask.ndim == 3 else 0
+
+
+def save_preview(path: str | os.PathLike, rows: Sequence[dict], titles: Sequence[str] = ("input", "mask", "synthetic")) -> None:
+    """Write a PNG grid, one row per case: each row dict has ``name``, ``input``, ``label`` (0 where nothing is to
+    be shown), ``output`` (3-D or 2-D arrays) and ``mask`` (the region of interest); the slice with the largest
+    mask area is shown, zoomed on it, with the label values overlaid in the middle panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+    for axis_row, row in zip(axes, rows):
+        index = best_slice(row["mask"])
+        pick = (lambda a: a[..., index]) if np.ndim(row["mask"]) == 3 else (lambda a: a)
+        box = _zoom_box(pick(row["mask"]))
+        image, output, label = pick(row["input"])[box], pick(row["output"])[box], pick(row["label"])[box]
+        low, high = float(min(image.min(), output.min())), float(max(image.max(), output.max()))
+        axis_row[0].imshow(image.T, cmap="gray", vmin=low, vmax=high, origin="lower")
+        axis_row[1].imshow(image.T, cmap="gray", vmin=low, vmax=high, origin="lower")
+        axis_row[1].imshow(np.ma.masked_equal(label.T, 0), cmap="autumn", alpha=0.6, origin="lower", interpolation="nearest")
+        axis_row[2].imshow(output.T, cmap="gray", vmin=low, vmax=high, origin="lower")
+        for axis, title in zip(axis_row, titles):
+            axis.set_title(f"{row['name']} · {title}" if title == titles[0] else title, fontsize=8)
+            axis.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

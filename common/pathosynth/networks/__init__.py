@@ -1,0 +1,1 @@
+from .pseudo3d_unet import Pseudo3DDiffusionUNet

@@ -1,0 +1,49 @@
+"""Shared fixtures: phantom data (the embedded default), real data when present, bundle paths."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLES = ROOT / "bundles"
+REAL_DATA = Path(os.environ.get("PATHOSYNTH_DATA", ROOT.parent / "shared" / "data"))
+
+torch.set_num_threads(1)  # tests run two xdist workers on two cores
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A small EMIDEC-layout phantom dataset (2 normal, 4 pathological cases), made once per worker."""
+    from pathosynth.data.phantom import generate_emidec_like_dataset
+
+    out = tmp_path_factory.mktemp("phantom")
+    generate_emidec_like_dataset(out, n_normal=2, n_pathological=4, seed=7, in_plane=96)
+    return out
+
+
+@pytest.fixture(scope="session")
+def emidec_dir() -> Path:
+    """The real EMIDEC development split (../shared/data/emidec or $PATHOSYNTH_DATA/emidec)."""
+    path = REAL_DATA / "emidec"
+    if not path.is_dir():
+        pytest.skip(f"real EMIDEC data not found at {path} (set PATHOSYNTH_DATA)")
+    return path
+
+
+def run_bundle(workflow: str, bundle: str, configs: list[str], overrides: dict, cwd: Path = ROOT, env=None, timeout=600):
+    """Run ``python -m monai.bundle run`` as a user would; returns the CompletedProcess (raises on failure)."""
+    files = [str(BUNDLES / bundle / "configs" / c) for c in configs]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", str(files)]
+    for key, value in overrides.items():
+        cmd += [f"--{key}", str(value)]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"bundle run failed ({proc.returncode}):\n{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,82 @@
+"""Checks every bundle keeps (GUIDE §2–3): complete metadata, configs that parse and instantiate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from monai.bundle import ConfigParser
+
+from conftest import BUNDLES
+
+BUNDLE_DIRS = sorted(p for p in BUNDLES.iterdir() if (p / "configs").is_dir())
+REQUIRED_META = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
+                 "name", "task", "description", "authors", "references", "network_data_format", "intended_use")
+
+
+def _json(path: Path):
+    return json.loads(path.read_text())
+
+
+def config_combinations(bundle: Path) -> list[list[str]]:
+    """Every base config with each overlay meant for it: train*.json / multi_gpu_train*.json on train.json,
+    inference*.json / multi_gpu_inference*.json on inference.json, always followed by smoke.json."""
+    configs = bundle / "configs"
+    combos = []
+    for base in ("train", "inference"):
+        if not (configs / f"{base}.json").exists():
+            continue
+        combos.append([f"{base}.json", "smoke.json"])
+        for overlay in sorted(configs.glob(f"{base}_*.json")) + sorted(configs.glob(f"multi_gpu_{base}*.json")):
+            combos.append([f"{base}.json", overlay.name, "smoke.json"])
+    return combos
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
+def test_metadata_is_complete(bundle):
+    meta = _json(bundle / "configs" / "metadata.json")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    assert not missing, f"{bundle.name}/configs/metadata.json lacks {missing}"
+    assert meta["version"] in meta["changelog"], "the current version needs a changelog entry"
+    fmt = meta["network_data_format"]
+    assert fmt.get("inputs") and fmt.get("outputs")
+    for tensor in list(fmt["inputs"].values()) + list(fmt["outputs"].values()):
+        assert {"type", "num_channels", "spatial_shape", "dtype"} <= set(tensor)
+    import monai
+    import torch
+
+    assert meta["monai_version"] == monai.__version__
+    assert meta["pytorch_version"] == torch.__version__.split("+")[0]
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
+def test_bundle_files_exist(bundle):
+    for name in ("configs/metadata.json", "configs/inference.json", "configs/smoke.json", "configs/logging.conf",
+                 "docs/README.md", "docs/data_license.txt", "LICENSE"):
+        assert (bundle / name).exists(), f"{bundle.name} lacks {name}"
+    assert list((bundle / "configs").glob("train*.json")), f"{bundle.name} has no train*.json"
+    assert not list(bundle.rglob("*.py")), "bundles hold configs and docs; code lives in common/pathosynth"
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
+def test_every_config_parses(bundle):
+    """Every JSON is valid and every (base + overlay + smoke) combination resolves its plain settings."""
+    for path in (bundle / "configs").glob("*.json"):
+        _json(path)
+    for combo in config_combinations(bundle):
+        parser = ConfigParser()
+        parser.read_config([str(bundle / "configs" / c) for c in combo])
+        parser.read_meta(str(bundle / "configs" / "metadata.json"))
+        parser.parse()
+        for key in ("network_def", "scheduler"):
+            if key in parser:
+                parser.get_parsed_content(key, instantiate=True)
+
+
+def test_train_and_inference_networks_agree():
+    """A checkpoint from train.json must load into inference.json's network: same network_def in both."""
+    for bundle in BUNDLE_DIRS:
+        configs = bundle / "configs"
+        if (configs / "train.json").exists() and "network_def" in _json(configs / "inference.json"):
+            assert _json(configs / "train.json")["network_def"] == _json(configs / "inference.json")["network_def"]
