@@ -60,12 +60,17 @@ def check_synthetic_dataset(out: Path, source_dir: Path, lesion_values=(3, 4), p
 @pytest.fixture(scope="module")
 def trained_j(phantom_dir, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("ckpt")
-    _train(phantom_dir, ckpt, tmp_path_factory.mktemp("logs"))
+    _train(phantom_dir, ckpt, ckpt / "logs")
     return ckpt
 
 
-def test_training_writes_checkpoints(trained_j):
+def test_training_writes_checkpoints_and_logs(trained_j):
+    import torch
+
     assert (trained_j / "lefusion_j.pt").exists() and (trained_j / "lefusion_j_latest.pt").exists()
+    weights = torch.load(trained_j / "lefusion_j.pt", weights_only=True)
+    assert weights["metadata"]["texture_channels"] == [["MI"], ["PMO"]] and weights["metadata"]["iteration"] == 4
+    assert list((trained_j / "logs" / "tensorboard" / "lefusion_j").glob("events.out.tfevents.*"))
 
 
 def test_inference_lefusion_j_keeps_the_contract(phantom_dir, trained_j, tmp_path):
@@ -127,3 +132,13 @@ def test_baselines_and_lefusion_s_run(name, train_overlays, infer_overlays, past
     out = tmp_path / "out"
     _infer(phantom_dir, ckpt, out, overlays=infer_overlays, max_cases=2)
     check_synthetic_dataset(out, phantom_dir, paste=paste)
+
+
+def test_tracking_mlflow_logs_the_training_loss(phantom_dir, tmp_path):
+    """`--tracking mlflow` (MONAI's experiment management) records the loss in a local MLflow store."""
+    mlflow = pytest.importorskip("mlflow")
+    logs = tmp_path / "logs"
+    _train(phantom_dir, tmp_path / "ckpt", logs, max_cases=2, tracking="mlflow")
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{logs / 'mlruns.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and "train_loss" in runs[0].data.metrics

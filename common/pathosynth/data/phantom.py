@@ -29,7 +29,7 @@ from scipy import ndimage as ndi
 # 5..10 slices, LV centred in the image. Myocardium is set a little darker (nulled), the other
 # contrasts relative to it, which lands near these means (blood ~156, MI ~163, PMO ~148).
 _REAL_MEANS = {"body": 150, "blood": 159, "myocardium": 145, "mi": 162, "pmo": 151}
-AFFINE = np.diag([1.0, 1.0, 10.0, 1.0])  # the real data's placeholder spacing (mm)
+AFFINE = np.diag([1.0, 1.0, 10.0, 1.0])  # the spacing the real re-export carries (its true spacing was lost), in mm
 _CROSS = ndi.generate_binary_structure(2, 1)[..., None]  # in-plane 4-neighbourhood, per slice
 
 
