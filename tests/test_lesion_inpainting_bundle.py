@@ -122,6 +122,7 @@ def test_bad_input_stops_before_training(phantom_dir, tmp_path):
         ("repaint", [["train_repaint.json"]], ["inference_repaint.json"], "lesion"),
         ("cond_diffusion", [["train_cond_diffusion.json"]], ["inference_cond_diffusion.json"], "crop"),
         ("lefusion_s", [["train_lefusion_s.json"], ["train_lefusion_s.json"]], ["inference_lefusion_s.json"], "lesion"),
+        ("handcrafted", [], ["inference_handcrafted.json"], "lesion"),
     ],
 )
 def test_baselines_and_lefusion_s_run(name, train_overlays, infer_overlays, paste, phantom_dir, tmp_path):

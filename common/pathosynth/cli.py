@@ -3,6 +3,9 @@
     python -m pathosynth.cli phantom OUT_DIR [--n_normal 4 --n_pathological 8 --seed 0]
     python -m pathosynth.cli validate --dataset_dir DIR   (or --datalist FILE)
     python -m pathosynth.cli network_evaluations --num_steps 300 --jump_length 5 --jump_n_sample 5
+    python -m pathosynth.cli export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": DIR, "select": "with_lesion"}, ...]'
+    python -m pathosynth.cli mask_report OUT --sources '[{"name": "real", "dataset_dir": DIR, "select": "with_lesion"},
+                                                        {"name": "DiffMask", "datalist": "masks/datalist.json"}]'
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
 """
@@ -34,8 +37,23 @@ def network_evaluations(num_steps: int = 300, jump_length: int = 5, jump_n_sampl
     return _network_evaluations(num_steps, jump_length, jump_n_sample)
 
 
+def mask_report(out_dir: str, sources=(), labels=None, title: str = "Lesion mask realism") -> str:
+    """Compare lesion-mask statistics of several sets (real dataset folders, synthetic datalists) side by side:
+    writes mask_realism.md / .json / .png into OUT_DIR. ``sources`` as for ``export``."""
+    from .io.exports import parse_option, sets_from_sources
+    from .masks.realism import realism_report
+
+    labels = dict(parse_option(labels) or EMIDEC_LABELS)
+    sets = sets_from_sources(parse_option(sources), labels)
+    realism_report({name: [r["label"] for r in records] for name, records in sets}, labels, out_dir, title=title)
+    return f"report in {out_dir}/mask_realism.md"
+
+
 def main() -> None:
-    fire.Fire({"phantom": phantom, "validate": validate, "network_evaluations": network_evaluations})
+    from .io.exports import export
+
+    fire.Fire({"phantom": phantom, "validate": validate, "network_evaluations": network_evaluations,
+               "export": export, "mask_report": mask_report})
 
 
 if __name__ == "__main__":

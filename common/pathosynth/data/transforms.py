@@ -80,3 +80,49 @@ def unit_to_min_max(values: np.ndarray, low: float, high: float) -> np.ndarray:
     """Inverse of :func:`min_max_to_unit`."""
     scale = (high - low) if high > low else 1.0
     return (values.astype(np.float64) + 1.0) / 2.0 * scale + low
+
+
+class LesionMaskTargetsd(MapTransform):
+    """DiffMask training targets from a label map (paper Sec. 2.3, Eq. 4).
+
+    Adds ``image_key``: the mask channels [MI extent, PMO] scaled to {-1, 1} (what the diffusion model
+    generates); ``weight_key``: the anatomy region M_m repeated per channel (Eq. 4 counts the error only
+    where lesions may occur); ``condition_key``: the anatomy the model is conditioned on — M_m, plus the
+    LV cavity when ``cavity_class`` is given.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        labels: Mapping[str, int],
+        anatomy_class: str = "myocardium",
+        mi_class: str = "MI",
+        pmo_class: str = "PMO",
+        cavity_class: str | None = None,
+        image_key: str = "image",
+        weight_key: str = "region",
+        condition_key: str = "anatomy",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.labels = dict(labels)
+        self.classes = {"anatomy_class": anatomy_class, "mi_class": mi_class, "pmo_class": pmo_class}
+        self.cavity = class_values(labels, [cavity_class]) if cavity_class else None
+        self.image_key, self.weight_key, self.condition_key = image_key, weight_key, condition_key
+
+    def __call__(self, data):
+        from ..masks.postprocess import label_to_masks
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = np.asarray(torch.as_tensor(d[key])[0].cpu())
+            mi_extent, pmo, region = label_to_masks(label, self.labels, **self.classes)
+            masks = torch.from_numpy(np.stack([mi_extent, pmo]).astype(np.float32))
+            region_t = torch.from_numpy(region[None].astype(np.float32))
+            d[self.image_key] = masks * 2 - 1
+            d[self.weight_key] = region_t.expand(2, *region_t.shape[1:]).clone()
+            condition = [region_t]
+            if self.cavity is not None:
+                condition.append(torch.from_numpy(np.isin(label, self.cavity)[None].astype(np.float32)))
+            d[self.condition_key] = torch.cat(condition)
+        return d

@@ -1,4 +1,9 @@
-"""Whole-volume synthesis: crop windows, lesion texture models, paste-back."""
+"""Whole-volume synthesis: crop windows, lesion texture and mask models (diffusion and hand-crafted),
+and the normal->pathological pipeline."""
 
-from .lesion_texture import LesionTextureSynthesizer, SynthesisResult, TextureModel
+from .handcrafted import HandcraftedMasks, HandcraftedTexture
+from .lesion_masks import LesionMaskSynthesizer
+from .lesion_texture import LesionTextureSynthesizer, TextureModel
+from .pipeline import PathologyPipeline
+from .results import SynthesisResult, read_case
 from .windows import covering_windows, pad_to

@@ -11,15 +11,16 @@ the input array, so the background is bit-identical by construction, not by nume
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..data.labels import channel_masks
 from ..data.transforms import masked_context, min_max_to_unit, unit_to_min_max
-from ..io.nifti import cast_like, read_nifti
+from ..io.nifti import cast_like
 from ..seeding import generator
+from .results import SynthesisResult, read_case
 from .windows import covering_windows, pad_to
 
 PASTE_MODES = ("lesion", "crop")
@@ -36,6 +37,7 @@ class TextureModel:
         paste: "lesion" writes only lesion voxels (LeFusion, RePaint); "crop" writes whole windows
             (Cond-Diffusion, which regenerates the background it was conditioned on).
         name: for provenance.
+        checkpoint: the weights file, hashed into provenance records.
     """
 
     network: torch.nn.Module
@@ -43,22 +45,13 @@ class TextureModel:
     conditional: bool = False
     paste: str = "lesion"
     name: str = "texture_model"
+    checkpoint: str | None = None
 
     def __post_init__(self):
         if self.paste not in PASTE_MODES:
             raise ValueError(f"paste must be one of {PASTE_MODES}, got {self.paste!r}")
         if self.paste == "crop" and len(self.channels) != 1:
             raise ValueError("paste='crop' needs a single-channel model")
-
-
-@dataclass
-class SynthesisResult:
-    """One synthetic case: arrays in the source's dtype plus what the preview and provenance need."""
-
-    image: np.ndarray
-    label: np.ndarray
-    changed: np.ndarray
-    info: dict = field(default_factory=dict)
 
 
 class LesionTextureSynthesizer:
@@ -88,6 +81,11 @@ class LesionTextureSynthesizer:
         self.roi_size = tuple(int(r) for r in roi_size)
         self.device = torch.device(device)
 
+    @property
+    def checkpoints(self) -> list[str]:
+        """Weight files of the models, for provenance."""
+        return [str(m.checkpoint) for m in self.models if m.checkpoint]
+
     def settings(self) -> dict:
         """What produced a case, for provenance."""
         return {
@@ -112,7 +110,8 @@ class LesionTextureSynthesizer:
                 calls += self._synthesize_window(model, work, masks, window, seed, model_index, window_index)
                 if model.paste == "crop":
                     changed[window] = True
-            changed |= union if model.paste == "lesion" else False
+            if model.paste == "lesion":
+                changed |= union
         crop = tuple(slice(0, s) for s in image.shape)
         work, changed = work[crop], changed[crop]
         out = image.copy()
@@ -143,8 +142,6 @@ class LesionTextureSynthesizer:
 
     def synthesize_case(self, record: Mapping, seed: int) -> SynthesisResult:
         """Read a case record's image and label and synthesise (the runner's per-case callable)."""
-        image, _ = read_nifti(record["image"])
-        label, _ = read_nifti(record["label"])
-        result = self.synthesize(np.asarray(image), np.asarray(label), seed)
+        result = self.synthesize(*read_case(record), seed)
         result.info.update(self.settings())
         return result

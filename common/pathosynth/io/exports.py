@@ -1,0 +1,250 @@
+"""Export real + synthetic cases for downstream training: EMIDEC layout, decathlon datalist, nnU-Net v2 raw.
+
+Why: synthesis pays off only when a segmenter is trained on real + synthetic data (LeFusion trains nnU-Net
+on P+N''), and each trainer wants its own layout. These exporters write it from the bundles' case records,
+copy files byte-for-byte (no resampling or re-encoding can sneak in), keep a ``sources.json`` tracing every
+exported case to its source files, write atomically, and never write into an input dataset (GUIDE §3).
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import numbers
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+
+import pathosynth
+
+from ..data import EMIDEC_LABELS, load_cases, validate_cases
+from .atomic import atomic_path, write_json
+
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+SOURCE_KEYS = ("name", "dataset_dir", "datalist", "select", "datalist_key")
+CaseSets = Sequence[tuple[str, Sequence[Mapping]]]
+
+
+def _ending(path: str | os.PathLike) -> str:
+    if not str(path).endswith(NIFTI_ENDINGS):
+        raise ValueError(f"{path} is not a NIfTI file (expected one of {NIFTI_ENDINGS})")
+    return next(ending for ending in NIFTI_ENDINGS if str(path).endswith(ending))
+
+
+def _guard_sources(records: Sequence[Mapping], out: Path, inputs_below_ok: bool = False) -> None:
+    """Refuse an output inside a source folder or holding an input file: nothing in an input dataset is ever written.
+
+    Source folders: each file's folder, the record's ``dataset_dir`` and an EMIDEC root (``ROOT/Case_X/Images/…``).
+    A datalist may sit above its inputs (that is what relative paths are for), hence ``inputs_below_ok``."""
+    out = out.resolve()
+    for record in records:
+        files = [Path(record[key]).resolve() for key in ("image", "label")]
+        folders = [f.parent for f in files] + [f.parents[2] for f in files if f.parent.name in ("Images", "Contours")]
+        folders += [Path(record["dataset_dir"]).resolve()] if record.get("dataset_dir") else []
+        for file in [] if inputs_below_ok else files:
+            if file.is_relative_to(out):
+                raise ValueError(f"output {out} contains input file {file}; choose a folder outside the source datasets")
+        for folder in folders:
+            if out.is_relative_to(folder):
+                raise ValueError(f"output {out} lies inside source folder {folder}; choose a folder outside the source datasets")
+
+
+def _needs_write(target: Path, source: Path | None = None, content=None) -> bool:
+    """False when ``target`` already holds exactly this (a rerun); FileExistsError when it holds something else."""
+    if not target.exists():
+        return True
+    try:
+        same = filecmp.cmp(source, target, shallow=False) if source is not None else json.loads(target.read_text()) == content
+    except ValueError:  # includes JSON and Unicode decoding errors
+        same = False
+    if not same:
+        raise FileExistsError(f"{target} exists with different content; refusing to overwrite it (export to a new folder or delete it)")
+    return False
+
+
+def _copy_nifti(source: str | os.PathLike, target: Path) -> None:
+    """Byte copy when the endings agree (bit-identical data and header); otherwise re-save the same image with nibabel."""
+    with atomic_path(target) as tmp:
+        if _ending(source) == _ending(target):
+            shutil.copyfile(source, tmp)
+        else:
+            nib.save(nib.load(str(source)), str(tmp))
+
+
+def _provenance(record: Mapping, set_name: str | None = None) -> dict:
+    """What sources.json says about one exported case: enough to find its source files again."""
+    keep = ("case_id", "image", "label", "source_image", "group", "dataset_dir")
+    return {k: str(record[k]) for k in keep if record.get(k)} | ({"set": set_name} if set_name else {})
+
+
+def combined_cases(sets: CaseSets) -> list[tuple[str, str, Mapping]]:
+    """(export id, set name, record) per case; ids are ``{set}_{case_id}`` in nnU-Net's safe alphabet, the same in
+    every export format (an nnU-Net case matches its datalist entry). Colliding ids would drop cases: an error."""
+    cases = [(re.sub(r"[^A-Za-z0-9_-]", "_", f"{name}_{r['case_id']}"), name, r) for name, records in sets for r in records]
+    counts = Counter(export_id for export_id, _, _ in cases)
+    clashes = [f"{i} <- {name}:{record['case_id']}" for i, name, record in cases if counts[i] > 1]
+    if clashes:
+        raise ValueError(f"export case ids are not unique after sanitising '{{set}}_{{case_id}}': {clashes}; rename a set or its cases")
+    return cases
+
+
+def export_emidec(records: Sequence[Mapping], out_dir: str | os.PathLike, prefix: str = "Case_S") -> list[dict]:
+    """Write cases in the EMIDEC layout (``{prefix}0001/Images/…``, ``…/Contours/…``), numbered in record order.
+
+    Conflicts are all found before anything is written, so a refused export leaves ``out_dir`` as it was and
+    an identical rerun writes nothing. Returns the exported cases as ``discover_emidec`` would."""
+    if not prefix.startswith("Case_") or not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise ValueError(f"prefix must start with 'Case_' (EMIDEC readers look for it) and use [A-Za-z0-9_-], got {prefix!r}")
+    records, out, copies, sources, exported = list(records), Path(out_dir), [], {}, []
+    _guard_sources(records, out)
+    for number, record in enumerate(records, start=1):
+        case_id = f"{prefix}{number:04d}"
+        image = out / case_id / "Images" / f"{case_id}{_ending(record['image'])}"
+        label = out / case_id / "Contours" / f"{case_id}{_ending(record['label'])}"
+        copies += [(Path(record["image"]), image), (Path(record["label"]), label)]
+        sources[case_id] = _provenance(record, record.get("set"))
+        exported.append({"case_id": case_id, "image": str(image.resolve()), "label": str(label.resolve()), "group": None,
+                         "source_case_id": record["case_id"]})
+    todo = [(source, target) for source, target in copies if _needs_write(target, source=source)]
+    write_sources = _needs_write(out / "sources.json", content=sources)
+    for source, target in todo:
+        _copy_nifti(source, target)
+    if write_sources:
+        write_json(out / "sources.json", sources)
+    return exported
+
+
+def _portable(path: str, base: Path) -> str:
+    """Relative to ``base`` when the file lies below it (the folder can move as a whole), else absolute."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
+
+
+def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "training") -> dict:
+    """A decathlon datalist of all sets, readable by MONAI ``load_decathlon_datalist`` and our ``read_datalist``.
+
+    Entries: image, label, case_id (unique across sets), source_case_id, set and, when known, source_image
+    and group. Rerun-safe like the other exports: identical → kept, different → refused."""
+    out, base, cases = Path(out_path), Path(out_path).resolve().parent, combined_cases(sets)
+    _guard_sources([record for _, _, record in cases], base, inputs_below_ok=True)
+    entries = []
+    for export_id, name, record in cases:
+        known = {k: record[k] for k in ("source_image", "group") if record.get(k)}
+        entries.append({"image": _portable(record["image"], base), "label": _portable(record["label"], base), "case_id": export_id,
+                        "source_case_id": record["case_id"], "set": name} | known)
+    names = [name for name, _ in sets]
+    datalist = {"description": f"pathosynth export of sets {names}; relative paths are relative to this file's folder", key: entries}
+    if _needs_write(out, content=datalist):
+        write_json(out, datalist)
+    return datalist
+
+
+def check_nnunet_labels(labels: Mapping[str, int]) -> dict[str, int]:
+    """nnU-Net v2 needs ``background: 0`` and label values 0..K-1, each once; say so before any file is written."""
+    values = {name: int(value) for name, value in labels.items() if isinstance(value, numbers.Integral)}
+    if len(values) < len(labels) or values.get("background") != 0 or sorted(values.values()) != list(range(len(values))):
+        raise ValueError(f"nnU-Net labels must hold 'background': 0 and the integers 0..K-1, each once (no gaps); got {dict(labels)}")
+    return values
+
+
+def export_nnunet(sets: CaseSets, out_root: str | os.PathLike, dataset_id: int, dataset_name: str, labels: Mapping[str, int],
+                  channel_names: Sequence[str] = ("LGE",), file_ending: str = ".nii.gz", overwrite: bool = False) -> Path:
+    """An nnU-Net v2 raw dataset ``out_root/Dataset{id:03d}_{name}`` (imagesTr, labelsTr, dataset.json, sources.json).
+
+    Every case is validated first (files load, label values declared, image/label shape and affine agree,
+    no NaN): nnU-Net checks only at plan time and names our copy, not the user's source file. The dataset
+    is built in a hidden sibling folder and renamed into place: nnU-Net never sees a half-written one."""
+    labels = check_nnunet_labels(labels)
+    if file_ending not in NIFTI_ENDINGS or len(channel_names) != 1:
+        raise ValueError(f"need file_ending in {NIFTI_ENDINGS} and one channel (one image per case); got {file_ending!r}, {channel_names}")
+    if not 1 <= int(dataset_id) <= 999 or not re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name):
+        raise ValueError(f"nnU-Net needs a dataset id in 1..999 and a name in [A-Za-z0-9_-]; got {dataset_id!r}, {dataset_name!r}")
+    cases = combined_cases(sets)
+    records = [record for _, _, record in cases]
+    folder = Path(out_root) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
+    _guard_sources(records, folder)
+    if folder.exists() and not (overwrite and (folder / "dataset.json").is_file()):
+        raise FileExistsError(f"nnU-Net dataset folder {folder} exists; overwrite=True replaces it (if it holds a dataset.json)")
+    validate_cases(records, labels, source=f"nnU-Net export {folder.name}")
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    retired = staging.with_name(f"{staging.name}.old")
+    try:
+        for export_id, _, record in cases:
+            _copy_nifti(record["image"], staging / "imagesTr" / f"{export_id}_0000{file_ending}")
+            _copy_nifti(record["label"], staging / "labelsTr" / f"{export_id}{file_ending}")
+        write_json(staging / "dataset.json", {
+            "channel_names": {"0": channel_names[0]}, "labels": labels, "numTraining": len(cases), "file_ending": file_ending,
+            "description": f"pathosynth export of sets {[name for name, _ in sets]}; sources.json maps cases to source files", "reference":
+            f"pathosynth {pathosynth.__version__}", "licence": "that of the source datasets in sources.json (may forbid redistribution)"})
+        write_json(staging / "sources.json", {export_id: _provenance(record, name) for export_id, name, record in cases})
+        if folder.exists():  # overwrite: move the old dataset aside, the new one in, then delete the old
+            os.replace(folder, retired)
+        os.replace(staging, folder)
+        shutil.rmtree(retired, ignore_errors=True)  # only once the new one is in place; a failure leaves it recoverable
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def sets_from_sources(sources: Sequence[Mapping], labels: Mapping[str, int] | None = None,
+                      lesion_classes: Sequence[str] = ("MI", "PMO")) -> list[tuple[str, list[dict]]]:
+    """Named, validated case sets from ``{"name", "dataset_dir" | "datalist", "select"?, "datalist_key"?}`` mappings.
+
+    Built on ``load_cases``, so a bad input stops the export with the message a bundle would give. Records gain
+    ``dataset_dir`` (so no export lands in a source folder) and, from datalists, ``source_image`` (``read_datalist`` drops it).
+    """
+    sets, labels = [], dict(labels or EMIDEC_LABELS)
+    for source in sources:
+        if set(source) - set(SOURCE_KEYS) or "name" not in source or ("dataset_dir" in source) == ("datalist" in source):
+            raise ValueError(f"a source needs 'name' and exactly one of 'dataset_dir'/'datalist' (keys {SOURCE_KEYS}); got {dict(source)}")
+        key = source.get("datalist_key", "training")
+        records = load_cases(source.get("dataset_dir"), source.get("datalist"), labels=labels, lesion_classes=list(lesion_classes),
+                             select=source.get("select", "all"), datalist_key=key)
+        root = Path(source.get("dataset_dir") or Path(source["datalist"]).parent).resolve()
+        entries = json.loads(Path(source["datalist"]).read_text()).get(key, []) if source.get("datalist") else []
+        known = {str((root / e["image"]).resolve()): str((root / e["source_image"]).resolve()) for e in entries if e.get("source_image")}
+        for record in records:
+            record["dataset_dir"] = str(root)
+            image = str(Path(record["image"]).resolve())
+            if image in known:
+                record["source_image"] = known[image]
+        sets.append((str(source["name"]), records))
+    if not sets or len({name for name, _ in sets}) != len(sets):
+        raise ValueError(f"sources need distinct names (and at least one source), got {[name for name, _ in sets]}")
+    return sets
+
+
+def parse_option(value):
+    """Fire passes JSON-like options as Python objects; also accept a JSON string or the path of a JSON file."""
+    return (json.loads(value) if value.lstrip()[:1] in "[{" else json.loads(Path(value).read_text())) if isinstance(value, str) else value
+
+
+def export(out: str, format: str = "nnunet", sources=(), dataset_id: int = 501, dataset_name: str = "Pathosynth",
+           labels=None, lesion_classes=("MI", "PMO"), overwrite: bool = False) -> str:
+    """CLI: combine real and synthetic sets into one training set for nnU-Net or MONAI.
+
+        pathosynth export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": "data/emidec", "select": "with_lesion"},
+                                                        {"name": "N2", "datalist": "synth/datalist.json"}]'
+
+    ``format``: "nnunet" (OUT = the nnUNet_raw root), "emidec" (OUT = a new dataset folder) or "datalist" (OUT = a JSON file).
+    """
+    if format not in ("nnunet", "emidec", "datalist"):
+        raise ValueError(f"format must be 'nnunet', 'emidec' or 'datalist', got {format!r}")
+    labels = dict(parse_option(labels) or EMIDEC_LABELS)
+    sets = sets_from_sources(parse_option(sources), labels, list(lesion_classes))
+    count = sum(len(records) for _, records in sets)
+    if format == "nnunet":
+        return f"{count} cases in {export_nnunet(sets, out, dataset_id, dataset_name, labels, overwrite=overwrite)}"
+    if format == "emidec":
+        export_emidec([{**record, "set": name} for name, records in sets for record in records], out)
+    else:
+        export_datalist(sets, out)
+    return f"{count} cases in {out}"
