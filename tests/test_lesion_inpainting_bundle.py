@@ -42,7 +42,8 @@ def check_synthetic_dataset(out: Path, source_dir: Path, lesion_values=(3, 4), p
         record = json.loads((out / entry["provenance"]).read_text())
         assert {"bundle", "checkpoints", "seed", "synthesis"} <= set(record)
         assert record["bundle"]["version"] and all(len(h) == 64 for h in record["checkpoints"].values())
-        assert record["synthesis"]["network_evaluations"] > 0
+        if record["checkpoints"]:  # diffusion models report their network calls (hand-crafted textures have none)
+            assert record["synthesis"]["network_evaluations"] > 0
         original = _arrays(source)
         synthetic = _arrays(out / entry["image"])
         label = _arrays(out / entry["label"])
