@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, ROOT
 from test_lesion_inpainting_bundle import _arrays, _infer, _train, check_synthetic_dataset
 
 CONFIGS = BUNDLES / "lesion_inpainting" / "configs"

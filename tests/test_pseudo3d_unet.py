@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pathosynth.networks import Pseudo3DDiffusionUNet
-from pathosynth.networks.pseudo3d_unet import (
+from pathosynth.networks.pseudo3d_layers import (
     InPlaneConv3d,
     SliceAttention,
     SliceConv3d,
@@ -246,7 +246,7 @@ def test_default_gpu_scale_config_builds_and_runs():
 def test_in_plane_convolutions_run_as_2d_and_faster_than_conv3d():
     """The (3,3,1)/(1,1,3) convolutions are evaluated as 2D convolutions on views of the slice-major buffer:
     the same numbers as torch's Conv3d on the same weights, at a fraction of its time (ratio in one run)."""
-    from pathosynth.networks.pseudo3d_unet import InPlaneConv3d, SliceConv3d, _to_network_layout
+    from pathosynth.networks.pseudo3d_layers import InPlaneConv3d, SliceConv3d, _to_network_layout
 
     x = _to_network_layout(torch.randn(1, 16, 72, 72, 10))
     for conv in (InPlaneConv3d(16, 16), SliceConv3d(16)):

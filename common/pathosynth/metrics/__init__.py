@@ -1,0 +1,21 @@
+"""Metrics shared by every bundle: image similarity (whole image or a region, on a declared intensity range),
+per-class segmentation scores with defined empty-mask semantics, and classification scores.
+
+Built on MONAI's metric functions; each module's docstring states the conventions that change the numbers.
+"""
+
+from .classification import classification_scores
+from .image import IMAGE_METRICS, image_similarity, lesion_region_similarity, per_slice_ssim, ssim_map
+from .segmentation import SEGMENTATION_METRICS, segmentation_scores, summarise_scores
+
+__all__ = [
+    "IMAGE_METRICS",
+    "SEGMENTATION_METRICS",
+    "classification_scores",
+    "image_similarity",
+    "lesion_region_similarity",
+    "per_slice_ssim",
+    "segmentation_scores",
+    "ssim_map",
+    "summarise_scores",
+]
