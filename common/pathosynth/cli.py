@@ -6,6 +6,7 @@
     python -m pathosynth.cli export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": DIR, "select": "with_lesion"}, ...]'
     python -m pathosynth.cli mask_report OUT --sources '[{"name": "real", "dataset_dir": DIR, "select": "with_lesion"},
                                                         {"name": "DiffMask", "datalist": "masks/datalist.json"}]'
+    python -m pathosynth.cli similarity_report OUT --sources '[{"name": "LeFusion-J", "datalist": "syn_j/datalist.json"}, ...]'
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
 """
@@ -49,11 +50,23 @@ def mask_report(out_dir: str, sources=(), labels=None, title: str = "Lesion mask
     return f"report in {out_dir}/mask_realism.md"
 
 
+def similarity_report(out_dir: str, sources=(), labels=None, classes=("MI", "PMO"),
+                      title: str = "Synthetic vs real: lesion-region similarity") -> str:
+    """LeFusion Tab. 2: lesion-region PSNR/SSIM of each method's synthetic cases against their real sources.
+    ``sources``: a list of {"name": METHOD, "datalist": SYNTHETIC_DATALIST}; writes similarity.md/.json/.png."""
+    from .evaluation import similarity_report as report
+    from .io.exports import parse_option
+
+    methods = {source["name"]: source["datalist"] for source in parse_option(sources)}
+    report(methods, out_dir, dict(parse_option(labels) or EMIDEC_LABELS), list(classes), title)
+    return f"report in {out_dir}/similarity.md"
+
+
 def main() -> None:
     from .io.exports import export
 
     fire.Fire({"phantom": phantom, "validate": validate, "network_evaluations": network_evaluations,
-               "export": export, "mask_report": mask_report})
+               "export": export, "mask_report": mask_report, "similarity_report": similarity_report})
 
 
 if __name__ == "__main__":
