@@ -3,7 +3,7 @@
 Every number comes from a MONAI metric function on one-hot tensors: ``compute_dice``, ``get_confusion_matrix`` +
 ``compute_confusion_matrix_metric`` (precision, sensitivity), ``compute_hausdorff_distance(percentile=95)`` and
 ``compute_average_surface_distance(symmetric=True)``, both spacing-aware, so distances are in the units of
-``spacing`` (mm). Pass the true voxel spacing: the EMIDEC files carry a placeholder (1, 1, 10) header while the
+``spacing`` (mm). Pass the true voxel spacing: the EMIDEC re-export carries a nominal (1, 1, 10) header while the
 in-plane spacing is ~1.5 mm. HD95 is MONAI's: the larger of the two directed 95th percentiles of surface
 distances (linear interpolation); ASSD is the mean over the surface voxels of both masks.
 
