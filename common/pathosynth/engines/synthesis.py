@@ -9,6 +9,7 @@ of the cases; rank 0 then writes ``datalist.json`` from all records and a previe
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -138,8 +139,6 @@ class SynthesisRunner:
 
     def records(self) -> list[dict]:
         """Provenance records of every finished synthetic case in this output folder."""
-        import json
-
         folder = self.output_dir / "provenance"
         return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
 
