@@ -210,7 +210,7 @@ def _plot(path: Path, title: str, per_group: Mapping[str, list[dict]], summaries
             axis.boxplot([data[i] for i in positions], positions=positions, widths=0.5, showfliers=False)
         for i, d in enumerate(data):
             axis.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=10, alpha=0.6, color=colours[i % len(colours)])
-        axis.set_xticks(range(len(names)), [f"{g}\n(n={summaries[g][key]['n']})" for g in names], fontsize=7)
+        axis.set_xticks(range(len(names)), [f"{g}\n(n={summaries[g][key]['n']})" for g in names], fontsize=7, rotation=20, ha="right")
         axis.set_xlim(-0.6, len(names) - 0.4)
         axis.set_title(DISTRIBUTIONS[key][0], fontsize=9)
     rate_axis = axes[len(keys)]

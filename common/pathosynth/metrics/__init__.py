@@ -18,26 +18,3 @@ from .features import (
 )
 from .image import IMAGE_METRICS, image_similarity, lesion_region_similarity, per_slice_ssim, ssim_map
 from .segmentation import SEGMENTATION_METRICS, segmentation_scores, summarise_scores
-
-__all__ = [
-    "EXTRACTORS",
-    "FeatureExtractor",
-    "MonaiDenseNetFeatures",
-    "MonaiResNetFeatures",
-    "RandomConvFeatures",
-    "TorchvisionInceptionFeatures",
-    "distribution_scores",
-    "extract_features",
-    "frechet_distance",
-    "kernel_inception_distance",
-    "make_extractor",
-    "IMAGE_METRICS",
-    "SEGMENTATION_METRICS",
-    "classification_scores",
-    "image_similarity",
-    "lesion_region_similarity",
-    "per_slice_ssim",
-    "segmentation_scores",
-    "ssim_map",
-    "summarise_scores",
-]

@@ -322,6 +322,16 @@ class _LocalWeightsExtractor(nn.Module):
     normalization: str
     intensity_range: tuple[float, float] | None
 
+    def _finish(self, net: nn.Module, in_channels: int, input_size: int, normalization: str | None,
+                intensity_range: Sequence[float] | None, arch: str, path: Path, extra: str = "") -> None:
+        """Freeze the loaded network and record the preprocessing and the report name (shared by all builders)."""
+        self.net = net.requires_grad_(False).eval()
+        self.in_channels = int(in_channels)
+        self.input_size = int(input_size)
+        self.normalization = _normalisation(normalization, self.in_channels)
+        self.intensity_range = None if intensity_range is None else tuple(float(v) for v in intensity_range)
+        self._set_name(arch, path, extra.format(norm=self.normalization))
+
     def _set_name(self, arch: str, path: Path, extra: str = "") -> None:
         self.weights_path = path
         self.name = f"{arch} weights={path.name} sha256={_sha256_prefix(path)} size={self.input_size}{extra}"
@@ -397,13 +407,8 @@ class MonaiResNetFeatures(_LocalWeightsExtractor):
         self.dim = int(net.fc.in_features)
         net.fc = nn.Identity()
         _load_checked(net, state, ["fc"], description, path)
-        self.net = net.requires_grad_(False).eval()
-        self.in_channels = int(conv1.shape[1])
-        self.input_size = int(input_size)
-        self.normalization = _normalisation(normalization, self.in_channels)
-        self.intensity_range = None if intensity_range is None else tuple(float(v) for v in intensity_range)
-        extra = f" conv1_stride={int(conv1_stride)} norm={self.normalization}"
-        self._set_name(arch, path, extra)
+        self._finish(net, conv1.shape[1], input_size, normalization, intensity_range, arch, path,
+                     f" conv1_stride={int(conv1_stride)} norm={{norm}}")
 
 
 _DENSENETS = {121: "DenseNet121", 169: "DenseNet169", 201: "DenseNet201"}
@@ -446,12 +451,7 @@ class MonaiDenseNetFeatures(_LocalWeightsExtractor):
         self.dim = int(net.class_layers.out.in_features)
         net.class_layers.out = nn.Identity()
         _load_checked(net, state, ["class_layers.out", "classifier"], description, path)
-        self.net = net.requires_grad_(False).eval()
-        self.in_channels = int(conv0.shape[1])
-        self.input_size = int(input_size)
-        self.normalization = _normalisation(normalization, self.in_channels)
-        self.intensity_range = None if intensity_range is None else tuple(float(v) for v in intensity_range)
-        self._set_name(arch, path, f" norm={self.normalization}")
+        self._finish(net, conv0.shape[1], input_size, normalization, intensity_range, arch, path, " norm={norm}")
 
 
 def _import_torchvision_models():
