@@ -58,7 +58,7 @@ def test_bundle_files_exist(bundle):
     assert not list(bundle.rglob("*.py")), "bundles hold configs and docs; code lives in common/pathosynth"
 
 
-WORKFLOW_IDS = {"imports", "initialize", "run", "finalize", "training", "inference"}
+WORKFLOW_IDS = {"imports", "initialize", "run", "finalize", "training", "inference", "evaluating"}
 COMBOS = [(bundle, combo) for bundle in BUNDLE_DIRS for combo in config_combinations(bundle)]
 
 
@@ -87,6 +87,13 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, tmp_path, process
     parser.read_config([str(bundle / "configs" / c) for c in combo])
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
     parser.update({"dataset_dir": str(phantom_dir), "ckpt_dir": str(tmp_path / "ckpt"), "output_dir": str(tmp_path / "out")})
+    placeholders = [k for k in ("train_datalists", "test_datalist", "datalist") if "/workspace/" in str(parser.config.get(k))]
+    if placeholders:  # configs that take split datalists instead of a dataset folder
+        from pathosynth.data import write_split
+
+        split = write_split(phantom_dir, tmp_path / "split", test_fraction=0.5)
+        values = {"train_datalists": [split["train_pathological"], split["train_normal"]], "test_datalist": split["test"], "datalist": split["test"]}
+        parser.update({k: values[k] for k in placeholders})
     parser.parse()
     for key in parser.config:
         if key not in WORKFLOW_IDS:

@@ -6,15 +6,8 @@ import pytest
 import torch
 
 from pathosynth.metrics.distribution import distribution_scores, extract_features, frechet_distance, kernel_inception_distance
-from pathosynth.metrics.features import (
-    EXTRACTORS,
-    MonaiDenseNetFeatures,
-    RandomConvFeatures,
-    TorchvisionInceptionFeatures,
-    make_extractor,
-    preprocess_images,
-    torchvision_available,
-)
+from pathosynth.metrics.features import EXTRACTORS, RandomConvFeatures, make_extractor, preprocess_images
+from pathosynth.metrics.pretrained_features import MonaiDenseNetFeatures, TorchvisionInceptionFeatures, torchvision_available
 
 
 def _exact_gaussian_sample(n, mean, cov, seed):

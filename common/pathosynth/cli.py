@@ -7,6 +7,8 @@
     python -m pathosynth.cli mask_report OUT --sources '[{"name": "real", "dataset_dir": DIR, "select": "with_lesion"},
                                                         {"name": "DiffMask", "datalist": "masks/datalist.json"}]'
     python -m pathosynth.cli similarity_report OUT --sources '[{"name": "LeFusion-J", "datalist": "syn_j/datalist.json"}, ...]'
+    python -m pathosynth.cli split DATASET_DIR OUT_DIR [--test_fraction 0.25 --seed 0]
+    python -m pathosynth.cli lefusion_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
 """
@@ -62,11 +64,32 @@ def similarity_report(out_dir: str, sources=(), labels=None, classes=("MI", "PMO
     return f"report in {out_dir}/similarity.md"
 
 
+def split(dataset_dir: str, out_dir: str, test_fraction: float = 0.25, seed: int = 0, labels=None) -> str:
+    """Split a dataset by case (stratified normal / pathological) into train/test datalists in OUT_DIR."""
+    from .data import write_split
+    from .io.exports import parse_option
+
+    paths = write_split(dataset_dir, out_dir, test_fraction, seed, dict(parse_option(labels) or EMIDEC_LABELS))
+    return "\n".join(f"{name}: {path}" for name, path in paths.items())
+
+
+def lefusion_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int | None = None) -> str:
+    """Re-run LeFusion's Tab. 2 and Tab. 1 on DATASET_DIR (EMIDEC layout) into OUT_DIR; resumable (rerun the same
+    command). ``scale``: cpu (~1 h on 2 cores), ci, paper, or a scale JSON file."""
+    import logging
+
+    from .evaluation.study import LeFusionStudy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    return f"report: {LeFusionStudy(dataset_dir, out_dir, scale, jobs).run()}"
+
+
 def main() -> None:
     from .io.exports import export
 
     fire.Fire({"phantom": phantom, "validate": validate, "network_evaluations": network_evaluations,
-               "export": export, "mask_report": mask_report, "similarity_report": similarity_report})
+               "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
+               "split": split, "lefusion_study": lefusion_study})
 
 
 if __name__ == "__main__":

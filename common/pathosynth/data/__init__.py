@@ -5,3 +5,4 @@ from .errors import DatasetError
 from .labels import EMIDEC_LABELS, channel_masks, class_values, flatten_channels
 from .layouts import discover, discover_emidec, read_datalist
 from .validation import validate_cases
+from .splits import split_by_case, write_split

@@ -18,7 +18,7 @@ SELECTIONS = ("all", "with_lesion", "normal")
 
 def load_cases(
     dataset_dir: str | None = None,
-    datalist: str | None = None,
+    datalist: str | Sequence[str] | None = None,
     labels: Mapping[str, int] | None = None,
     lesion_classes: Sequence[str] = (),
     select: str = "all",
@@ -34,7 +34,15 @@ def load_cases(
     ``pathology_classes`` (default ``lesion_classes``): the classes any pathological case must hold —
     a LeFusion-S PMO model selects cases with PMO, yet an MI-only pathological case is still valid data.
     ``max_cases`` keeps the first N selected cases (smoke runs).
+    ``datalist`` may be a list of datalists (e.g. real + synthetic training sets): each is validated and
+    selected on its own, and the cases are concatenated in order.
     """
+    if isinstance(datalist, (list, tuple)):
+        if not datalist:
+            raise DatasetError("an empty list of datalists holds no case to use")
+        combined = [case for path in datalist for case in load_cases(None, path, labels, lesion_classes, select, datalist_key,
+                                                                     None, pathology_classes)]
+        return combined[: int(max_cases)] if max_cases is not None else combined
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     if labels is None:

@@ -65,10 +65,11 @@ def discover_emidec(dataset_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
-def read_datalist(datalist: str | os.PathLike, key: str = "training") -> list[dict]:
+def read_datalist(datalist: str | os.PathLike, key: str = "training", require_label: bool = True) -> list[dict]:
     """Cases of a decathlon-style datalist JSON; relative paths are relative to the JSON's folder.
 
-    Entries need ``image`` and ``label``; ``case_id`` and ``group`` are optional.
+    Entries need ``image`` and ``label`` (only ``image`` when ``require_label`` is False: images to segment,
+    their ``label`` is then None); ``case_id`` and ``group`` are optional.
     """
     path = Path(datalist)
     try:
@@ -83,15 +84,15 @@ def read_datalist(datalist: str | os.PathLike, key: str = "training") -> list[di
     base = path.resolve().parent
     records = []
     for index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
-            raise DatasetError(f"datalist {path}: entry {index} of '{key}' needs 'image' and 'label' keys")
+        if not isinstance(entry, dict) or not entry.get("image") or (require_label and not entry.get("label")):
+            raise DatasetError(f"datalist {path}: entry {index} of '{key}' needs {'image and label' if require_label else 'an image'} path")
         image = Path(entry["image"])
-        label = Path(entry["label"])
+        label = Path(entry["label"]) if entry.get("label") else None
         records.append(
             {
                 "case_id": str(entry.get("case_id") or _strip_nifti(image.name)),
                 "image": str(image if image.is_absolute() else (base / image).resolve()),
-                "label": str(label if label.is_absolute() else (base / label).resolve()),
+                "label": None if label is None else str(label if label.is_absolute() else (base / label).resolve()),
                 "group": entry.get("group"),
             }
         )

@@ -30,9 +30,9 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def write_nifti_like(path: str | os.PathLike, data: np.ndarray, reference: nib.Nifti1Image) -> None:
-    """Write ``data`` atomically with the reference's affine, header and stored dtype."""
-    dtype = reference.get_data_dtype()
+def write_nifti_like(path: str | os.PathLike, data: np.ndarray, reference: nib.Nifti1Image, dtype=None) -> None:
+    """Write ``data`` atomically with the reference's affine, header and stored dtype (or ``dtype``)."""
+    dtype = np.dtype(dtype) if dtype is not None else reference.get_data_dtype()
     header = reference.header.copy()
     header.set_data_dtype(dtype)
     out = nib.Nifti1Image(cast_like(np.asarray(data), dtype), reference.affine, header)

@@ -1,1 +1,2 @@
 from .pseudo3d_unet import Pseudo3DDiffusionUNet
+from .segmenter import StackedDeepSupervisionLoss, nnunet_dynunet, plan_dynunet

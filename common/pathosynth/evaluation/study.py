@@ -1,0 +1,269 @@
+"""The LeFusion study in one resumable command: Tab. 2 (image similarity) and Tab. 1 (downstream Dice).
+
+    python -m pathosynth.cli lefusion_study OUT --dataset_dir DATA/emidec --scale cpu
+
+Every step is a bundle workflow run exactly as a user would run it (``python -m monai.bundle run`` with
+the bundle's configs plus one overlay of study settings, kept in ``OUT/jobs/<step>.json``), logged to
+``OUT/logs/<step>.log``. A step that finished leaves ``OUT/jobs/<step>.done``; rerunning the command skips
+those and resumes the interrupted one (training from its last epoch, synthesis from its last case,
+segmentation at the next seed). Phases:
+
+1. split: by case, stratified normal / pathological (``OUT/split``).
+2. training on the training pathological cases only: LeFusion-J, LeFusion-S (MI, PMO), RePaint,
+   Cond-Diffusion texture models and DiffMask (the hand-crafted baseline is fitted, not trained).
+3. synthesis: Tab. 2 -- every method re-textures the real masks of the *test* pathological cases; P' --
+   every method re-textures the training pathological cases (1 per case); N'' -- DiffMask masks +
+   LeFusion-J textures on the training normal cases (``n_double_prime_samples`` per case, N' is the
+   first ``n_prime_samples`` of them: the same seeds give the same cases).
+4. downstream segmentation (DynUNet, nnU-Net plan) per training mix and seed, scored on the real test cases.
+5. report (:mod:`.study_report`).
+
+Scales are JSON files in ``bundles/lesion_inpainting/configs/study/`` (``cpu``: ~1 h on 2 cores; ``ci``:
+the test suite's; ``paper``: the papers' settings for a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.splits import write_split
+from ..io.atomic import write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METHODS", "TEXTURE_MODELS", "LeFusionStudy", "StudyJob", "default_bundles_dir", "training_mixes"]
+
+# Tab. 1/2 method -> lesion_inpainting inference overlays (LeFusion-J is the bundle's default).
+METHODS: dict[str, list[str]] = {
+    "Hand-crafted": ["inference_handcrafted.json"],
+    "Cond-Diffusion": ["inference_cond_diffusion.json"],
+    "RePaint": ["inference_repaint.json"],
+    "LeFusion-S": ["inference_lefusion_s.json"],
+    "LeFusion-J": [],
+}
+# checkpoint stem -> (lesion_inpainting train overlays, extra settings, the methods that need it)
+TEXTURE_MODELS: dict[str, tuple[list[str], dict, tuple[str, ...]]] = {
+    "lefusion_j": ([], {}, ("LeFusion-J",)),
+    "lefusion_s_MI": (["train_lefusion_s.json"], {"lesion_class": "MI"}, ("LeFusion-S",)),
+    "lefusion_s_PMO": (["train_lefusion_s.json"], {"lesion_class": "PMO"}, ("LeFusion-S",)),
+    "repaint": (["train_repaint.json"], {}, ("RePaint",)),
+    "cond_diffusion": (["train_cond_diffusion.json"], {}, ("Cond-Diffusion",)),
+}
+# lesion_inpainting setting -> the pipeline's name for the same setting of its LeFusion-J texture model
+PIPELINE_TEXTURE_KEYS = {
+    "roi_size": "texture_roi_size",
+    "num_train_timesteps": "texture_num_train_timesteps",
+    "num_inference_steps": "texture_num_inference_steps",
+    "jump_length": "texture_jump_length",
+    "jump_n_sample": "texture_jump_n_sample",
+    "network_def#channels": "texture_network_channels",
+    "network_def#num_res_blocks": "texture_network_res_blocks",
+    "network_def#attention_levels": "texture_network_attention_levels",
+    "network_def#num_head_channels": "texture_network_head_channels",
+    "network_def#norm_num_groups": "texture_network_norm_groups",
+}
+
+
+def default_bundles_dir() -> Path:
+    """``bundles/`` of the source tree this package is installed from (``pip install -e .``)."""
+    return Path(__file__).resolve().parents[3] / "bundles"
+
+
+def slug(name: str) -> str:
+    """A folder name for a method or training mix ("P+P′ LeFusion-J" -> "P+Pp_LeFusion-J")."""
+    return re.sub(r"[^A-Za-z0-9+_-]+", "_", name.replace("″", "pp").replace("′", "p")).strip("_")
+
+
+@dataclass
+class StudyJob:
+    """One bundle workflow run of the study; ``settings`` become a JSON overlay after the bundle's configs."""
+
+    name: str
+    bundle: str
+    configs: list[str]
+    settings: dict = field(default_factory=dict)
+    workflow: str = "run"
+
+
+def training_mixes(real: str, p_prime: Mapping[str, str], n_prime: str, n_double_prime: str) -> dict[str, list[str]]:
+    """Tab. 1 rows: training mix name -> datalists (real pathological first)."""
+    mixes = {"P": [real]}
+    mixes.update({f"P+P′ {method}": [real, datalist] for method, datalist in p_prime.items()})
+    mixes["P+N′ (LeFusion-J+DiffMask)"] = [real, n_prime]
+    mixes["P+N″ (LeFusion-J+DiffMask)"] = [real, n_double_prime]
+    if "LeFusion-J" in p_prime:
+        mixes["P+P′+N″ (LeFusion-J+DiffMask)"] = [real, p_prime["LeFusion-J"], n_double_prime]
+    return mixes
+
+
+class LeFusionStudy:
+    """Plan and run the study; see the module docstring.
+
+    Args:
+        dataset_dir: EMIDEC-layout folder (only read).
+        out_dir: the study folder (everything is written here).
+        scale: "cpu", "ci", "paper" or the path of a scale JSON.
+        jobs: bundle runs at a time (each gets ``cores // jobs`` threads); default from the scale file.
+
+    The scale file may name a subset of ``METHODS`` under ``"methods"`` (the CI scale does, to stay short);
+    only the texture models those methods need are trained.
+    """
+
+    def __init__(self, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, scale: str = "cpu",
+                 jobs: int | None = None, bundles_dir: str | os.PathLike | None = None) -> None:
+        self.dataset_dir = Path(dataset_dir).resolve()
+        self.out = Path(out_dir).resolve()
+        self.bundles = Path(bundles_dir or default_bundles_dir()).resolve()
+        scale_path = Path(scale) if str(scale).endswith(".json") else self.bundles / "lesion_inpainting" / "configs" / "study" / f"{scale}.json"
+        if not scale_path.is_file():
+            raise FileNotFoundError(f"study scale {scale!r}: {scale_path} does not exist")
+        self.scale_path = scale_path.resolve()
+        self.scale = json.loads(scale_path.read_text())
+        self.jobs = int(jobs or self.scale.get("jobs", 1))
+        self.methods = list(self.scale.get("methods", METHODS))
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"study scale {self.scale_path}: unknown methods {unknown}; known: {list(METHODS)}")
+        if self.out == self.dataset_dir or self.out.is_relative_to(self.dataset_dir):
+            raise ValueError(f"study output {self.out} lies inside the dataset {self.dataset_dir}; the dataset is only read")
+
+    # ---- paths ---------------------------------------------------------------------------------------
+    def split_path(self, name: str) -> str:
+        return str(self.out / "split" / f"{name}.json")
+
+    def synthetic_dir(self, group: str, method: str) -> Path:
+        return self.out / "synthetic" / group / slug(method)
+
+    def segmentation_dir(self, mix: str, seed: int) -> Path:
+        return self.out / "segmentation" / slug(mix) / f"seed{seed}"
+
+    @property
+    def texture_ckpt_dir(self) -> str:
+        return str(self.out / "models" / "lesion_inpainting")
+
+    @property
+    def mask_ckpt_dir(self) -> str:
+        return str(self.out / "models" / "lesion_mask_diffusion")
+
+    # ---- plan ----------------------------------------------------------------------------------------
+    def section(self, name: str) -> tuple[list[str], dict]:
+        """(extra bundle config files, settings) of a scale section; ``"overlays"`` names files of the bundle
+        (e.g. its smoke.json), everything else is a config key."""
+        settings = dict(self.scale.get(name, {}))
+        return list(settings.pop("overlays", [])), settings
+
+    def training_jobs(self) -> list[StudyJob]:
+        files, inpainting = self.section("inpainting")
+        common = {"datalist": self.split_path("train_pathological"), "ckpt_dir": self.texture_ckpt_dir,
+                  "output_dir": str(self.out / "logs" / "tensorboard")}
+        needed = [stem for stem, (_, _, users) in TEXTURE_MODELS.items() if stem == "lefusion_j" or set(users) & set(self.methods)]
+        jobs = [StudyJob(f"train_{stem}", "lesion_inpainting", ["train.json", *TEXTURE_MODELS[stem][0], *files],
+                         {**inpainting, **TEXTURE_MODELS[stem][1], **common}) for stem in needed]  # N'' always uses LeFusion-J
+        files, masks = self.section("masks")
+        masks.update({"datalist": self.split_path("train_pathological"), "ckpt_dir": self.mask_ckpt_dir,
+                      "output_dir": str(self.out / "logs" / "tensorboard")})
+        jobs.append(StudyJob("train_diffmask", "lesion_mask_diffusion", ["train.json", *files], masks))
+        return jobs
+
+    def texture_job(self, group: str, method: str, datalist: str) -> StudyJob:
+        files, settings = self.section("inpainting")
+        settings.update({"datalist": datalist, "ckpt_dir": self.texture_ckpt_dir, "output_dir": str(self.synthetic_dir(group, method)),
+                         "num_samples_per_case": 1, "progress": False})
+        if method == "Hand-crafted":  # fitted on the training lesions, never on the cases it re-textures
+            fit = self.split_path("train_pathological")
+            settings["texture_fit_cases"] = (f"$pathosynth.data.load_cases(datalist={fit!r}, labels=@labels, "
+                                             "lesion_classes=@lesion_classes, select='with_lesion')")
+        return StudyJob(f"synth_{group}_{slug(method)}", "lesion_inpainting", ["inference.json", *METHODS[method], *files], settings)
+
+    def synthesis_jobs(self) -> list[StudyJob]:
+        jobs = [self.texture_job("tab2", m, self.split_path("test_pathological")) for m in self.methods]
+        jobs += [self.texture_job("P_prime", m, self.split_path("train_pathological")) for m in self.methods]
+        _, inpainting = self.section("inpainting")
+        files, masks = self.section("masks")
+        pipeline = {PIPELINE_TEXTURE_KEYS[k]: v for k, v in inpainting.items() if k in PIPELINE_TEXTURE_KEYS}
+        pipeline.update({**masks, "datalist": self.split_path("train_normal"), "select": "normal",
+                         "ckpt_dir": self.mask_ckpt_dir, "texture_ckpt_dir": self.texture_ckpt_dir, "progress": False,
+                         "output_dir": str(self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")),
+                         "num_samples_per_case": int(self.scale.get("n_double_prime_samples", 5))})
+        jobs.append(StudyJob("synth_N_double_prime", "lesion_mask_diffusion", ["pipeline.json", *files], pipeline))
+        return jobs
+
+    def mixes(self) -> dict[str, list[str]]:
+        p_prime = {m: str(self.synthetic_dir("P_prime", m) / "datalist.json") for m in self.methods}
+        n_double = self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")
+        return training_mixes(self.split_path("train_pathological"), p_prime, str(n_double / "n_prime.json"), str(n_double / "datalist.json"))
+
+    def segmentation_jobs(self) -> list[StudyJob]:
+        files, settings = self.section("segmentation")
+        return [StudyJob(f"segment_{slug(mix)}_seed{seed}", "downstream_segmentation", ["train.json", *files],
+                         {**settings, "train_datalists": datalists, "test_datalist": self.split_path("test"), "seed": seed,
+                          "output_dir": str(self.segmentation_dir(mix, seed))})
+                for seed in self.scale.get("seeds", [0]) for mix, datalists in self.mixes().items()]
+
+    # ---- run -----------------------------------------------------------------------------------------
+    def command(self, job: StudyJob, overlay: Path) -> list[str]:
+        configs = self.bundles / job.bundle / "configs"
+        files = [str(configs / c) for c in job.configs] + [str(overlay)]
+        return [sys.executable, "-m", "monai.bundle", "run", job.workflow, "--config_file", json.dumps(files),
+                "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
+
+    def run_job(self, job: StudyJob) -> float:
+        """Run one step unless it finished before; returns its wall time (0 when skipped)."""
+        done = self.out / "jobs" / f"{job.name}.done"
+        if done.exists():
+            return 0.0
+        overlay = self.out / "jobs" / f"{job.name}.json"
+        write_json(overlay, job.settings)
+        command = self.command(job, overlay)
+        log = self.out / "logs" / f"{job.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        start = time.monotonic()
+        with open(log, "w") as handle:
+            handle.write(" ".join(command) + "\n\n")
+            handle.flush()
+            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.bundles / job.bundle)
+        seconds = time.monotonic() - start
+        if result.returncode != 0:
+            tail = log.read_text()[-3000:]
+            raise RuntimeError(f"study step {job.name} failed (exit {result.returncode}); log {log}:\n{tail}")
+        write_json(done, {"command": command, "seconds": round(seconds, 1), "threads": int(threads)})
+        logger.info(f"{job.name}: {seconds:.0f} s")
+        return seconds
+
+    def run_phase(self, jobs: Sequence[StudyJob]) -> None:
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            for _ in pool.map(self.run_job, jobs):  # map re-raises the first failure
+                pass
+
+    def write_n_prime(self) -> None:
+        """N' = the first ``n_prime_samples`` synthetic variants of every normal case (a subset of N'')."""
+        folder = self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")
+        content = json.loads((folder / "datalist.json").read_text())
+        keep = {f"_syn{k:02d}" for k in range(int(self.scale.get("n_prime_samples", 2)))}
+        content["training"] = [e for e in content["training"] if e["case_id"][-6:] in keep]
+        content["description"] = f"N': the first {len(keep)} synthetic variants per normal case of datalist.json (N'')"
+        write_json(folder / "n_prime.json", content)
+
+    def run(self) -> Path:
+        """All phases, then the report; returns the report path."""
+        from .study_report import write_study_report
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_split(self.dataset_dir, self.out / "split", float(self.scale.get("test_fraction", 0.25)), int(self.scale.get("split_seed", 0)))
+        self.run_phase(self.training_jobs())
+        self.run_phase(self.synthesis_jobs())
+        self.write_n_prime()
+        self.run_phase(self.segmentation_jobs())
+        return write_study_report(self)

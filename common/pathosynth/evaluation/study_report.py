@@ -1,0 +1,212 @@
+"""The LeFusion study report: Tab. 2 and Tab. 1 analogues as Markdown + JSON, bar plots, example panels.
+
+Downstream numbers are aggregated in two stages, as repeated trainings should be: the mean over test
+cases gives one number per (training mix, seed); the table shows the mean ± sample std of those over
+seeds, so the spread is the run-to-run variation of training on that mix, not the case-to-case one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_path, write_json
+from .similarity import _finite, similarity_report
+
+__all__ = ["seed_summary", "write_study_report"]
+
+SEGMENTATION_CLASSES = ("LV", "myocardium", "MI", "PMO")
+
+
+def seed_summary(score_files: Sequence[Path], metric: str = "dice", group: str | None = None) -> dict[str, dict]:
+    """Per class: ``{"mean", "std", "n_seeds", "per_seed"}`` over seeds of each seed's mean of ``metric`` over
+    its test cases (only cases of ``group``, e.g. "pathological", when given; undefined values left out)."""
+    per_seed_cases = [[c for c in json.loads(Path(p).read_text())["cases"] if group is None or c.get("group") == group]
+                      for p in score_files]
+    result = {}
+    for cls in SEGMENTATION_CLASSES:
+        values = []
+        for cases in per_seed_cases:
+            defined = [float(c[cls][metric]) for c in cases if cls in c and c[cls][metric] is not None]
+            if defined:
+                values.append(float(np.mean(defined)))
+        result[cls] = {"mean": float(np.mean(values)) if values else math.nan,
+                       "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                       "n_seeds": len(values), "per_seed": values}
+    return result
+
+
+def _cell(stats: Mapping, scale: float = 1.0, digits: int = 1) -> str:
+    if not stats["n_seeds"]:
+        return "–"
+    mean = stats["mean"] * scale
+    return f"{mean:.{digits}f} ± {stats['std'] * scale:.{digits}f}" if stats["n_seeds"] > 1 else f"{mean:.{digits}f}"
+
+
+def _dice_rows(table: Mapping[str, Mapping[str, Mapping]]) -> list[str]:
+    rows = ["| training mix | " + " | ".join(f"{c} Dice" for c in SEGMENTATION_CLASSES) + " | seeds |",
+            "|---" * (len(SEGMENTATION_CLASSES) + 2) + "|"]
+    for mix, classes in table.items():
+        rows.append(f"| {mix} | " + " | ".join(_cell(classes[c], 100) for c in SEGMENTATION_CLASSES) + f" | {classes['LV']['n_seeds']} |")
+    return rows
+
+
+def _bar_plot(path: Path, table: Mapping[str, Mapping[str, Mapping]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mixes = list(table)
+    fig, axes = plt.subplots(1, len(SEGMENTATION_CLASSES), figsize=(3.2 * len(SEGMENTATION_CLASSES), 0.35 * len(mixes) + 1.6), sharey=True)
+    y = np.arange(len(mixes))
+    for axis, cls in zip(axes, SEGMENTATION_CLASSES):
+        means = [table[m][cls]["mean"] * 100 for m in mixes]
+        stds = [table[m][cls]["std"] * 100 if table[m][cls]["n_seeds"] > 1 else 0 for m in mixes]
+        colours = ["0.55" if m == "P" else "C0" if "P′ " in m else "C2" for m in mixes]
+        axis.barh(y, np.nan_to_num(means), xerr=np.nan_to_num(stds), color=colours, capsize=2)
+        baseline = table["P"][cls]["mean"] * 100 if "P" in table else math.nan
+        if math.isfinite(baseline):
+            axis.axvline(baseline, color="0.3", lw=0.8, ls="--")
+        axis.set_title(f"{cls} Dice", fontsize=9)
+        axis.tick_params(labelsize=7)
+    axes[0].set_yticks(y, mixes)
+    axes[0].invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _example_panel(path: Path, study, methods: Sequence[str]) -> str | None:
+    """image | mask | each method on the test slice with the most lesion (both lesion classes when possible)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io.nifti import read_nifti
+
+    datalists = {m: study.synthetic_dir("tab2", m) / "datalist.json" for m in methods}
+    if not all(p.exists() for p in datalists.values()):
+        return None
+    entries = {m: {e["source_case_id"]: e for e in json.loads(p.read_text())["training"]} for m, p in datalists.items()}
+    candidates = sorted(set.intersection(*(set(e) for e in entries.values())))
+    if not candidates:
+        return None
+    first = entries[methods[0]]
+    labels = {c: np.asarray(read_nifti(datalists[methods[0]].parent / first[c]["label"])[0]) for c in candidates}
+    case = max(candidates, key=lambda c: (bool((labels[c] == 4).any()), int((labels[c] >= 3).sum())))
+    label = labels[case]
+    z = int(np.argmax([(label[..., k] >= 3).sum() + 10 * (label[..., k] == 4).sum() for k in range(label.shape[-1])]))
+    rows, cols = np.nonzero(label[..., z] > 0)
+    box = (slice(max(rows.min() - 8, 0), rows.max() + 9), slice(max(cols.min() - 8, 0), cols.max() + 9))
+    real = np.asarray(read_nifti(first[case]["source_image"] if Path(first[case]["source_image"]).is_absolute()
+                                 else datalists[methods[0]].parent / first[case]["source_image"])[0], dtype=np.float32)
+    low, high = float(real.min()), float(real.max())
+    panels = [("real image", real[..., z][box], "gray"), ("real mask", label[..., z][box], "viridis")]
+    for m in methods:
+        image = np.asarray(read_nifti(datalists[m].parent / entries[m][case]["image"])[0], dtype=np.float32)
+        panels.append((m, image[..., z][box], "gray"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.7 * len(panels), 2.0))
+    for axis, (name, data, cmap) in zip(axes, panels):
+        axis.imshow(np.rot90(data), cmap=cmap, vmin=(0 if cmap == "viridis" else low), vmax=(4 if cmap == "viridis" else high),
+                    interpolation="nearest")
+        axis.set_title(name, fontsize=7)
+        axis.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return f"test case {case.split('_', 1)[-1] if case.startswith('testP_') else case}, slice {z}"
+
+
+def write_study_report(study, report_dir: str | Path | None = None) -> Path:
+    """``lefusion_study.md`` / ``.json`` + ``similarity.png``, ``dice.png``, ``examples.png`` in ``report_dir``
+    (default ``OUT/report``); numbers are read from the study folder, nothing is recomputed by hand."""
+    out = Path(report_dir or study.out / "report")
+    methods = list(study.methods)
+    tab2 = similarity_report({m: study.synthetic_dir("tab2", m) / "datalist.json" for m in methods}, out,
+                             title="Tab. 2 analogue: lesion-region similarity to the real test cases")
+    seeds = list(study.scale.get("seeds", [0]))
+    dice, dice_pathological, distances = {}, {}, {}
+    for mix in study.mixes():
+        files = [study.segmentation_dir(mix, s) / "scores.json" for s in seeds]
+        files = [f for f in files if f.exists()]
+        dice[mix] = seed_summary(files, "dice")
+        dice_pathological[mix] = seed_summary(files, "dice", group="pathological")
+        distances[mix] = {m: seed_summary(files, m) for m in ("hd95", "assd")}
+    rows, rows_pathological = _dice_rows(dice), _dice_rows(dice_pathological)
+    dist_rows = ["| training mix | " + " | ".join(f"{c} HD95 / ASSD" for c in SEGMENTATION_CLASSES) + " |",
+                 "|---" * (len(SEGMENTATION_CLASSES) + 1) + "|"]
+    for mix, table in distances.items():
+        dist_rows.append(f"| {mix} | " + " | ".join(f"{_cell(table['hd95'][c])} / {_cell(table['assd'][c])}" for c in SEGMENTATION_CLASSES) + " |")
+    _bar_plot(out / "dice.png", dice_pathological, "Tab. 1 analogue: Dice ×100 on the pathological test cases (mean ± std over seeds)")
+    example = _example_panel(out / "examples.png", study, methods)
+
+    split = json.loads((study.out / "split" / "split.json").read_text())
+    timings = {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((study.out / "jobs").glob("*.done"))}
+    phases = {}
+    for phase, prefix in (("training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")):
+        times = [t for name, t in timings.items() if name.startswith(prefix)]
+        phases[phase] = (len(times), sum(times))
+    tab2_text = (out / "similarity.md").read_text().split("\n", 2)[2].strip()
+    text = f"""# LeFusion study at {study.scale.get('name', study.scale_path.stem)} scale
+
+Generated by `python -m pathosynth.cli lefusion_study OUT --dataset_dir DATA --scale {study.scale_path.stem}`
+({study.scale.get('description', '')}).
+
+Split by case (seed {split['seed']}, test fraction {split['test_fraction']}): {len(split['train'])} training cases,
+{len(split['test'])} test cases ({', '.join(split['test'])}). Texture and mask models are trained on the training
+pathological cases only; Tab. 2 re-textures the test pathological cases; Tab. 1 scores on all test cases.
+
+## Tab. 2 analogue: image similarity of the synthesised lesions
+
+{tab2_text}
+
+![similarity](similarity.png)
+
+## Tab. 1 analogue: downstream segmentation Dice (×100)
+
+DynUNet (nnU-Net plan, 2D), same training budget for every mix; mean ± std over {len(seeds)} seeds
+{seeds} of the per-seed mean over the test cases.
+
+All test cases (a lesion class absent from a normal heart scores 1 when none is predicted, 0 for a false alarm):
+
+{chr(10).join(rows)}
+
+Pathological test cases only (the lesion columns are then closest to the paper's lesion Dice):
+
+{chr(10).join(rows_pathological)}
+
+Surface distances (in the label files' voxel units; mean ± std over seeds of case means, undefined for
+cases where the class is absent from one of the two masks):
+
+{chr(10).join(dist_rows)}
+
+![dice](dice.png)
+
+## Example
+
+{('![examples](examples.png)' + chr(10) + chr(10) + example) if example else 'no example available'}
+
+## Wall time (2 CPU cores unless stated otherwise)
+
+| phase | steps | step time (min) |
+|---|---|---|
+{chr(10).join(f"| {phase} | {n} | {seconds / 60:.1f} |" for phase, (n, seconds) in phases.items())}
+
+Steps ran {study.jobs} at a time, each with {max(1, (os.cpu_count() or 1) // study.jobs)} thread(s); per-step times are in
+`lefusion_study.json`.
+"""
+    with atomic_path(out / "lefusion_study.md") as tmp:
+        tmp.write_text(text)
+    write_json(out / "lefusion_study.json", _finite({"scale": study.scale, "split": split, "tab2": tab2, "tab1_dice": dice, "tab1_dice_pathological": dice_pathological,
+                                                     "tab1_distances": distances, "timings_s": timings, "seeds": seeds}))
+    return out / "lefusion_study.md"

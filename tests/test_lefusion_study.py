@@ -1,0 +1,119 @@
+"""The one-command LeFusion study (Tab. 1/Tab. 2 re-run) in its CI-sized form on phantom data.
+
+Claims checked: every phase runs from the bundles' configs; no model or synthetic case ever sees a test
+case; N' is a subset of N''; the report holds every method and training mix with its seeds; the dataset
+is only read; a rerun does nothing, and removing one finished step reruns exactly that step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pathosynth.data import EMIDEC_LABELS, load_cases
+from pathosynth.data.phantom import generate_emidec_like_dataset
+from pathosynth.evaluation.study import LeFusionStudy, slug, training_mixes
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _sources(datalist: Path) -> set[str]:
+    """EMIDEC case ids of the real images a synthetic datalist was made from (``Case_X/Images/Case_X.nii.gz``)."""
+    return {Path(e["source_image"]).parts[-3] for e in json.loads(datalist.read_text())["training"]}
+
+
+def _case_ids(datalist: str) -> set[str]:
+    return {Path(r["image"]).parts[-3] for r in load_cases(datalist=datalist, labels=EMIDEC_LABELS)}
+
+
+def test_training_mixes_follow_table_1():
+    mixes = training_mixes("P.json", {"Hand-crafted": "h.json", "LeFusion-J": "j.json"}, "n1.json", "n2.json")
+    assert mixes["P"] == ["P.json"]
+    assert mixes["P+P′ Hand-crafted"] == ["P.json", "h.json"]
+    assert mixes["P+N′ (LeFusion-J+DiffMask)"] == ["P.json", "n1.json"]
+    assert mixes["P+P′+N″ (LeFusion-J+DiffMask)"] == ["P.json", "j.json", "n2.json"]
+    assert slug("P+P′+N″ (LeFusion-J+DiffMask)") == "P+Pp+Npp_LeFusion-J+DiffMask"
+
+
+def test_study_refuses_to_write_into_the_dataset(phantom_dir):
+    with pytest.raises(ValueError, match="only read"):
+        LeFusionStudy(phantom_dir, phantom_dir / "study", "ci")
+    with pytest.raises(FileNotFoundError, match="huge"):
+        LeFusionStudy(phantom_dir, "/tmp/elsewhere", "huge")
+
+
+@pytest.mark.slow
+def test_lefusion_study_end_to_end_at_ci_scale(tmp_path):
+    data = tmp_path / "data"
+    generate_emidec_like_dataset(data, n_normal=3, n_pathological=5, seed=11, in_plane=96)
+    before = _tree_digest(data)
+    study = LeFusionStudy(data, tmp_path / "study", "ci")
+    report = study.run()
+
+    # the split is by case and nothing trained or synthesised touches a test case
+    split = json.loads((study.out / "split" / "split.json").read_text())
+    test_cases = set(split["test"])
+    assert test_cases and not test_cases & set(split["train"])
+    for job in study.training_jobs():
+        assert not _case_ids(job.settings["datalist"]) & test_cases
+    assert _sources(study.synthetic_dir("tab2", "LeFusion-J") / "datalist.json") <= test_cases
+    for method in study.methods:
+        assert not _sources(study.synthetic_dir("P_prime", method) / "datalist.json") & test_cases
+    n_double = study.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")
+    assert _sources(n_double / "datalist.json") <= {c for c in split["train"] if c.startswith("Case_N")}
+
+    # N' = the first n_prime_samples variants of N'' (same files), N'' = n_double_prime_samples per normal case
+    n_prime = json.loads((n_double / "n_prime.json").read_text())["training"]
+    n_all = json.loads((n_double / "datalist.json").read_text())["training"]
+    train_normal = [c for c in split["train"] if c.startswith("Case_N")]
+    assert len(n_all) == 2 * len(train_normal) and len(n_prime) == len(train_normal)
+    assert {e["image"] for e in n_prime} < {e["image"] for e in n_all}
+
+    # the report: Tab. 2 rows per method, Tab. 1 rows per mix, each with both seeds, plots and panel
+    text = report.read_text()
+    for method in study.methods:
+        assert f"| {method} |" in text
+    summary = json.loads((report.parent / "lefusion_study.json").read_text())
+    assert set(summary["tab1_dice"]) == set(study.mixes())
+    assert all(row["LV"]["n_seeds"] == 2 for row in summary["tab1_dice"].values())
+    for png in ("similarity.png", "dice.png", "examples.png"):
+        assert (report.parent / png).stat().st_size > 1000
+    assert _tree_digest(data) == before
+
+    # resume: a finished study reruns nothing; a removed step (and only it) runs again
+    logs = {p.name: p.stat().st_mtime_ns for p in (study.out / "logs").glob("*.log")}
+    victim = f"segment_{slug('P+P′ LeFusion-J')}_seed1"
+    (study.out / "jobs" / f"{victim}.done").unlink()
+    (study.segmentation_dir("P+P′ LeFusion-J", 1) / "scores.json").unlink()
+    LeFusionStudy(data, tmp_path / "study", "ci").run()
+    changed = {p.name for p in (study.out / "logs").glob("*.log") if p.stat().st_mtime_ns != logs.get(p.name)}
+    assert changed == {f"{victim}.log"}
+    assert (study.segmentation_dir("P+P′ LeFusion-J", 1) / "scores.json").exists()
+
+
+def test_seed_summary_is_the_spread_of_per_seed_case_means(tmp_path):
+    """Two-stage aggregation: mean over test cases per seed, then mean ± sample std over seeds; a group filter
+    keeps only its cases; undefined (null) values are left out, not counted as 0."""
+    from pathosynth.evaluation.study_report import seed_summary
+
+    def scores(seed, dices):
+        cases = [{"case_id": f"c{i}", "group": group, **{c: {"dice": d, "hd95": None} for c in ("LV", "myocardium", "MI", "PMO")}}
+                 for i, (group, d) in enumerate(dices)]
+        path = tmp_path / f"seed{seed}.json"
+        path.write_text(json.dumps({"cases": cases}))
+        return path
+
+    files = [scores(0, [("pathological", 0.8), ("normal", 1.0)]), scores(1, [("pathological", 0.6), ("normal", 0.0)])]
+    every = seed_summary(files)["MI"]
+    assert every["per_seed"] == pytest.approx([0.9, 0.3]) and every["mean"] == pytest.approx(0.6)
+    assert every["std"] == pytest.approx(np.std([0.9, 0.3], ddof=1))
+    pathological = seed_summary(files, group="pathological")["MI"]
+    assert pathological["per_seed"] == pytest.approx([0.8, 0.6]) and pathological["n_seeds"] == 2
+    undefined = seed_summary(files, metric="hd95")["LV"]
+    assert undefined["n_seeds"] == 0 and np.isnan(undefined["mean"])
