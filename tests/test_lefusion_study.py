@@ -117,3 +117,54 @@ def test_seed_summary_is_the_spread_of_per_seed_case_means(tmp_path):
     assert pathological["per_seed"] == pytest.approx([0.8, 0.6]) and pathological["n_seeds"] == 2
     undefined = seed_summary(files, metric="hd95")["LV"]
     assert undefined["n_seeds"] == 0 and np.isnan(undefined["mean"])
+
+
+def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monkeypatch):
+    """The scheduler keeps both cores busy yet never starts a step before its inputs exist, and a failure
+    stops further launches (the running step is allowed to finish)."""
+    import threading
+    import time
+
+    from pathosynth.evaluation.study import StudyJob
+
+    study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=2)
+    log, lock, active = [], threading.Lock(), [0]
+
+    def fake_run(job):
+        with lock:
+            active[0] += 1
+            assert active[0] <= 2
+            log.append(("start", job.name))
+        time.sleep({"slow": 0.3}.get(job.name, 0.05))
+        with lock:
+            active[0] -= 1
+            log.append(("end", job.name))
+        if job.name == "boom":
+            raise RuntimeError("boom failed")
+        return 0.0
+
+    monkeypatch.setattr(study, "run_job", fake_run)
+    jobs = [StudyJob("slow", "b", []), StudyJob("fast", "b", []), StudyJob("after_fast", "b", [], needs=["fast"]),
+            StudyJob("after_both", "b", [], needs=["slow", "after_fast"])]
+    study.run_jobs(jobs)
+    position = {event: i for i, event in enumerate(log)}
+    assert position[("start", "after_fast")] > position[("end", "fast")]
+    assert position[("start", "after_fast")] < position[("end", "slow")]  # did not wait for the unrelated slow step
+    assert position[("start", "after_both")] > max(position[("end", "slow")], position[("end", "after_fast")])
+
+    log.clear()
+    with pytest.raises(RuntimeError, match="boom failed"):
+        study.run_jobs([StudyJob("boom", "b", []), StudyJob("slow", "b", []), StudyJob("later", "b", [])])
+    assert ("start", "later") not in log and ("end", "slow") in log
+    with pytest.raises(ValueError, match="unknown steps"):
+        study.run_jobs([StudyJob("orphan", "b", [], needs=["nowhere"])])
+
+
+def test_every_step_needs_the_steps_that_write_its_inputs(phantom_dir, tmp_path):
+    study = LeFusionStudy(phantom_dir, tmp_path / "study", "cpu")
+    jobs = {j.name: j for j in study.training_jobs() + study.synthesis_jobs() + study.segmentation_jobs()}
+    assert jobs["synth_tab2_LeFusion-S"].needs == ["train_lefusion_s_MI", "train_lefusion_s_PMO"]
+    assert jobs["synth_P_prime_Hand-crafted"].needs == []
+    assert set(jobs["synth_N_double_prime"].needs) == {"train_lefusion_j", "train_diffmask"}
+    assert jobs[f"segment_{slug('P+P′+N″ (LeFusion-J+DiffMask)')}_seed2"].needs == ["synth_N_double_prime", "synth_P_prime_LeFusion-J"]
+    assert jobs["segment_P_seed0"].needs == []

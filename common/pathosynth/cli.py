@@ -1,6 +1,7 @@
 """Command line (Fire): project utilities that are not bundle workflows.
 
     python -m pathosynth.cli phantom OUT_DIR [--n_normal 4 --n_pathological 8 --seed 0]
+    python -m pathosynth.cli phantom_acdc OUT_DIR [--n_patients 4 --seed 0 --in_plane 96 --n_slices 6]
     python -m pathosynth.cli validate --dataset_dir DIR   (or --datalist FILE)
     python -m pathosynth.cli network_evaluations --num_steps 300 --jump_length 5 --jump_n_sample 5
     python -m pathosynth.cli export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": DIR, "select": "with_lesion"}, ...]'
@@ -27,6 +28,14 @@ def phantom(out_dir: str, n_normal: int = 4, n_pathological: int = 8, seed: int 
 
     ids = generate_emidec_like_dataset(out_dir, n_normal=n_normal, n_pathological=n_pathological, seed=seed, in_plane=in_plane)
     return f"{len(ids)} cases in {out_dir}"
+
+
+def phantom_acdc(out_dir: str, n_patients: int = 4, seed: int = 0, in_plane: int = 96, n_slices: int = 6) -> str:
+    """Write ACDC-like synthetic cine patients (ED + ES frames, RV / myocardium / LV labels) in the ACDC layout."""
+    from .data.phantom import generate_acdc_like_dataset
+
+    ids = generate_acdc_like_dataset(out_dir, n_patients=n_patients, seed=seed, in_plane=in_plane, n_slices=n_slices)
+    return f"{len(ids)} patients ({2 * len(ids)} labelled frames) in {out_dir}"
 
 
 def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion_classes=("MI", "PMO"), labels=None) -> str:
@@ -87,7 +96,7 @@ def lefusion_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int
 def main() -> None:
     from .io.exports import export
 
-    fire.Fire({"phantom": phantom, "validate": validate, "network_evaluations": network_evaluations,
+    fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations,
                "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
                "split": split, "lefusion_study": lefusion_study})
 

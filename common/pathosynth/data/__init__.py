@@ -6,3 +6,5 @@ from .labels import EMIDEC_LABELS, channel_masks, class_values, flatten_channels
 from .layouts import discover, discover_emidec, read_datalist
 from .validation import validate_cases
 from .splits import split_by_case, write_split
+from .acdc import ACDC_GROUPS, ACDC_LABELS, discover_acdc, read_info_cfg
+from .layouts import detect_layout

@@ -3,8 +3,9 @@
 Users point a bundle at their data in its native layout (``--dataset_dir``) or at a MONAI
 decathlon-style datalist (``--datalist``). Both become the same records: ``case_id``, ``image``,
 ``label`` (absolute paths) and ``group`` ("normal", "pathological" or None when the layout does not
-say). Validation is separate (:mod:`pathosynth.data.validation`), so every layout is checked the
-same way.
+say; the ACDC diagnosis such as "DCM" for ACDC). ACDC records also carry ``patient`` and ``phase``
+(:mod:`pathosynth.data.acdc`). ``discover`` tells the layouts apart by their folder names. Validation
+is separate (:mod:`pathosynth.data.validation`), so every layout is checked the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import json
 import os
 from pathlib import Path
 
+from .acdc import ACDC_LAYOUT, discover_acdc, looks_like_acdc
 from .errors import DatasetError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+EMIDEC_LAYOUT = "Case_X/Images/Case_X.nii.gz + Case_X/Contours/Case_X.nii.gz"
+OPTIONAL_KEYS = ("patient", "phase")  # carried from a datalist entry when present (patient-grouped splits)
 
 
 def _strip_nifti(name: str) -> str:
@@ -95,6 +99,7 @@ def read_datalist(datalist: str | os.PathLike, key: str = "training", require_la
                 "label": None if label is None else str(label if label.is_absolute() else (base / label).resolve()),
                 "group": entry.get("group"),
             }
+            | {k: entry[k] for k in OPTIONAL_KEYS if entry.get(k) is not None}
         )
     ids = [r["case_id"] for r in records]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -103,10 +108,47 @@ def read_datalist(datalist: str | os.PathLike, key: str = "training", require_la
     return records
 
 
+def detect_layout(dataset_dir: str | os.PathLike) -> str | None:
+    """"emidec" (``Case_*`` folders), "acdc" (``patient*`` folders with ``Info.cfg`` or ``*_frameYY.nii.gz``), or None."""
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        return None
+    emidec = any(p.is_dir() and p.name.startswith("Case_") for p in root.iterdir())
+    acdc = looks_like_acdc(root)
+    if emidec and acdc:
+        raise DatasetError(f"dataset_dir {root} holds both EMIDEC case folders (Case_*) and ACDC patient folders (patient*); "
+                           "point --dataset_dir at one dataset")
+    return "emidec" if emidec else "acdc" if acdc else None
+
+
+def _discover_dir(dataset_dir: str | os.PathLike) -> list[dict]:
+    root = Path(dataset_dir)
+    layouts = f"the EMIDEC layout ({EMIDEC_LAYOUT}) or the ACDC layout ({ACDC_LAYOUT})"
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset_dir {root} does not exist or is not a directory; pass --dataset_dir DIR in {layouts}, "
+            "or --datalist FILE. `pathosynth phantom DIR` (EMIDEC) or `pathosynth phantom_acdc DIR` writes synthetic demo cases."
+        )
+    layout = detect_layout(root)
+    if layout == "emidec":
+        return discover_emidec(root)
+    if layout == "acdc" or any(p.is_dir() and p.name.startswith("patient") for p in root.iterdir()):
+        return discover_acdc(root)  # patient folders without frames: discover_acdc says what each one lacks
+    nested = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".") and detect_layout(p)]
+    hint = f"; did you mean --dataset_dir {nested[0]}?" if nested else ""
+    raise DatasetError(
+        f"dataset_dir {root} matches no known layout: expected {layouts}; for other layouts pass a decathlon datalist "
+        f"with --datalist FILE{hint}"
+    )
+
+
 def discover(dataset_dir: str | None = None, datalist: str | None = None, datalist_key: str = "training") -> list[dict]:
-    """One entry point for both inputs; a datalist wins when both are given, as it is the more explicit."""
+    """One entry point for all inputs; a datalist wins when both are given, as it is the more explicit.
+
+    ``dataset_dir`` may hold the EMIDEC or the ACDC layout; which one is told from the folder names.
+    """
     if datalist:
         return read_datalist(datalist, datalist_key)
     if dataset_dir:
-        return discover_emidec(dataset_dir)
-    raise DatasetError("no input data: pass --dataset_dir DIR (EMIDEC layout) or --datalist FILE")
+        return _discover_dir(dataset_dir)
+    raise DatasetError("no input data: pass --dataset_dir DIR (EMIDEC or ACDC layout) or --datalist FILE")

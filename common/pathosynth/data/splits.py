@@ -2,7 +2,8 @@
 
 Slices of one heart are strongly correlated; a slice-level split would leak the test patients into
 training. EMIDEC declares each case normal or pathological, so both groups are split in the same
-proportion and every test set holds both kinds of heart.
+proportion and every test set holds both kinds of heart. ACDC stores two frames (ED, ES) of each heart as
+two cases: ``group_key="patient"`` splits by heart, so both frames land on the same side.
 """
 
 from __future__ import annotations
@@ -20,20 +21,40 @@ from .labels import EMIDEC_LABELS
 __all__ = ["split_by_case", "write_split"]
 
 
-def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """(train, test) records; within each group a seeded shuffle of the sorted case ids picks
-    ``round(test_fraction * n)`` test cases (at least one when the group has two or more)."""
+def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed: int = 0, group_key: str | None = None,
+                  stratify_key: str = "group") -> tuple[list[dict], list[dict]]:
+    """(train, test) records; within each stratum (value of ``stratify_key``, the clinical group) a seeded shuffle
+    of the sorted units picks ``round(test_fraction * n)`` test units (at least one when the stratum has two or more).
+
+    A unit is one case, or with ``group_key`` (e.g. "patient") all records sharing that key's value: they always land
+    on the same side. Every record then needs the key, and the records of one unit must share one stratum.
+    """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    ordered = sorted((dict(r) for r in records), key=lambda r: r["case_id"])
+    units: dict[object, list[dict]] = {}
+    for index, record in enumerate(ordered):
+        if group_key is None:
+            units[index] = [record]  # one unit per record, in case id order (the historic behaviour)
+            continue
+        if record.get(group_key) is None:
+            raise ValueError(f"case {record['case_id']} has no '{group_key}' to group by (group_key={group_key!r})")
+        units.setdefault(str(record[group_key]), []).append(record)
+    strata: dict[str, list[object]] = {}
+    for key, members in units.items():
+        values = sorted({str(r.get(stratify_key)) for r in members})
+        if len(values) > 1:
+            raise ValueError(f"{group_key} {key} has cases in several '{stratify_key}' strata {values}; they cannot stay together")
+        strata.setdefault(values[0], []).append(key)
     train, test = [], []
-    groups = sorted({str(r.get("group")) for r in records})
+    groups = sorted(strata)
     for group in groups:
-        members = sorted((dict(r) for r in records if str(r.get("group")) == group), key=lambda r: r["case_id"])
+        members = sorted(strata[group], key=lambda k: (units[k][0]["case_id"], k))
         order = np.random.default_rng([int(seed), groups.index(group)]).permutation(len(members))
         n_test = max(1, round(test_fraction * len(members))) if len(members) > 1 else 0
         chosen = set(order[:n_test].tolist())
-        for index, record in enumerate(members):
-            (test if index in chosen else train).append(record)
+        for index, key in enumerate(members):
+            (test if index in chosen else train).extend(units[key])
     return sorted(train, key=lambda r: r["case_id"]), sorted(test, key=lambda r: r["case_id"])
 
 

@@ -6,7 +6,7 @@ Every step is a bundle workflow run exactly as a user would run it (``python -m 
 the bundle's configs plus one overlay of study settings, kept in ``OUT/jobs/<step>.json``), logged to
 ``OUT/logs/<step>.log``. A step that finished leaves ``OUT/jobs/<step>.done``; rerunning the command skips
 those and resumes the interrupted one (training from its last epoch, synthesis from its last case,
-segmentation at the next seed). Phases:
+segmentation at the next seed). Steps run ``jobs`` at a time, each as soon as its inputs exist; in order:
 
 1. split: by case, stratified normal / pathological (``OUT/split``).
 2. training on the training pathological cases only: LeFusion-J, LeFusion-S (MI, PMO), RePaint,
@@ -31,8 +31,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +93,8 @@ class StudyJob:
     configs: list[str]
     settings: dict = field(default_factory=dict)
     workflow: str = "run"
+    needs: list[str] = field(default_factory=list)  # names of the jobs whose outputs this one reads
+    finish: Callable[[], None] | None = None  # run after the job (also when it had finished before)
 
 
 def training_mixes(real: str, p_prime: Mapping[str, str], n_prime: str, n_double_prime: str) -> dict[str, list[str]]:
@@ -183,7 +185,8 @@ class LeFusionStudy:
             fit = self.split_path("train_pathological")
             settings["texture_fit_cases"] = (f"$pathosynth.data.load_cases(datalist={fit!r}, labels=@labels, "
                                              "lesion_classes=@lesion_classes, select='with_lesion')")
-        return StudyJob(f"synth_{group}_{slug(method)}", "lesion_inpainting", ["inference.json", *METHODS[method], *files], settings)
+        needs = [f"train_{stem}" for stem, (_, _, users) in TEXTURE_MODELS.items() if method in users]
+        return StudyJob(f"synth_{group}_{slug(method)}", "lesion_inpainting", ["inference.json", *METHODS[method], *files], settings, needs=needs)
 
     def synthesis_jobs(self) -> list[StudyJob]:
         jobs = [self.texture_job("tab2", m, self.split_path("test_pathological")) for m in self.methods]
@@ -195,7 +198,8 @@ class LeFusionStudy:
                          "ckpt_dir": self.mask_ckpt_dir, "texture_ckpt_dir": self.texture_ckpt_dir, "progress": False,
                          "output_dir": str(self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")),
                          "num_samples_per_case": int(self.scale.get("n_double_prime_samples", 5))})
-        jobs.append(StudyJob("synth_N_double_prime", "lesion_mask_diffusion", ["pipeline.json", *files], pipeline))
+        jobs.append(StudyJob("synth_N_double_prime", "lesion_mask_diffusion", ["pipeline.json", *files], pipeline,
+                             needs=["train_lefusion_j", "train_diffmask"], finish=self.write_n_prime))
         return jobs
 
     def mixes(self) -> dict[str, list[str]]:
@@ -205,9 +209,13 @@ class LeFusionStudy:
 
     def segmentation_jobs(self) -> list[StudyJob]:
         files, settings = self.section("segmentation")
+        n_double = self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")
+        makers = {str(self.synthetic_dir("P_prime", m) / "datalist.json"): f"synth_P_prime_{slug(m)}" for m in self.methods}
+        makers.update({str(n_double / "datalist.json"): "synth_N_double_prime", str(n_double / "n_prime.json"): "synth_N_double_prime"})
         return [StudyJob(f"segment_{slug(mix)}_seed{seed}", "downstream_segmentation", ["train.json", *files],
                          {**settings, "train_datalists": datalists, "test_datalist": self.split_path("test"), "seed": seed,
-                          "output_dir": str(self.segmentation_dir(mix, seed))})
+                          "output_dir": str(self.segmentation_dir(mix, seed))},
+                         needs=sorted({makers[d] for d in datalists if d in makers}))
                 for seed in self.scale.get("seeds", [0]) for mix, datalists in self.mixes().items()]
 
     # ---- run -----------------------------------------------------------------------------------------
@@ -221,6 +229,8 @@ class LeFusionStudy:
         """Run one step unless it finished before; returns its wall time (0 when skipped)."""
         done = self.out / "jobs" / f"{job.name}.done"
         if done.exists():
+            if job.finish:
+                job.finish()
             return 0.0
         overlay = self.out / "jobs" / f"{job.name}.json"
         write_json(overlay, job.settings)
@@ -238,14 +248,42 @@ class LeFusionStudy:
         if result.returncode != 0:
             tail = log.read_text()[-3000:]
             raise RuntimeError(f"study step {job.name} failed (exit {result.returncode}); log {log}:\n{tail}")
+        if job.finish:
+            job.finish()
         write_json(done, {"command": command, "seconds": round(seconds, 1), "threads": int(threads)})
         logger.info(f"{job.name}: {seconds:.0f} s")
         return seconds
 
-    def run_phase(self, jobs: Sequence[StudyJob]) -> None:
+    def run_jobs(self, jobs: Sequence[StudyJob]) -> None:
+        """Run ``jobs`` ``self.jobs`` at a time, each as soon as the jobs it needs have finished (in list order
+        among the ready ones), so no core idles while one slow training holds back a whole phase. The first
+        failure stops new launches; the running ones finish, then it is raised."""
+        pending, finished, running = list(jobs), set(), {}
+        known = {job.name for job in jobs}
+        for job in jobs:
+            unknown = [n for n in job.needs if n not in known]
+            if unknown:
+                raise ValueError(f"study step {job.name} needs unknown steps {unknown}")
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            for _ in pool.map(self.run_job, jobs):  # map re-raises the first failure
-                pass
+            failure = None
+            while (pending and failure is None) or running:
+                while failure is None and len(running) < self.jobs:
+                    ready = next((job for job in pending if set(job.needs) <= finished), None)
+                    if ready is None:
+                        break
+                    pending.remove(ready)
+                    running[pool.submit(self.run_job, ready)] = ready.name
+                if not running:
+                    raise RuntimeError(f"study steps {[j.name for j in pending]} wait for steps that cannot run")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    if future.exception() is not None:
+                        failure = failure or future.exception()
+                    else:
+                        finished.add(name)
+            if failure is not None:
+                raise failure
 
     def write_n_prime(self) -> None:
         """N' = the first ``n_prime_samples`` synthetic variants of every normal case (a subset of N'')."""
@@ -262,8 +300,5 @@ class LeFusionStudy:
 
         self.out.mkdir(parents=True, exist_ok=True)
         write_split(self.dataset_dir, self.out / "split", float(self.scale.get("test_fraction", 0.25)), int(self.scale.get("split_seed", 0)))
-        self.run_phase(self.training_jobs())
-        self.run_phase(self.synthesis_jobs())
-        self.write_n_prime()
-        self.run_phase(self.segmentation_jobs())
+        self.run_jobs(self.training_jobs() + self.synthesis_jobs() + self.segmentation_jobs())
         return write_study_report(self)
