@@ -28,6 +28,16 @@ def phantom_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def acdc_phantom_dir(tmp_path_factory) -> Path:
+    """A small ACDC-layout phantom dataset (4 patients, ED + ES frames), made once per worker."""
+    from pathosynth.data.phantom import generate_acdc_like_dataset
+
+    out = tmp_path_factory.mktemp("acdc_phantom")
+    generate_acdc_like_dataset(out, n_patients=4, seed=7, in_plane=96)
+    return out
+
+
+@pytest.fixture(scope="session")
 def emidec_dir() -> Path:
     """The real EMIDEC development split (../shared/data/emidec or $PATHOSYNTH_DATA/emidec)."""
     path = REAL_DATA / "emidec"

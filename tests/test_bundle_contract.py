@@ -74,7 +74,7 @@ def process_group():
 
 
 @pytest.mark.parametrize("bundle,combo", COMBOS, ids=lambda c: c.name if isinstance(c, Path) else "+".join(c))
-def test_every_config_instantiates(bundle, combo, phantom_dir, tmp_path, process_group, monkeypatch):
+def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir, tmp_path, process_group, monkeypatch):
     """Every (base + overlay + smoke) combination builds all its components on the phantom data.
 
     Weight loading is replaced by "keep the initial weights" (checkpoints come from training runs, which
@@ -86,12 +86,13 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, tmp_path, process
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs" / c) for c in combo])
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
-    parser.update({"dataset_dir": str(phantom_dir), "ckpt_dir": str(tmp_path / "ckpt"), "output_dir": str(tmp_path / "out")})
+    data = acdc_phantom_dir if "acdc" in str(parser.config.get("dataset_dir")) else phantom_dir  # the bundle's own dataset kind
+    parser.update({"dataset_dir": str(data), "ckpt_dir": str(tmp_path / "ckpt"), "output_dir": str(tmp_path / "out")})
     placeholders = [k for k in ("train_datalists", "test_datalist", "datalist") if "/workspace/" in str(parser.config.get(k))]
     if placeholders:  # configs that take split datalists instead of a dataset folder
         from pathosynth.data import write_split
 
-        split = write_split(phantom_dir, tmp_path / "split", test_fraction=0.5)
+        split = write_split(data, tmp_path / "split", test_fraction=0.5)
         values = {"train_datalists": [split["train_pathological"], split["train_normal"]], "test_datalist": split["test"], "datalist": split["test"]}
         parser.update({k: values[k] for k in placeholders})
     parser.parse()

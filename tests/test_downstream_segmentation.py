@@ -173,6 +173,9 @@ def test_segmentation_bundle_trains_scores_and_resumes(phantom_dir, tmp_path):
     proc = run_bundle("run", "downstream_segmentation", ["train.json", "smoke.json"], overrides)
     log = proc.stderr + proc.stdout
     assert "resumed segmenter" in log and "at epoch 2" in log  # the finished training is not started over
+    assert "with lr_scheduler" in log  # the polynomial learning-rate decay continues where it stopped
+    latest = torch.load(tmp_path / "seg" / "segmenter_latest.pt", weights_only=True)
+    assert latest["extra"]["lr_scheduler"]["last_epoch"] == 4  # one scheduler step per iteration
     assert "not scoring again" in log
     assert json.loads((tmp_path / "seg" / "scores.json").read_text()) == scores
 

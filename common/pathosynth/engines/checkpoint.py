@@ -3,8 +3,9 @@
 MONAI's CheckpointSaver/Loader need the path of the checkpoint to resume from, which a user rerunning
 the same command does not know. This handler keeps two files per model in ``ckpt_dir``:
 
-- ``<name>_latest.pt``: everything needed to resume (network, EMA network, optimizer, trainer state),
-  rewritten atomically every ``save_every`` epochs and at the end; found automatically at start.
+- ``<name>_latest.pt``: everything needed to resume (network, EMA network, optimizer, trainer state, and
+  any ``extra`` objects such as a GAN discriminator, its optimizer or an LR scheduler), rewritten atomically
+  every ``save_every`` epochs and at the end; found automatically at start.
 - ``<name>.pt``: the weights used for inference (EMA weights when an EMA is kept) plus the metadata
   that inference checks (texture channels), so a checkpoint cannot silently be used with the wrong
   lesion classes.
@@ -45,6 +46,11 @@ class ResumableCheckpoint:
         metadata: saved with the inference weights (texture channels, variant, ...).
         save_every: epochs between saves (the last epoch always saves).
         resume: set False to start over even when a checkpoint exists.
+        extra: further objects with ``state_dict``/``load_state_dict`` needed to resume but not to infer
+            (e.g. ``{"discriminator": D, "discriminator_optimizer": opt_D, "lr_scheduler": sched}``); saved
+            under ``"extra"`` in ``<name>_latest.pt`` only, so the inference weights stay the network's alone.
+            Modules may be DDP-wrapped. A checkpoint without a saved entry leaves that object as it is
+            (logged), so checkpoints written before an object was added still resume.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class ResumableCheckpoint:
         metadata: Mapping | None = None,
         save_every: int = 1,
         resume: bool = True,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         self.ckpt_dir = Path(ckpt_dir)
         self.name = name
@@ -66,6 +73,10 @@ class ResumableCheckpoint:
         self.metadata = dict(metadata or {})
         self.save_every = max(1, int(save_every))
         self.resume = resume
+        self.extra = dict(extra or {})
+        for key, obj in self.extra.items():
+            if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
+                raise TypeError(f"extra[{key!r}] ({type(obj).__name__}) has no state_dict/load_state_dict to save and restore")
 
     @property
     def latest_path(self) -> Path:
@@ -92,9 +103,18 @@ class ResumableCheckpoint:
         if self.ema_network is not None and state.get("ema_network") is not None:
             unwrap(self.ema_network).load_state_dict(state["ema_network"])
         self.optimizer.load_state_dict(state["optimizer"])
+        saved_extra = state.get("extra") or {}
+        restored = []
+        for key, obj in self.extra.items():
+            if key in saved_extra:
+                unwrap(obj).load_state_dict(saved_extra[key])
+                restored.append(key)
+            else:
+                logger.warning(f"{self.latest_path} holds no saved state for {key!r}; it starts from its initial state")
         engine.state.epoch = int(state["epoch"])
         engine.state.iteration = int(state["iteration"])
-        logger.info(f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+        also = f" (with {', '.join(restored)})" if restored else ""
+        logger.info(f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}{also}")
 
     def save(self, engine: Engine) -> None:
         """Atomically write the resume state and the inference weights (rank 0 only)."""
@@ -105,16 +125,16 @@ class ResumableCheckpoint:
         self._saved_epochs = getattr(self, "_saved_epochs", set()) | {engine.state.epoch}
         network_state = unwrap(self.network).state_dict()
         ema_state = unwrap(self.ema_network).state_dict() if self.ema_network is not None else None
-        _save(
-            {
-                "network": network_state,
-                "ema_network": ema_state,
-                "optimizer": self.optimizer.state_dict(),
-                "epoch": engine.state.epoch,
-                "iteration": engine.state.iteration,
-            },
-            self.latest_path,
-        )
+        resume_state = {
+            "network": network_state,
+            "ema_network": ema_state,
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+        }
+        if self.extra:
+            resume_state["extra"] = {key: unwrap(obj).state_dict() for key, obj in self.extra.items()}
+        _save(resume_state, self.latest_path)
         weights = ema_state if ema_state is not None else network_state
         _save({"network": weights, "metadata": {**self.metadata, "epoch": engine.state.epoch, "iteration": engine.state.iteration}}, self.weights_path)
 

@@ -7,3 +7,5 @@ from .lesion_texture import LesionTextureSynthesizer, TextureModel
 from .pipeline import PathologyPipeline
 from .results import SynthesisResult, read_case
 from .windows import covering_windows, pad_to
+from .label_guided import LabelGuidedSynthesizer
+from .slice_grid import SliceGrid

@@ -1,0 +1,149 @@
+"""Label-map-conditioned DDPM: the training batch (Eq. 8-10) and ancestral sampling (Algorithm 1).
+
+The denoiser is MONAI's ``SPADEDiffusionModelUNet``: the noisy features go through its encoder, the label
+map enters its decoder through SPADE normalisation (Eq. 9, ``D(E(F_t, t), l)``). The label map is given
+one-hot, one channel per declared class, resized (nearest) to the size of the diffusion space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.engines.utils import DiffusionPrepareBatch
+
+from .latent import DiffusionSpace, _plain_tensor
+
+
+def label_values_of(labels: Mapping[str, int] | Sequence[int]) -> list[int]:
+    """Label values in channel order: a ``labels`` map's values as declared, or a list of values."""
+    return [int(v) for v in (labels.values() if isinstance(labels, Mapping) else labels)]
+
+
+def one_hot_labels(label: torch.Tensor, labels: Mapping[str, int] | Sequence[int], size: Sequence[int] | None = None) -> torch.Tensor:
+    """(B, 1, H, W) label map -> (B, L, h, w) float one-hot, channel k = ``label == values[k]``, resized (nearest)
+    to ``size``. Label values may be any integers (not only 0..L-1); a value that is not declared has no channel."""
+    label = _plain_tensor(label)
+    if label.ndim < 3 or label.shape[1] != 1:
+        raise ValueError(f"expected a (B, 1, *spatial) label map, got shape {tuple(label.shape)}")
+    label = torch.round(label.float())
+    onehot = torch.cat([(label == v).float() for v in label_values_of(labels)], dim=1)
+    if size is not None and tuple(size) != tuple(onehot.shape[2:]):
+        onehot = F.interpolate(onehot, size=tuple(int(s) for s in size), mode="nearest")
+    return onehot
+
+
+class LabelConditionedPrepareBatch(DiffusionPrepareBatch):
+    """Batch for ``SupervisedTrainer`` + MONAI ``DiffusionInferer`` with a SPADE denoiser.
+
+    From a batch of (image, label) slices: x0 = the normalised features of the frozen autoencoder (or the
+    normalised image, in pixel space), a timestep t per sample, noise eps; the inferer forms
+    F_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (Eq. 8) and calls the network with ``seg`` = the one-hot label
+    map at the size of x0; the target is eps, so ``torch.nn.MSELoss`` is Eq. 10.
+
+    Args:
+        num_train_timesteps: T.
+        space: :class:`~pathosynth.diffusion.latent.DiffusionSpace` (latent or pixel).
+        labels: class name -> value (one SPADE channel per class, in this order), or the values.
+        image_key, label_key: batch keys.
+    """
+
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        space: DiffusionSpace,
+        labels: Mapping[str, int] | Sequence[int],
+        image_key: str = "image",
+        label_key: str = "label",
+    ) -> None:
+        super().__init__(num_train_timesteps=num_train_timesteps)
+        self.space = space
+        self.labels = label_values_of(labels)
+        self.image_key = image_key
+        self.label_key = label_key
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        images = _plain_tensor(batchdata[self.image_key]).to(device=device, non_blocking=non_blocking)
+        label = _plain_tensor(batchdata[self.label_key]).to(device=device, non_blocking=non_blocking)
+        x0 = self.space.encode(images)
+        seg = one_hot_labels(label, self.labels, size=x0.shape[2:])
+        noise = self.get_noise(x0)
+        timesteps = self.get_timesteps(x0)
+        return x0, noise, (), {"noise": noise, "timesteps": timesteps, "seg": seg}
+
+
+class LabelGuidedSampler:
+    """Ancestral DDPM sampling conditioned on a label map (Algorithm 1, lines 2-6), shaped like a MONAI inferer.
+
+    F_T ~ N(0, I); for t = T-1 .. 0: F_{t-1} = mean(F_t, eps_theta(F_t, t, l)) + sigma_t z with the DDPM posterior
+    mean (equal to line 4 of Algorithm 1 when x0 is not clipped) and the "fixed small" variance, z = 0 at the last
+    step. All noise comes from one CPU generator per sample, so a sample depends on its generator only, never on
+    the batch it is drawn in or on the device.
+
+    Args:
+        scheduler: a MONAI ``DDPMScheduler`` (its betas, epsilon prediction, ``clip_sample``).
+    """
+
+    def __init__(self, scheduler) -> None:
+        if getattr(scheduler, "prediction_type", "epsilon") != "epsilon":
+            raise ValueError("LabelGuidedSampler expects an epsilon-prediction scheduler (Eq. 10)")
+        if getattr(scheduler, "variance_type", "fixed_small") != "fixed_small":
+            raise ValueError("LabelGuidedSampler implements the DDPM 'fixed_small' variance only")
+        self.scheduler = scheduler
+        self.last_network_evaluations = 0
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.num_train_timesteps)
+
+    def settings(self) -> dict:
+        return {
+            "sampler": "ddpm_ancestral",
+            "num_train_timesteps": self.num_train_timesteps,
+            "num_inference_steps": self.num_train_timesteps,
+            "clip_sample": bool(self.scheduler.clip_sample),
+        }
+
+    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """One reverse step F_t -> F_{t-1}; ``noise`` is z (ignored at t = 0)."""
+        s = self.scheduler
+        t = int(timestep)
+        alpha_t, beta_t = s.alphas[t].to(sample.device), s.betas[t].to(sample.device)
+        abar_t = s.alphas_cumprod[t].to(sample.device)
+        abar_prev = s.alphas_cumprod[t - 1].to(sample.device) if t > 0 else torch.ones((), device=sample.device)
+        x0 = (sample - (1 - abar_t).sqrt() * model_output) / abar_t.sqrt()
+        if s.clip_sample:
+            x0 = x0.clamp(*s.clip_sample_values)
+        mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + (alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)) * sample
+        if t == 0 or noise is None:
+            return mean
+        variance = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
+        return mean + variance.sqrt() * noise.to(sample)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        network: torch.nn.Module,
+        seg: torch.Tensor,
+        shape: Sequence[int],
+        generators: Sequence[torch.Generator],
+    ) -> torch.Tensor:
+        """Samples (B, *shape) for the B one-hot label maps ``seg``; ``generators``: one per sample."""
+        if len(generators) != seg.shape[0]:
+            raise ValueError(f"need one generator per sample: {seg.shape[0]} label maps, {len(generators)} generators")
+        device = seg.device
+        shape = tuple(int(s) for s in shape)
+
+        def draw():
+            return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+        x = draw()
+        calls = 0
+        for t in range(self.num_train_timesteps - 1, -1, -1):
+            timesteps = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
+            eps = network(x, timesteps=timesteps, seg=seg)
+            calls += 1
+            x = self.step(eps, t, x, draw() if t > 0 else None)
+        self.last_network_evaluations = calls
+        return x
