@@ -38,6 +38,15 @@ def acdc_phantom_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def acdc_dir() -> Path:
+    """The real ACDC development split (../shared/data/acdc or $PATHOSYNTH_DATA/acdc)."""
+    path = REAL_DATA / "acdc"
+    if not path.is_dir():
+        pytest.skip(f"real ACDC data not found at {path} (set PATHOSYNTH_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def emidec_dir() -> Path:
     """The real EMIDEC development split (../shared/data/emidec or $PATHOSYNTH_DATA/emidec)."""
     path = REAL_DATA / "emidec"

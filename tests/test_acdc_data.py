@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from conftest import REAL_DATA
 from pathosynth.data import (ACDC_LABELS, DatasetError, detect_layout, discover, discover_acdc, load_cases, split_by_case,
                              validate_cases)
 from pathosynth.data.phantom import generate_acdc_like_dataset
@@ -287,14 +286,6 @@ def test_cine_contrast_blood_bright_myocardium_dark(frames):
 
 
 # --- the real data, when present ----------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def acdc_dir() -> Path:
-    path = REAL_DATA / "acdc"
-    if not path.is_dir():
-        pytest.skip(f"real ACDC data not found at {path} (set PATHOSYNTH_DATA)")
-    return path
-
 
 @pytest.mark.realdata
 def test_real_acdc_discovers_and_validates(acdc_dir):

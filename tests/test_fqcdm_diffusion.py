@@ -51,13 +51,9 @@ def _parser(config: str, dataset, ckpt, **overrides) -> ConfigParser:
 
 
 @pytest.fixture(scope="module")
-def acdc(tmp_path_factory) -> Path:
-    """Four ACDC-layout phantom patients (8 labelled 96x96x6 frames): bright blood pools, dark myocardium."""
-    from pathosynth.data.phantom import generate_acdc_like_dataset
-
-    out = tmp_path_factory.mktemp("acdc")
-    generate_acdc_like_dataset(out, n_patients=4, seed=11, in_plane=96, n_slices=6)
-    return out
+def acdc(acdc_phantom_dir) -> Path:
+    """The shared ACDC-layout phantom (4 patients, 8 labelled 96x96x6 frames): bright blood pools, dark myocardium."""
+    return acdc_phantom_dir
 
 
 @pytest.fixture(scope="module")
