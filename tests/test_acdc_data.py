@@ -3,6 +3,8 @@ frames of one heart stay together in splits, and the ACDC-like phantom looks lik
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 
@@ -189,6 +191,29 @@ def test_default_split_is_still_by_case_record():
     records = _fake_acdc_records(10)
     train, test = split_by_case(records, 0.5, seed=0)
     assert len(test) == 10 and len(train) == 10
+
+
+def test_groups_of_one_patient_are_pooled_so_the_test_set_is_not_empty():
+    records = [r for r in _fake_acdc_records(5) if r["patient"] in ("patient001", "patient002", "patient003", "patient004")]
+    assert len({r["group"] for r in records}) == 4  # one patient per group
+    train, test = split_by_case(records, 0.25, seed=0, group_key="patient")
+    assert len({r["patient"] for r in test}) == 1 and len({r["patient"] for r in train}) == 3
+
+
+def test_written_acdc_split_is_by_patient_with_acdc_labels(acdc_phantom, tmp_path):
+    """``write_split`` on an ACDC folder: train/test datalists only (no EMIDEC normal/pathological parts), both
+    frames of each heart on one side, every case once, the dataset untouched."""
+    from pathosynth.data import write_split
+
+    paths = write_split(acdc_phantom, tmp_path / "split", test_fraction=0.25, seed=0)
+    assert sorted(paths) == ["test", "train"]
+    split = json.loads((tmp_path / "split" / "split.json").read_text())
+    assert split["group_key"] == "patient"
+    patients = {part: {case.split("_frame")[0] for case in split[part]} for part in ("train", "test")}
+    assert patients["test"] and not patients["train"] & patients["test"]
+    assert len(split["train"]) == 2 * len(patients["train"]) and len(split["test"]) == 2 * len(patients["test"])
+    records = load_cases(datalist=paths["test"], labels=ACDC_LABELS)
+    assert sorted(r["case_id"].split("_", 1)[1] for r in records) == sorted(split["test"])
 
 
 # --- the ACDC-like phantom ----------------------------------------------------------------------------------------------

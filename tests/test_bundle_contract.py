@@ -93,7 +93,7 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
         from pathosynth.data import write_split
 
         split = write_split(data, tmp_path / "split", test_fraction=0.5)
-        values = {"train_datalists": [split["train_pathological"], split["train_normal"]], "test_datalist": split["test"], "datalist": split["test"]}
+        values = {"train_datalists": [split["train"]], "test_datalist": split["test"], "datalist": split["test"]}
         parser.update({k: values[k] for k in placeholders})
     parser.parse()
     for key in parser.config:

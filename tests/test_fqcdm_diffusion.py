@@ -223,6 +223,30 @@ def test_decoded_samples_are_built_only_from_codebook_vectors(acdc, autoencoder_
     assert len(raw) == len(vectors) and not (raw[:, None, :] == codebook[None]).all(-1).any(-1).any()
 
 
+def test_without_quantisation_the_decoder_receives_the_generated_features(acdc, autoencoder_ckpt, slices):
+    """The Tab. 5 ablation switch (``inference_no_quantisation.json``): the codebook is never consulted and the decoder
+    gets F' itself, so the images differ from the quantised path for the same seed."""
+    space, network, scheduler = _components(acdc, autoencoder_ckpt)
+    _fit(space, network, scheduler, slices, steps=3)
+    autoencoder = space.autoencoder
+    seen, looked_up = [], []
+    hooks = [autoencoder.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach())),
+             autoencoder.quantizer.quantizer.register_forward_pre_hook(lambda module, args: looked_up.append(1))]
+    try:
+        space.quantize_features = False
+        plain = _synthesizer(space, network, scheduler).synthesize(_label(acdc), seed=3)
+    finally:
+        space.quantize_features = True
+        for hook in hooks:
+            hook.remove()
+    assert seen and not looked_up
+    codebook = autoencoder.quantizer.quantizer.embedding.weight.detach()
+    vectors = torch.cat([s.permute(0, 2, 3, 1).reshape(-1, codebook.shape[1]) for s in seen])
+    assert not (vectors[:, None, :] == codebook[None]).all(-1).any(-1).any()
+    quantised = _synthesizer(space, network, scheduler).synthesize(_label(acdc), seed=3)
+    assert not np.allclose(plain.image, quantised.image)
+
+
 def test_sampling_is_reproducible_per_seed_whatever_the_batching(acdc, autoencoder_ckpt, slices):
     space, network, scheduler = _components(acdc, autoencoder_ckpt)
     _fit(space, network, scheduler, slices, steps=3)

@@ -10,6 +10,7 @@
     python -m pathosynth.cli similarity_report OUT --sources '[{"name": "LeFusion-J", "datalist": "syn_j/datalist.json"}, ...]'
     python -m pathosynth.cli split DATASET_DIR OUT_DIR [--test_fraction 0.25 --seed 0]
     python -m pathosynth.cli lefusion_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
+    python -m pathosynth.cli fqcdm_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
 """
@@ -74,11 +75,12 @@ def similarity_report(out_dir: str, sources=(), labels=None, classes=("MI", "PMO
 
 
 def split(dataset_dir: str, out_dir: str, test_fraction: float = 0.25, seed: int = 0, labels=None) -> str:
-    """Split a dataset by case (stratified normal / pathological) into train/test datalists in OUT_DIR."""
+    """Split a dataset by case into train/test datalists in OUT_DIR: EMIDEC stratified normal / pathological,
+    ACDC stratified by group with both frames of a patient on one side; ``labels`` default to the layout's."""
     from .data import write_split
     from .io.exports import parse_option
 
-    paths = write_split(dataset_dir, out_dir, test_fraction, seed, dict(parse_option(labels) or EMIDEC_LABELS))
+    paths = write_split(dataset_dir, out_dir, test_fraction, seed, dict(parse_option(labels) or {}) or None)
     return "\n".join(f"{name}: {path}" for name, path in paths.items())
 
 
@@ -93,12 +95,23 @@ def lefusion_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int
     return f"report: {LeFusionStudy(dataset_dir, out_dir, scale, jobs).run()}"
 
 
+def fqcdm_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int | None = None) -> str:
+    """Re-run FQCDM's Tab. 1–3 (image quality) and Sec. 5 (Tab. 4, Fig. 4–6: downstream segmentation) on DATASET_DIR
+    (ACDC layout) into OUT_DIR; resumable (rerun the same command). ``scale``: cpu, ci, paper, or a scale JSON file."""
+    import logging
+
+    from .evaluation.fqcdm_study import FqcdmStudy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    return f"report: {FqcdmStudy(dataset_dir, out_dir, scale, jobs).run()}"
+
+
 def main() -> None:
     from .io.exports import export
 
     fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations,
                "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
-               "split": split, "lefusion_study": lefusion_study})
+               "split": split, "lefusion_study": lefusion_study, "fqcdm_study": fqcdm_study})
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ config is being resolved, before any trainer or sampler exists.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 from .errors import DatasetError
 from .labels import class_values
-from .layouts import discover
-from .validation import validate_cases
+from .layouts import discover, read_datalist
+from .validation import validate_cases, validate_images
 
 SELECTIONS = ("all", "with_lesion", "normal")
 
@@ -63,4 +64,22 @@ def load_cases(
         records = records[: int(max_cases)]
     if not records:
         raise DatasetError(f"{source} holds no case to use (selection '{select}' of {list(lesion_classes)})")
+    return records
+
+
+def load_image_cases(datalist: str | os.PathLike | Sequence[str | os.PathLike], datalist_key: str = "training") -> list[dict]:
+    """Validated image-only records of one or more datalists, concatenated in order.
+
+    Self-supervised pretraining (the context encoder) learns from images alone: entries need only ``image``;
+    a ``label`` they carry (synthetic sets do) is dropped, not read. Every image is checked first (exists, loads,
+    2-D/3-D, no NaN/Inf) and one DatasetError names every bad file.
+    """
+    paths = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
+    if not paths:
+        raise DatasetError("an empty list of datalists holds no image to use")
+    records = []
+    for path in paths:
+        cases = read_datalist(path, datalist_key, require_label=False)
+        validate_images(cases, source=f"datalist {path}")
+        records += [{k: v for k, v in case.items() if k != "label"} for case in cases]
     return records

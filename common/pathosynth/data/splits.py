@@ -15,16 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import write_json
+from .acdc import ACDC_LABELS
 from .cases import load_cases
 from .labels import EMIDEC_LABELS
 
-__all__ = ["split_by_case", "write_split"]
+__all__ = ["SPLIT_DEFAULTS", "split_by_case", "write_split"]
+
+# layout -> how its cases are split: EMIDEC stratifies normal / pathological hearts (one case each); ACDC
+# stratifies by diagnostic group and keeps both frames (ED, ES) of a patient on one side.
+SPLIT_DEFAULTS = {
+    "emidec": {"labels": EMIDEC_LABELS, "lesion_classes": ("MI", "PMO"), "group_key": None},
+    "acdc": {"labels": ACDC_LABELS, "lesion_classes": (), "group_key": "patient"},
+}
 
 
 def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed: int = 0, group_key: str | None = None,
                   stratify_key: str = "group") -> tuple[list[dict], list[dict]]:
     """(train, test) records; within each stratum (value of ``stratify_key``, the clinical group) a seeded shuffle
     of the sorted units picks ``round(test_fraction * n)`` test units (at least one when the stratum has two or more).
+    Strata of a single unit are pooled into one stratum when there are several (a tiny dataset, e.g. one patient per
+    ACDC group, still gets a test set).
 
     A unit is one case, or with ``group_key`` (e.g. "patient") all records sharing that key's value: they always land
     on the same side. Every record then needs the key, and the records of one unit must share one stratum.
@@ -46,6 +56,9 @@ def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed:
         if len(values) > 1:
             raise ValueError(f"{group_key} {key} has cases in several '{stratify_key}' strata {values}; they cannot stay together")
         strata.setdefault(values[0], []).append(key)
+    singletons = sorted(group for group, members in strata.items() if len(members) == 1)
+    if len(singletons) > 1:  # a stratum of one unit cannot be split: pool those (tiny datasets) so some reach the test set
+        strata[" + ".join(singletons)] = [strata.pop(group)[0] for group in singletons]
     train, test = [], []
     groups = sorted(strata)
     for group in groups:
@@ -59,28 +72,36 @@ def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed:
 
 
 def write_split(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, test_fraction: float = 0.25, seed: int = 0,
-                labels: Mapping[str, int] | None = None, lesion_classes: Sequence[str] = ("MI", "PMO")) -> dict[str, str]:
+                labels: Mapping[str, int] | None = None, lesion_classes: Sequence[str] | None = None,
+                group_key: str | None = None) -> dict[str, str]:
     """Validate a dataset and write its split as datalists (paths point into the dataset; nothing is copied):
-    ``train_pathological.json``, ``train_normal.json``, ``test.json``, ``test_pathological.json`` and
-    ``split.json`` (case ids, seed, fraction). Returns name -> datalist path."""
+    ``train.json``, ``test.json`` and ``split.json`` (case ids, seed, fraction, grouping); for lesion datasets
+    (``lesion_classes`` not empty, EMIDEC) also ``train_pathological.json``, ``train_normal.json`` and
+    ``test_pathological.json``. ``group_key="patient"`` keeps the frames of one ACDC heart together.
+    Settings left None take the dataset layout's defaults (:data:`SPLIT_DEFAULTS`). Returns name -> datalist path."""
     from ..io.exports import export_datalist
+    from .layouts import detect_layout
 
-    labels = dict(labels or EMIDEC_LABELS)
+    defaults = SPLIT_DEFAULTS.get(detect_layout(dataset_dir) or "emidec", SPLIT_DEFAULTS["emidec"])
+    labels = dict(labels or defaults["labels"])
+    lesion_classes = list(defaults["lesion_classes"] if lesion_classes is None else lesion_classes)
+    group_key = group_key or defaults["group_key"]
     records = load_cases(str(dataset_dir), None, labels=labels, lesion_classes=list(lesion_classes), select="all")
-    train, test = split_by_case(records, test_fraction, seed)
+    train, test = split_by_case(records, test_fraction, seed, group_key=group_key)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    parts = {
-        "train_pathological": ("P", [r for r in train if r.get("group") != "normal"]),
-        "train_normal": ("N", [r for r in train if r.get("group") == "normal"]),
-        "test": ("test", test),
-        "test_pathological": ("testP", [r for r in test if r.get("group") != "normal"]),
-    }
+    parts = {"train": ("train", train), "test": ("test", test)}
+    if lesion_classes:
+        parts.update({
+            "train_pathological": ("P", [r for r in train if r.get("group") != "normal"]),
+            "train_normal": ("N", [r for r in train if r.get("group") == "normal"]),
+            "test_pathological": ("testP", [r for r in test if r.get("group") != "normal"]),
+        })
     paths = {}
     for name, (set_name, members) in parts.items():
         if members:
             export_datalist([(set_name, members)], out / f"{name}.json")
             paths[name] = str(out / f"{name}.json")
     write_json(out / "split.json", {"dataset_dir": str(Path(dataset_dir).resolve()), "seed": int(seed), "test_fraction": test_fraction,
-                                    "train": [r["case_id"] for r in train], "test": [r["case_id"] for r in test]})
+                                    "group_key": group_key, "train": [r["case_id"] for r in train], "test": [r["case_id"] for r in test]})
     return paths

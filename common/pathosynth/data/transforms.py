@@ -1,4 +1,5 @@
-"""MONAI dictionary transforms that turn label maps into what the lesion models train on.
+"""MONAI dictionary transforms that turn label maps into what the lesion models train on, and the
+random-rectangle masking of the context-encoder pretext task.
 
 The label map stays untouched; these add derived keys, so the same pipeline serves LeFusion-J/S,
 RePaint and Cond-Diffusion by configuration alone.
@@ -6,12 +7,13 @@ RePaint and Cond-Diffusion by configuration alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, RandomizableTransform
 
 from .labels import class_values
 
@@ -125,4 +127,71 @@ class LesionMaskTargetsd(MapTransform):
             if self.cavity is not None:
                 condition.append(torch.from_numpy(np.isin(label, self.cavity)[None].astype(np.float32)))
             d[self.condition_key] = torch.cat(condition)
+        return d
+
+
+class RandRectangleMaskd(RandomizableTransform, MapTransform):
+    """Blank one random rectangle of a 2-D image and keep both the original and the mask (context encoder).
+
+    Pathak et al. (2016) learn features by inpainting: the network sees the image with a region removed and is
+    scored on reconstructing that region only, so the loss needs to know where the region is. MONAI's
+    ``RandCoarseDropoutd`` blanks regions but does not return them; this transform does.
+
+    For the one key in ``keys`` (a (C, H, W) image): ``target_key`` gets the original image, the key the image with
+    ``fill`` inside the rectangle (0 after z-score normalisation is the mean intensity, Pathak's fill), and
+    ``mask_key`` a (1, H, W) float mask (1 = blanked). The rectangle covers a number of pixels drawn uniformly from
+    ``area_fraction`` × H·W (inclusive, exact: rounding never leaves the range), with height/width ratio drawn
+    log-uniformly from ``aspect_ratio``, at a uniform position. Seeded like every MONAI random transform
+    (``set_random_state``; the bundle's ``set_determinism`` and DataLoader seed it).
+    """
+
+    def __init__(self, keys: KeysCollection, mask_key: str = "mask", target_key: str = "target",
+                 area_fraction: Sequence[float] = (0.1, 0.25), aspect_ratio: Sequence[float] = (0.5, 2.0),
+                 fill: float = 0.0, prob: float = 1.0, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if len(self.keys) != 1:
+            raise ValueError(f"RandRectangleMaskd masks one image key; got {list(self.keys)}")
+        self.area_fraction = (float(area_fraction[0]), float(area_fraction[1]))
+        self.aspect_ratio = (float(aspect_ratio[0]), float(aspect_ratio[1]))
+        if not 0.0 < self.area_fraction[0] <= self.area_fraction[1] <= 1.0:
+            raise ValueError(f"area_fraction must satisfy 0 < low <= high <= 1, got {list(area_fraction)}")
+        if not 0.0 < self.aspect_ratio[0] <= self.aspect_ratio[1]:
+            raise ValueError(f"aspect_ratio must satisfy 0 < low <= high, got {list(aspect_ratio)}")
+        self.mask_key, self.target_key, self.fill = mask_key, target_key, float(fill)
+        self.box: tuple[slice, slice] | None = None
+
+    def randomize(self, spatial_shape: Sequence[int]) -> None:
+        super().randomize(None)
+        if not self._do_transform:
+            self.box = None
+            return
+        height, width = (int(s) for s in spatial_shape)
+        low, high = math.ceil(self.area_fraction[0] * height * width), math.floor(self.area_fraction[1] * height * width)
+        area = int(self.R.randint(max(low, 1), high + 1)) if high >= max(low, 1) else 0
+        ratio = math.exp(self.R.uniform(math.log(self.aspect_ratio[0]), math.log(self.aspect_ratio[1])))
+        ideal = math.sqrt(area * ratio)
+        for h in sorted(range(1, height + 1), key=lambda v: (abs(v - ideal), v)):  # the height nearest the drawn shape
+            w_low, w_high = max(1, -(-low // h)), min(width, high // h)  # whose width range keeps the area in range
+            if area and w_low <= w_high:
+                w = min(max(round(area / h), w_low), w_high)
+                break
+        else:
+            raise ValueError(f"no rectangle of an image of {height}x{width} pixels covers {list(self.area_fraction)} of it")
+        top, left = int(self.R.randint(0, height - h + 1)), int(self.R.randint(0, width - w + 1))
+        self.box = (slice(top, top + h), slice(left, left + w))
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            if image.ndim != 3:
+                raise ValueError(f"RandRectangleMaskd needs a (C, H, W) image under '{key}', got shape {tuple(image.shape)}")
+            self.randomize(image.shape[1:])
+            mask = torch.zeros((1, *image.shape[1:]), dtype=torch.float32)
+            masked = image.clone()
+            if self.box is not None:
+                mask[(slice(None), *self.box)] = 1.0
+                masked[(slice(None), *self.box)] = self.fill
+            d[self.target_key], d[key], d[self.mask_key] = image, masked, mask
         return d

@@ -87,6 +87,30 @@ def check_case(
     return problems, values
 
 
+def check_image(record: Mapping) -> list[str]:
+    """Problems of an image-only case (self-supervised pretraining reads no label): the file loads, is a 2-D or 3-D
+    volume and holds no NaN/Inf."""
+    case = record["case_id"]
+    try:
+        image, _ = _load(record["image"])
+    except ValueError as err:
+        return [f"{case}: image {err}"]
+    problems = []
+    if len(_spatial(image.shape)) not in (2, 3):
+        problems.append(f"{case}: image {record['image']} has shape {image.shape}; expected a 2-D or 3-D volume")
+    if not np.issubdtype(image.dtype, np.integer) and not np.isfinite(image).all():
+        problems.append(f"{case}: image {record['image']} holds {int((~np.isfinite(image)).sum())} NaN/Inf voxels")
+    return problems
+
+
+def validate_images(records: Sequence[Mapping], source: str = "dataset") -> None:
+    """:func:`check_image` for every case; one DatasetError listing every problem found."""
+    problems = [problem for record in records for problem in check_image(record)]
+    if problems:
+        listing = "\n  ".join(problems)
+        raise DatasetError(f"{len(problems)} problem(s) in {source}; nothing was run:\n  {listing}")
+
+
 def validate_cases(
     records: Sequence[Mapping],
     labels: Mapping[str, int],

@@ -2,5 +2,5 @@
 
 from .inpainting import LesionInpaintingSampler, network_evaluations, resampling_schedule, respaced_timesteps
 from .objectives import LesionFocusPrepareBatch, MaskedNoiseLoss
-from .label_guided import LabelConditionedPrepareBatch, LabelGuidedSampler, label_values_of, one_hot_labels
+from .label_guided import LabelConditionedPrepareBatch, LabelGuidedSampler, SpadeDiffusionInferer, label_values_of, one_hot_labels
 from .latent import PIXEL_STATS, DiffusionSpace, estimate_latent_stats

@@ -8,11 +8,15 @@ one-hot, one channel per declared class, resized (nearest) to the size of the di
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from monai.engines.utils import DiffusionPrepareBatch
+from monai.inferers import DiffusionInferer
+from monai.networks.nets import SPADEDiffusionModelUNet
 
+from ..engines.distributed import unwrap
 from .latent import DiffusionSpace, _plain_tensor
 
 
@@ -71,6 +75,32 @@ class LabelConditionedPrepareBatch(DiffusionPrepareBatch):
         noise = self.get_noise(x0)
         timesteps = self.get_timesteps(x0)
         return x0, noise, (), {"noise": noise, "timesteps": timesteps, "seg": seg}
+
+
+def _bind_seg(network, seg: torch.Tensor | None):
+    """A wrapped (DDP) SPADE network with ``seg`` bound to its calls; any other network unchanged."""
+    if seg is None or network is unwrap(network) or not isinstance(unwrap(network), SPADEDiffusionModelUNet):
+        return network
+    return partial(network, seg=seg)
+
+
+class SpadeDiffusionInferer(DiffusionInferer):
+    """MONAI's ``DiffusionInferer`` that also gives ``seg`` to a SPADE denoiser wrapped in ``DistributedDataParallel``.
+
+    MONAI 1.6 passes ``seg`` only when ``isinstance(network, SPADEDiffusionModelUNet)``; a DDP wrapper fails that
+    check, so under torchrun the label map never reaches the network (whose forward then fails for want of ``seg``).
+    Here ``seg`` is bound to the wrapper before MONAI sees it and DDP forwards it to the module. For an unwrapped
+    network this is MONAI's inferer unchanged.
+    """
+
+    def __call__(self, inputs, diffusion_model, noise, timesteps, condition=None, mode="crossattn", seg=None):
+        return super().__call__(inputs, _bind_seg(diffusion_model, seg), noise, timesteps, condition=condition, mode=mode, seg=seg)
+
+    def sample(self, input_noise, diffusion_model, *args, seg=None, **kwargs):
+        return super().sample(input_noise, _bind_seg(diffusion_model, seg), *args, seg=seg, **kwargs)
+
+    def get_likelihood(self, inputs, diffusion_model, *args, seg=None, **kwargs):
+        return super().get_likelihood(inputs, _bind_seg(diffusion_model, seg), *args, seg=seg, **kwargs)
 
 
 class LabelGuidedSampler:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ..engines.distributed import broadcast_from_rank0, rank_and_world
+
 logger = logging.getLogger(__name__)
 
 PIXEL_STATS = {"latent_shift": 0.5, "latent_scale": 2.0}
@@ -41,6 +43,8 @@ class DiffusionSpace:
             from ``stats_checkpoint``'s metadata at first use (so an inference config can be built before
             the checkpoint exists, and the VQ-reconstruction baseline, which needs no statistics, never reads it).
         stats_checkpoint: a diffusion checkpoint written by :class:`~pathosynth.engines.ResumableCheckpoint`.
+        quantize: replace generated features by codebook vectors before decoding (Eq. 4, FQCDM's "FQB"). False
+            decodes the continuous features directly: the paper's ablation without the quantisation block (Tab. 5).
     """
 
     def __init__(
@@ -49,10 +53,12 @@ class DiffusionSpace:
         shift: float | None = None,
         scale: float | None = None,
         stats_checkpoint: str | os.PathLike | None = None,
+        quantize: bool = True,
     ) -> None:
         if autoencoder is not None:
             autoencoder.eval().requires_grad_(False)
         self.autoencoder = autoencoder
+        self.quantize_features = bool(quantize)
         self._shift = None if shift is None else float(shift)
         self._scale = None if scale is None else float(scale)
         self.stats_checkpoint = stats_checkpoint
@@ -113,10 +119,11 @@ class DiffusionSpace:
 
     @torch.no_grad()
     def decode_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Images from un-normalised features: quantise (Eq. 4), then decode (Eq. 5); identity in pixel space."""
+        """Images from un-normalised features: quantise (Eq. 4, unless disabled), then decode (Eq. 5); identity in
+        pixel space."""
         if self.autoencoder is None:
             return features
-        codes, _ = self.quantize(features)
+        codes = self.quantize(features)[0] if self.quantize_features else features.float()
         return self.autoencoder.decode(codes)
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
@@ -173,7 +180,17 @@ def estimate_latent_stats(
     training; the first ``max_items`` are used. If ``checkpoint`` (this diffusion model's weights file)
     already records the statistics, they are returned unchanged, so a resumed run keeps the normalisation
     its network was trained with.
+
+    Under torchrun every rank calls this: rank 0 estimates and broadcasts, so all replicas train the same
+    normalisation (sums reduced on different GPUs need not agree to the last bit).
     """
+    stats = None
+    if rank_and_world()[0] == 0:
+        stats = _estimate_latent_stats(autoencoder, data, device, key, batch_size, max_items, checkpoint)
+    return broadcast_from_rank0(stats)
+
+
+def _estimate_latent_stats(autoencoder, data, device, key, batch_size, max_items, checkpoint) -> dict[str, float]:
     if checkpoint is not None and Path(checkpoint).exists():
         meta = torch.load(checkpoint, map_location="cpu", weights_only=True).get("metadata", {})
         if "latent_shift" in meta and "latent_scale" in meta:

@@ -10,6 +10,10 @@ the same command does not know. This handler keeps two files per model in ``ckpt
   that inference checks (texture channels), so a checkpoint cannot silently be used with the wrong
   lesion classes.
 
+Fine-tuning starts a network from another model's weights (``init_weights``, e.g. a context-encoder
+pretext model): :func:`load_matching_weights` copies the tensors whose name and shape agree. A run that
+resumes continues from its own ``<name>_latest.pt`` and ignores ``init_weights``.
+
 All loading uses ``torch.load(..., weights_only=True)``: checkpoints are tensors, numbers and strings.
 """
 
@@ -23,7 +27,7 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, sha256_file
 from .distributed import rank_and_world, unwrap
 
 logger = logging.getLogger(__name__)
@@ -51,6 +55,9 @@ class ResumableCheckpoint:
             under ``"extra"`` in ``<name>_latest.pt`` only, so the inference weights stay the network's alone.
             Modules may be DDP-wrapped. A checkpoint without a saved entry leaves that object as it is
             (logged), so checkpoints written before an object was added still resume.
+        init_weights: a weights file (``<name>.pt`` of another run) to start from when there is nothing to
+            resume: tensors whose name and shape match are loaded, the rest keep their initial values
+            (:func:`load_matching_weights`). Its path and SHA-256 are added to the saved metadata.
     """
 
     def __init__(
@@ -64,6 +71,7 @@ class ResumableCheckpoint:
         save_every: int = 1,
         resume: bool = True,
         extra: Mapping[str, object] | None = None,
+        init_weights: str | os.PathLike | None = None,
     ) -> None:
         self.ckpt_dir = Path(ckpt_dir)
         self.name = name
@@ -77,6 +85,11 @@ class ResumableCheckpoint:
         for key, obj in self.extra.items():
             if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
                 raise TypeError(f"extra[{key!r}] ({type(obj).__name__}) has no state_dict/load_state_dict to save and restore")
+        self.init_weights = Path(init_weights) if init_weights else None
+        if self.init_weights is not None:  # a config naming a missing file fails before any training step
+            if not self.init_weights.is_file():
+                raise FileNotFoundError(f"init_weights {self.init_weights} does not exist (a weights file such as <ckpt_dir>/context_encoder.pt)")
+            self.metadata["init_weights"] = {"path": str(self.init_weights), "sha256": sha256_file(self.init_weights)}
 
     @property
     def latest_path(self) -> Path:
@@ -97,6 +110,10 @@ class ResumableCheckpoint:
             for stale in self.ckpt_dir.glob(f".{self.name}*.pt.*"):
                 stale.unlink(missing_ok=True)
         if not (self.resume and self.latest_path.exists()):
+            if self.init_weights is not None:
+                for module in (self.network, self.ema_network):
+                    if module is not None:
+                        load_matching_weights(module, self.init_weights)
             return
         state = torch.load(self.latest_path, map_location="cpu", weights_only=True)
         unwrap(self.network).load_state_dict(state["network"])
@@ -115,6 +132,8 @@ class ResumableCheckpoint:
         engine.state.iteration = int(state["iteration"])
         also = f" (with {', '.join(restored)})" if restored else ""
         logger.info(f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}{also}")
+        if self.init_weights is not None:
+            logger.info(f"init_weights {self.init_weights} not loaded: a resumed run continues from its own checkpoint")
 
     def save(self, engine: Engine) -> None:
         """Atomically write the resume state and the inference weights (rank 0 only)."""
@@ -154,6 +173,40 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapp
             raise ValueError(f"checkpoint {path} was trained with {key}={saved[key]!r}, but this run expects {value!r}")
     unwrap(network).load_state_dict(state["network"])
     return network.eval()
+
+
+def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Start ``network`` from another model's weights: load every tensor whose name and shape match, keep the rest.
+
+    Why: fine-tuning from a pretext task. A context encoder has the segmenter's architecture but a 1-channel
+    reconstruction head, so its encoder and decoder carry over while the K-class output layer (and layers the
+    pretext model lacks, such as deep-supervision heads) start fresh. Reads the ``<name>.pt`` format of
+    :class:`ResumableCheckpoint` (``{"network": state_dict, "metadata": ...}``), a ``<name>_latest.pt`` or a
+    bare state dict. Logs how many tensors were loaded and which were skipped.
+
+    Returns (loaded names, skipped names of ``network``). Raises FileNotFoundError for a missing file and
+    ValueError when no tensor matches (a file of another architecture, where starting "pretrained" would be a lie).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_weights {path} does not exist (a weights file such as <ckpt_dir>/context_encoder.pt)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and isinstance(state.get("network"), Mapping):
+        state = state["network"]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"init_weights {path} holds no state dict (expected {{'network': state_dict, ...}} or a state dict)")
+    module = unwrap(network)
+    own = module.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    skipped = [k for k in own if k not in matched]
+    if not matched:
+        raise ValueError(f"init_weights {path}: none of its {len(state)} tensors matches this network by name and shape "
+                         f"(network tensors e.g. {list(own)[:3]}, file tensors e.g. {list(state)[:3]}); was it trained with another network?")
+    module.load_state_dict(matched, strict=False)
+    unused = len([k for k in state if k not in matched])
+    logger.info(f"init_weights {path}: loaded {len(matched)} of the network's {len(own)} tensors; skipped {len(skipped)} "
+                f"(kept their initial values: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}); {unused} tensors of the file unused")
+    return list(matched), skipped
 
 
 def _plain(value):

@@ -18,6 +18,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_from_rank0(obj):
+    """``obj`` as rank 0 holds it, returned on every rank (a picklable object; itself in a single process).
+    Every rank of the group must call it."""
+    if dist.is_available() and dist.is_initialized():
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return obj
+
+
 def unwrap(network):
     """The plain module inside a DistributedDataParallel / DataParallel wrapper."""
     return getattr(network, "module", network)

@@ -2,11 +2,7 @@
 
     python -m pathosynth.cli lefusion_study OUT --dataset_dir DATA/emidec --scale cpu
 
-Every step is a bundle workflow run exactly as a user would run it (``python -m monai.bundle run`` with
-the bundle's configs plus one overlay of study settings, kept in ``OUT/jobs/<step>.json``), logged to
-``OUT/logs/<step>.log``. A step that finished leaves ``OUT/jobs/<step>.done``; rerunning the command skips
-those and resumes the interrupted one (training from its last epoch, synthesis from its last case,
-segmentation at the next seed). Steps run ``jobs`` at a time, each as soon as its inputs exist; in order:
+Every step is a bundle workflow run, scheduled and resumed by :class:`.bundle_study.BundleStudy`; in order:
 
 1. split: by case, stratified normal / pathological (``OUT/split``).
 2. training on the training pathological cases only: LeFusion-J, LeFusion-S (MI, PMO), RePaint,
@@ -25,21 +21,12 @@ the test suite's; ``paper``: the papers' settings for a GPU).
 from __future__ import annotations
 
 import json
-import logging
-import os
-import re
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..data.splits import write_split
 from ..io.atomic import write_json
-
-logger = logging.getLogger(__name__)
+from .bundle_study import BundleStudy, StudyJob, default_bundles_dir, slug
 
 __all__ = ["METHODS", "TEXTURE_MODELS", "LeFusionStudy", "StudyJob", "default_bundles_dir", "training_mixes"]
 
@@ -74,29 +61,6 @@ PIPELINE_TEXTURE_KEYS = {
 }
 
 
-def default_bundles_dir() -> Path:
-    """``bundles/`` of the source tree this package is installed from (``pip install -e .``)."""
-    return Path(__file__).resolve().parents[3] / "bundles"
-
-
-def slug(name: str) -> str:
-    """A folder name for a method or training mix ("P+P′ LeFusion-J" -> "P+Pp_LeFusion-J")."""
-    return re.sub(r"[^A-Za-z0-9+_-]+", "_", name.replace("″", "pp").replace("′", "p")).strip("_")
-
-
-@dataclass
-class StudyJob:
-    """One bundle workflow run of the study; ``settings`` become a JSON overlay after the bundle's configs."""
-
-    name: str
-    bundle: str
-    configs: list[str]
-    settings: dict = field(default_factory=dict)
-    workflow: str = "run"
-    needs: list[str] = field(default_factory=list)  # names of the jobs whose outputs this one reads
-    finish: Callable[[], None] | None = None  # run after the job (also when it had finished before)
-
-
 def training_mixes(real: str, p_prime: Mapping[str, str], n_prime: str, n_double_prime: str) -> dict[str, list[str]]:
     """Tab. 1 rows: training mix name -> datalists (real pathological first)."""
     mixes = {"P": [real]}
@@ -108,41 +72,23 @@ def training_mixes(real: str, p_prime: Mapping[str, str], n_prime: str, n_double
     return mixes
 
 
-class LeFusionStudy:
-    """Plan and run the study; see the module docstring.
-
-    Args:
-        dataset_dir: EMIDEC-layout folder (only read).
-        out_dir: the study folder (everything is written here).
-        scale: "cpu", "ci", "paper" or the path of a scale JSON.
-        jobs: bundle runs at a time (each gets ``cores // jobs`` threads); default from the scale file.
+class LeFusionStudy(BundleStudy):
+    """Plan and run the study; see the module docstring. ``dataset_dir`` is an EMIDEC-layout folder.
 
     The scale file may name a subset of ``METHODS`` under ``"methods"`` (the CI scale does, to stay short);
     only the texture models those methods need are trained.
     """
 
-    def __init__(self, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, scale: str = "cpu",
-                 jobs: int | None = None, bundles_dir: str | os.PathLike | None = None) -> None:
-        self.dataset_dir = Path(dataset_dir).resolve()
-        self.out = Path(out_dir).resolve()
-        self.bundles = Path(bundles_dir or default_bundles_dir()).resolve()
-        scale_path = Path(scale) if str(scale).endswith(".json") else self.bundles / "lesion_inpainting" / "configs" / "study" / f"{scale}.json"
-        if not scale_path.is_file():
-            raise FileNotFoundError(f"study scale {scale!r}: {scale_path} does not exist")
-        self.scale_path = scale_path.resolve()
-        self.scale = json.loads(scale_path.read_text())
-        self.jobs = int(jobs or self.scale.get("jobs", 1))
+    scale_bundle = "lesion_inpainting"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.methods = list(self.scale.get("methods", METHODS))
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown:
             raise ValueError(f"study scale {self.scale_path}: unknown methods {unknown}; known: {list(METHODS)}")
-        if self.out == self.dataset_dir or self.out.is_relative_to(self.dataset_dir):
-            raise ValueError(f"study output {self.out} lies inside the dataset {self.dataset_dir}; the dataset is only read")
 
     # ---- paths ---------------------------------------------------------------------------------------
-    def split_path(self, name: str) -> str:
-        return str(self.out / "split" / f"{name}.json")
-
     def synthetic_dir(self, group: str, method: str) -> Path:
         return self.out / "synthetic" / group / slug(method)
 
@@ -158,12 +104,6 @@ class LeFusionStudy:
         return str(self.out / "models" / "lesion_mask_diffusion")
 
     # ---- plan ----------------------------------------------------------------------------------------
-    def section(self, name: str) -> tuple[list[str], dict]:
-        """(extra bundle config files, settings) of a scale section; ``"overlays"`` names files of the bundle
-        (e.g. its smoke.json), everything else is a config key."""
-        settings = dict(self.scale.get(name, {}))
-        return list(settings.pop("overlays", [])), settings
-
     def training_jobs(self) -> list[StudyJob]:
         files, inpainting = self.section("inpainting")
         common = {"datalist": self.split_path("train_pathological"), "ckpt_dir": self.texture_ckpt_dir,
@@ -218,73 +158,7 @@ class LeFusionStudy:
                          needs=sorted({makers[d] for d in datalists if d in makers}))
                 for seed in self.scale.get("seeds", [0]) for mix, datalists in self.mixes().items()]
 
-    # ---- run -----------------------------------------------------------------------------------------
-    def command(self, job: StudyJob, overlay: Path) -> list[str]:
-        configs = self.bundles / job.bundle / "configs"
-        files = [str(configs / c) for c in job.configs] + [str(overlay)]
-        return [sys.executable, "-m", "monai.bundle", "run", job.workflow, "--config_file", json.dumps(files),
-                "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
-
-    def run_job(self, job: StudyJob) -> float:
-        """Run one step unless it finished before; returns its wall time (0 when skipped)."""
-        done = self.out / "jobs" / f"{job.name}.done"
-        if done.exists():
-            if job.finish:
-                job.finish()
-            return 0.0
-        overlay = self.out / "jobs" / f"{job.name}.json"
-        write_json(overlay, job.settings)
-        command = self.command(job, overlay)
-        log = self.out / "logs" / f"{job.name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
-        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        start = time.monotonic()
-        with open(log, "w") as handle:
-            handle.write(" ".join(command) + "\n\n")
-            handle.flush()
-            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.bundles / job.bundle)
-        seconds = time.monotonic() - start
-        if result.returncode != 0:
-            tail = log.read_text()[-3000:]
-            raise RuntimeError(f"study step {job.name} failed (exit {result.returncode}); log {log}:\n{tail}")
-        if job.finish:
-            job.finish()
-        write_json(done, {"command": command, "seconds": round(seconds, 1), "threads": int(threads)})
-        logger.info(f"{job.name}: {seconds:.0f} s")
-        return seconds
-
-    def run_jobs(self, jobs: Sequence[StudyJob]) -> None:
-        """Run ``jobs`` ``self.jobs`` at a time, each as soon as the jobs it needs have finished (in list order
-        among the ready ones), so no core idles while one slow training holds back a whole phase. The first
-        failure stops new launches; the running ones finish, then it is raised."""
-        pending, finished, running = list(jobs), set(), {}
-        known = {job.name for job in jobs}
-        for job in jobs:
-            unknown = [n for n in job.needs if n not in known]
-            if unknown:
-                raise ValueError(f"study step {job.name} needs unknown steps {unknown}")
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            failure = None
-            while (pending and failure is None) or running:
-                while failure is None and len(running) < self.jobs:
-                    ready = next((job for job in pending if set(job.needs) <= finished), None)
-                    if ready is None:
-                        break
-                    pending.remove(ready)
-                    running[pool.submit(self.run_job, ready)] = ready.name
-                if not running:
-                    raise RuntimeError(f"study steps {[j.name for j in pending]} wait for steps that cannot run")
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    name = running.pop(future)
-                    if future.exception() is not None:
-                        failure = failure or future.exception()
-                    else:
-                        finished.add(name)
-            if failure is not None:
-                raise failure
-
+    # ---- run ----------------------------------------------------------------------------------------
     def write_n_prime(self) -> None:
         """N' = the first ``n_prime_samples`` synthetic variants of every normal case (a subset of N'')."""
         folder = self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")

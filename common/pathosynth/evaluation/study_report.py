@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,13 +22,14 @@ __all__ = ["seed_summary", "write_study_report"]
 SEGMENTATION_CLASSES = ("LV", "myocardium", "MI", "PMO")
 
 
-def seed_summary(score_files: Sequence[Path], metric: str = "dice", group: str | None = None) -> dict[str, dict]:
+def seed_summary(score_files: Sequence[Path], metric: str = "dice", group: str | None = None,
+                 classes: Sequence[str] = SEGMENTATION_CLASSES) -> dict[str, dict]:
     """Per class: ``{"mean", "std", "n_seeds", "per_seed"}`` over seeds of each seed's mean of ``metric`` over
     its test cases (only cases of ``group``, e.g. "pathological", when given; undefined values left out)."""
     per_seed_cases = [[c for c in json.loads(Path(p).read_text())["cases"] if group is None or c.get("group") == group]
                       for p in score_files]
     result = {}
-    for cls in SEGMENTATION_CLASSES:
+    for cls in classes:
         values = []
         for cases in per_seed_cases:
             defined = [float(c[cls][metric]) for c in cases if cls in c and c[cls][metric] is not None]
@@ -151,7 +151,7 @@ def write_study_report(study, report_dir: str | Path | None = None) -> Path:
     example = _example_panel(out / "examples.png", study, methods)
 
     split = json.loads((study.out / "split" / "split.json").read_text())
-    timings = {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((study.out / "jobs").glob("*.done"))}
+    timings = study.step_timings()
     phases = {}
     for phase, prefix in (("training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")):
         times = [t for name, t in timings.items() if name.startswith(prefix)]
@@ -202,7 +202,7 @@ cases where the class is absent from one of the two masks):
 |---|---|---|
 {chr(10).join(f"| {phase} | {n} | {seconds / 60:.1f} |" for phase, (n, seconds) in phases.items())}
 
-Steps ran {study.jobs} at a time, each with {max(1, (os.cpu_count() or 1) // study.jobs)} thread(s); per-step times are in
+Steps ran {study.jobs} at a time, each with {study.threads_per_job} thread(s); per-step times are in
 `lefusion_study.json`.
 """
     with atomic_path(out / "lefusion_study.md") as tmp:

@@ -1,0 +1,164 @@
+"""A study as a plan of bundle workflow runs: resumable, dependency-scheduled, logged.
+
+A study (:class:`LeFusionStudy`, :class:`FqcdmStudy`) is a list of :class:`StudyJob` — each one bundle workflow
+run exactly as a user would run it (``python -m monai.bundle run`` with the bundle's configs plus one overlay of
+study settings, kept in ``OUT/jobs/<step>.json``), logged to ``OUT/logs/<step>.log``. A step that finished leaves
+``OUT/jobs/<step>.done``; rerunning skips those and resumes the interrupted one (the bundles resume training from
+their last epoch and synthesis from their last case). Steps run ``jobs`` at a time, each as soon as the steps
+whose outputs it reads have finished, so no core idles while one slow training holds back a whole phase.
+
+Scales are JSON files in the bundle's ``configs/study/`` folder (``cpu``: about an hour on 2 cores; ``ci``: the
+test suite's; ``paper``: the paper's settings for a GPU); a section of a scale file is one bundle's settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io.atomic import write_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BundleStudy", "StudyJob", "default_bundles_dir", "slug"]
+
+
+def default_bundles_dir() -> Path:
+    """``bundles/`` of the source tree this package is installed from (``pip install -e .``)."""
+    return Path(__file__).resolve().parents[3] / "bundles"
+
+
+def slug(name: str) -> str:
+    """A folder name for a method or training mix ("P+P′ LeFusion-J" -> "P+Pp_LeFusion-J")."""
+    return re.sub(r"[^A-Za-z0-9+_-]+", "_", name.replace("″", "pp").replace("′", "p")).strip("_")
+
+
+@dataclass
+class StudyJob:
+    """One bundle workflow run of a study; ``settings`` become a JSON overlay after the bundle's configs."""
+
+    name: str
+    bundle: str
+    configs: list[str]
+    settings: dict = field(default_factory=dict)
+    workflow: str = "run"
+    needs: list[str] = field(default_factory=list)  # names of the jobs whose outputs this one reads
+    finish: Callable[[], None] | None = None  # run after the job (also when it had finished before)
+
+
+class BundleStudy:
+    """Scale loading, input checks and the scheduler shared by the studies.
+
+    Args:
+        dataset_dir: the real dataset (only read).
+        out_dir: the study folder (everything is written here).
+        scale: a scale name of ``bundles/<scale_bundle>/configs/study/`` or the path of a scale JSON.
+        jobs: bundle runs at a time (each gets ``cores // jobs`` threads); default from the scale file.
+    """
+
+    scale_bundle = ""  # the bundle whose configs/study/ holds the named scales
+
+    def __init__(self, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, scale: str = "cpu",
+                 jobs: int | None = None, bundles_dir: str | os.PathLike | None = None) -> None:
+        self.dataset_dir = Path(dataset_dir).resolve()
+        self.out = Path(out_dir).resolve()
+        self.bundles = Path(bundles_dir or default_bundles_dir()).resolve()
+        scale_path = Path(scale) if str(scale).endswith(".json") else self.bundles / self.scale_bundle / "configs" / "study" / f"{scale}.json"
+        if not scale_path.is_file():
+            raise FileNotFoundError(f"study scale {scale!r}: {scale_path} does not exist")
+        self.scale_path = scale_path.resolve()
+        self.scale = json.loads(scale_path.read_text())
+        self.jobs = int(jobs or self.scale.get("jobs", 1))
+        if self.out == self.dataset_dir or self.out.is_relative_to(self.dataset_dir):
+            raise ValueError(f"study output {self.out} lies inside the dataset {self.dataset_dir}; the dataset is only read")
+
+    def split_path(self, name: str) -> str:
+        return str(self.out / "split" / f"{name}.json")
+
+    def section(self, name: str) -> tuple[list[str], dict]:
+        """(extra bundle config files, settings) of a scale section; ``"overlays"`` names files of the bundle
+        (e.g. its smoke.json), everything else is a config key."""
+        settings = dict(self.scale.get(name, {}))
+        return list(settings.pop("overlays", [])), settings
+
+    @property
+    def threads_per_job(self) -> int:
+        return max(1, (os.cpu_count() or 1) // self.jobs)
+
+    def command(self, job: StudyJob, overlay: Path) -> list[str]:
+        configs = self.bundles / job.bundle / "configs"
+        files = [str(configs / c) for c in job.configs] + [str(overlay)]
+        return [sys.executable, "-m", "monai.bundle", "run", job.workflow, "--config_file", json.dumps(files),
+                "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
+
+    def run_job(self, job: StudyJob) -> float:
+        """Run one step unless it finished before; returns its wall time (0 when skipped)."""
+        done = self.out / "jobs" / f"{job.name}.done"
+        if done.exists():
+            if job.finish:
+                job.finish()
+            return 0.0
+        overlay = self.out / "jobs" / f"{job.name}.json"
+        write_json(overlay, job.settings)
+        command = self.command(job, overlay)
+        log = self.out / "logs" / f"{job.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        threads = str(self.threads_per_job)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        start = time.monotonic()
+        with open(log, "w") as handle:
+            handle.write(" ".join(command) + "\n\n")
+            handle.flush()
+            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.bundles / job.bundle)
+        seconds = time.monotonic() - start
+        if result.returncode != 0:
+            tail = log.read_text()[-3000:]
+            raise RuntimeError(f"study step {job.name} failed (exit {result.returncode}); log {log}:\n{tail}")
+        if job.finish:
+            job.finish()
+        write_json(done, {"command": command, "seconds": round(seconds, 1), "threads": int(threads)})
+        logger.info(f"{job.name}: {seconds:.0f} s")
+        return seconds
+
+    def run_jobs(self, jobs: Sequence[StudyJob]) -> None:
+        """Run ``jobs`` ``self.jobs`` at a time, each as soon as the jobs it needs have finished (in list order
+        among the ready ones). The first failure stops new launches; the running ones finish, then it is raised."""
+        pending, finished, running = list(jobs), set(), {}
+        known = {job.name for job in jobs}
+        for job in jobs:
+            unknown = [n for n in job.needs if n not in known]
+            if unknown:
+                raise ValueError(f"study step {job.name} needs unknown steps {unknown}")
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            failure = None
+            while (pending and failure is None) or running:
+                while failure is None and len(running) < self.jobs:
+                    ready = next((job for job in pending if set(job.needs) <= finished), None)
+                    if ready is None:
+                        break
+                    pending.remove(ready)
+                    running[pool.submit(self.run_job, ready)] = ready.name
+                if not running:
+                    raise RuntimeError(f"study steps {[j.name for j in pending]} wait for steps that cannot run")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    if future.exception() is not None:
+                        failure = failure or future.exception()
+                    else:
+                        finished.add(name)
+            if failure is not None:
+                raise failure
+
+    def step_timings(self) -> dict[str, float]:
+        """Step name -> wall seconds of every finished step, as recorded when it ran."""
+        return {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((self.out / "jobs").glob("*.done"))}

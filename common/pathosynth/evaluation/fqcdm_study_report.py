@@ -1,0 +1,239 @@
+"""The FQCDM study report: Tab. 1–3 and the Tab. 5 subset as one image-quality table, Tab. 4 and Fig. 4–6 as
+downstream Dice, an example panel; Markdown + JSON, numbers read from the study folder.
+
+Downstream numbers aggregate as in :mod:`.study_report`: the mean over test cases gives one Dice per (run, seed,
+class); "mean Dice" averages RV, myocardium and LV (the paper's "average Dice"); tables show mean ± sample std
+over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_path, write_json
+from .similarity import _finite
+from .study_report import seed_summary
+from .synthesis_quality import centred_box, synthesis_quality_report
+
+__all__ = ["ACDC_CLASSES", "run_summary", "write_fqcdm_report"]
+
+ACDC_CLASSES = ("RV", "myocardium", "LV")
+# Tab. 5 columns: which FQCDM blocks a quality method has (FDGB: latent diffusion, FQB: quantisation, DBD: dual-branch
+# discriminator in the autoencoder's training)
+ABLATION = {"VQ reconstruction": (False, True, True), "FQCDM without quantisation": (True, False, True), "FQCDM": (True, True, True)}
+
+
+def run_summary(score_files: Sequence[Path]) -> dict:
+    """Per class and ``"mean"`` (over the classes, per seed): ``{"mean", "std", "n_seeds", "per_seed"}``."""
+    summary = seed_summary(score_files, "dice", classes=ACDC_CLASSES)
+    per_class = [summary[c]["per_seed"] for c in ACDC_CLASSES]
+    n = min(len(v) for v in per_class)
+    per_seed = [float(np.mean([v[i] for v in per_class])) for i in range(n)] if all(len(v) == n for v in per_class) else []
+    summary["mean"] = {"mean": float(np.mean(per_seed)) if per_seed else math.nan,
+                       "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan, "n_seeds": len(per_seed), "per_seed": per_seed}
+    return summary
+
+
+def _cell(stats: Mapping) -> str:
+    if not stats["n_seeds"]:
+        return "–"
+    mean = stats["mean"] * 100
+    return f"{mean:.1f} ± {stats['std'] * 100:.1f}" if stats["n_seeds"] > 1 else f"{mean:.1f}"
+
+
+def _row(label: str, summary: Mapping) -> str:
+    return f"| {label} | {_cell(summary['mean'])} | " + " | ".join(_cell(summary[c]) for c in ACDC_CLASSES) + f" | {summary['mean']['n_seeds']} |"
+
+
+HEADER = ["| training set | mean Dice | " + " | ".join(f"{c} Dice" for c in ACDC_CLASSES) + " | seeds |", "|---" * (len(ACDC_CLASSES) + 3) + "|"]
+
+
+def _tab4_label(run) -> str:
+    kind = {(True, False): "Real images", (False, True): "Synthetic images", (True, True): "Synthetic images + Real images"}[(bool(run.n_real), bool(run.n_synthetic))]
+    return f"{kind}{' + Data augmentation' if run.augment else ''} ({run.n_real} real, {run.n_synthetic} synthetic)"
+
+
+def _curves(path: Path, study, summaries: Mapping[str, dict]) -> None:
+    """Fig. 4 (mean Dice vs synthetic/real ratio), Fig. 5 (vs synthetic-only size), Fig. 6 (vs real fine-tuning size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = study.runs()
+    panels = [("fig4", "Fig. 4: real + synthetic", "synthetic / real ratio", lambda r: r.n_synthetic / max(r.n_real, 1)),
+              ("fig5", "Fig. 5: synthetic only", "synthetic cases", lambda r: r.n_synthetic),
+              ("fig6", "Fig. 6: pretraining + fine-tuning", "real cases for fine-tuning", lambda r: r.n_real)]
+    panels = [p for p in panels if runs.get(p[0])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
+    for axis, (key, title, xlabel, x_of) in zip(axes[0], panels):
+        groups = {"pretrained on synthetic (context encoder)": [r for r in runs[key] if r.pretrained],
+                  "from scratch" if key == "fig6" else "": [r for r in runs[key] if not r.pretrained]}
+        for label, members in groups.items():
+            members = sorted((r for r in members if summaries[r.name]["mean"]["n_seeds"]), key=x_of)
+            if not members:
+                continue
+            x = [x_of(r) for r in members]
+            y = [summaries[r.name]["mean"]["mean"] * 100 for r in members]
+            e = [np.nan_to_num(summaries[r.name]["mean"]["std"]) * 100 for r in members]
+            axis.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label or None)
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel(xlabel, fontsize=8)
+        axis.set_ylabel("mean Dice ×100", fontsize=8)
+        axis.tick_params(labelsize=7)
+        if key == "fig6":
+            axis.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _example_panel(path: Path, study, methods: Sequence[str], fov_size: Sequence[int]) -> str | None:
+    """real image | label | each method, on the mid-ventricular slice of the first test case."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io.nifti import read_nifti
+
+    datalists = {m: study.synthetic_dir("test", m) / "datalist.json" for m in methods}
+    if not datalists or not all(p.exists() for p in datalists.values()):
+        return None
+    entries = {m: json.loads(p.read_text())["training"] for m, p in datalists.items()}
+    first = entries[methods[0]][0]
+    base = datalists[methods[0]].parent
+    label = np.asarray(read_nifti(base / first["label"])[0])
+    z = int(np.argmax([(label[..., k] > 0).sum() for k in range(label.shape[-1])]))
+    rows, cols = centred_box(label.shape, fov_size)
+    source = Path(first["source_image"])
+    real = np.asarray(read_nifti(source if source.is_absolute() else base / source)[0], dtype=np.float32)
+    low, high = float(real.min()), float(real.max())
+    panels = [("real image", real[rows, cols, z], "gray"), ("label map", label[rows, cols, z], "viridis")]
+    for m in methods:
+        entry = next(e for e in entries[m] if e["source_case_id"] == first["source_case_id"])
+        image = np.asarray(read_nifti(datalists[m].parent / entry["image"])[0], dtype=np.float32)
+        panels.append((m, image[rows, cols, z], "gray"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels), 2.2))
+    for axis, (name, data, cmap) in zip(axes, panels):
+        axis.imshow(np.rot90(data), cmap=cmap, vmin=(0 if cmap == "viridis" else low), vmax=(3 if cmap == "viridis" else high),
+                    interpolation="nearest")
+        axis.set_title(name, fontsize=7)
+        axis.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return f"test case {first['source_case_id']}, slice {z}"
+
+
+def _recorded_synthesis(study) -> dict:
+    """The synthesis settings (fov_size, image_size, ...) as the FQCDM test synthesis recorded them in provenance."""
+    datalist = study.synthetic_dir("test", "FQCDM") / "datalist.json"
+    entries = json.loads(datalist.read_text())["training"] if datalist.exists() else []
+    if not entries:
+        raise FileNotFoundError(f"{datalist} holds no synthetic case: run the study's synthesis first")
+    return json.loads((datalist.parent / entries[0]["provenance"]).read_text())["synthesis"]
+
+
+def write_fqcdm_report(study, report_dir: str | Path | None = None) -> Path:
+    """``fqcdm_study.md`` / ``.json`` + ``downstream.png``, ``examples.png`` in ``report_dir`` (default ``OUT/report``)."""
+    out = Path(report_dir or study.out / "report")
+    synthesis = _recorded_synthesis(study)
+    fov_size = synthesis["fov_size"]
+    quality = synthesis_quality_report({m: study.synthetic_dir("test", m) / "datalist.json" for m in study.methods}, out, fov_size,
+                                       title="Tab. 1–3 analogue: synthetic vs real test images of the same label maps")
+    quality_text = (out / "synthesis_quality.md").read_text().split("\n", 2)[2].strip()
+    mark = lambda flag: "✓" if flag else ""  # noqa: E731
+    ablation = ["| FDGB | FQB | DBD | method | PSNR | MS-SSIM ×100 |", "|---|---|---|---|---|---|"]
+    for method, flags in ABLATION.items():
+        if method in quality:
+            r = quality[method]
+            psnr, ms_ssim = (f"{v:.2f}" if math.isfinite(v) else "–" for v in (r["psnr"]["mean"], r["ms_ssim"]["mean"] * 100))
+            ablation.append(f"| {' | '.join(mark(f) for f in flags)} | {method} | {psnr} | {ms_ssim} |")
+
+    summaries = {run.name: run_summary([f for s in study.seeds if (f := study.segmentation_dir(run, s) / "scores.json").exists()])
+                 for run in study.unique_runs()}
+    runs = study.runs()
+    tab4 = HEADER + [_row(_tab4_label(r), summaries[r.name]) for r in runs["tab4"]]
+    fig_rows = {key: HEADER + [_row(r.name, summaries[r.name]) for r in runs[key]] for key in ("fig4", "fig5", "fig6")}
+    _curves(out / "downstream.png", study, summaries)
+    example = _example_panel(out / "examples.png", study, list(study.methods), fov_size)
+
+    split = json.loads((study.out / "split" / "split.json").read_text())
+    n_quality = len(json.loads(Path(study.split_path("quality_test")).read_text())["training"])
+    timings = study.step_timings()
+    phases = {}
+    for phase, prefix in (("training", "train_"), ("synthesis", "synth_"), ("pretraining", "pretrain_"), ("segmentation", "segment_")):
+        times = [t for name, t in timings.items() if name.startswith(prefix)]
+        phases[phase] = (len(times), sum(times))
+    trained = next((json.loads(f.read_text()) for run in study.unique_runs() for seed in study.seeds
+                    if (f := study.segmentation_dir(run, seed) / "scores.json").exists()), {})
+    text = f"""# FQCDM study at {study.scale.get('name', study.scale_path.stem)} scale
+
+Generated by `python -m pathosynth.cli fqcdm_study OUT --dataset_dir DATA --scale {study.scale_path.stem}`
+({study.scale.get('description', '')}).
+
+Split by patient, stratified by ACDC group (seed {split['seed']}, test fraction {split['test_fraction']}):
+{len(split['train'])} training cases (ED and ES frames), {len(split['test'])} test cases. All generative models are
+trained on all training cases; images are synthesised at {synthesis['image_size'][0]}×{synthesis['image_size'][1]} px from a
+centred {fov_size[0]}×{fov_size[1]} px field of view.
+
+## Tab. 1–3 analogue: image quality
+
+Every method synthesises the label maps of {n_quality} test cases (`split/quality_test.json`, seeded), one sample each.
+
+{quality_text}
+
+Tab. 5 subset (ablation; the rows that need no extra training):
+
+{chr(10).join(ablation)}
+
+## Downstream segmentation (Sec. 5)
+
+{trained.get('network', 'MONAI UNet')}, {trained.get('max_steps')} training steps of {trained.get('batch_size')} slices
+({trained.get('in_plane_size')} px) for every run, scored on the
+{len(split['test'])} real test cases; "real n" = the first n training cases of the seeded order, "syn k" = FQCDM
+images synthesised from the first k label maps of that order. Mean ± std over seeds {list(study.seeds)}.
+
+### Tab. 4 analogue: synthetic data and classic augmentation
+
+{chr(10).join(tab4)}
+
+### Fig. 4 analogue: mixed real + synthetic at several ratios
+
+{chr(10).join(fig_rows['fig4'])}
+
+### Fig. 5 analogue: synthetic only
+
+{chr(10).join(fig_rows['fig5'])}
+
+### Fig. 6 analogue: context-encoder pretraining on {study.scale.get('pretraining_cases')} synthetic cases, then fine-tuning
+
+{chr(10).join(fig_rows['fig6'])}
+
+![downstream](downstream.png)
+
+## Example
+
+{('![examples](examples.png)' + chr(10) + chr(10) + example) if example else 'no example available'}
+
+## Wall time (2 CPU cores)
+
+| phase | steps | step time (min) |
+|---|---|---|
+{chr(10).join(f"| {phase} | {n} | {seconds / 60:.1f} |" for phase, (n, seconds) in phases.items())}
+
+Steps ran {study.jobs} at a time, each with {study.threads_per_job} thread(s); per-step times are in `fqcdm_study.json`.
+"""
+    with atomic_path(out / "fqcdm_study.md") as tmp:
+        tmp.write_text(text)
+    write_json(out / "fqcdm_study.json", _finite({"scale": study.scale, "split": split, "quality": quality,
+                                                  "downstream": summaries, "timings_s": timings, "seeds": study.seeds}))
+    return out / "fqcdm_study.md"

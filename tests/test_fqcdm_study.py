@@ -1,0 +1,110 @@
+"""The one-command FQCDM study (Tab. 1–3, Tab. 4, Fig. 4–6) in its CI-sized form on an ACDC-layout phantom.
+
+Claims checked: the split is by patient and no generative model, synthetic case or segmenter sees a test patient's
+image; test-set synthesis reuses the test label maps unchanged; the synthetic and real sets of the figures are
+nested prefixes of one seeded order (a larger set only adds cases); pretrained runs start from the context encoder;
+the report holds every method and run; the dataset is only read; a rerun does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from pathosynth.data.phantom import generate_acdc_like_dataset
+from pathosynth.evaluation.fqcdm_study import FqcdmStudy, SegmentationRun, first_entries
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _patients(datalist: str | Path) -> set[str]:
+    """Patients whose real files a datalist reads (its images, or for synthetic cases their label maps' sources)."""
+    content = json.loads(Path(datalist).read_text())["training"]
+    return {part for e in content for key in ("image", "label", "source_image") if e.get(key)
+            for part in Path(e[key]).parts if part.startswith("patient") and "_" not in part}
+
+
+def test_runs_are_named_once_and_shared_between_figures(tmp_path):
+    study = FqcdmStudy(tmp_path / "data", tmp_path / "out", "cpu")
+    runs = study.runs()
+    assert SegmentationRun(10, 0) in runs["tab4"] and SegmentationRun(10, 0) in runs["fig4"]  # shared, trained once
+    names = [run.name for run in study.unique_runs()]
+    assert len(names) == len(set(names)) == 15
+    assert [r.n_synthetic for r in runs["fig4"]] == [0, 5, 10, 20, 40]
+    assert {r.name for r in runs["fig6"]} >= {"real5_aug", "real5_aug_pretrained"}
+    assert study.synthetic_pool_size() == 40
+
+
+def test_first_entries_follow_the_given_order_and_refuse_too_few(tmp_path):
+    datalist = tmp_path / "datalist.json"
+    entries = [{"image": f"images/{c}.nii.gz", "label": f"labels/{c}.nii.gz", "case_id": f"{c}_syn00", "source_case_id": c} for c in "abcd"]
+    datalist.write_text(json.dumps({"training": entries}))
+    first = first_entries(datalist, 2, order=["c", "a", "d", "b"])
+    assert [e["source_case_id"] for e in json.loads(first.read_text())["training"]] == ["c", "a"]
+    assert first.parent == datalist.parent  # relative paths stay valid
+    with pytest.raises(ValueError, match="holds 4 cases, 5 were asked"):
+        first_entries(datalist, 5)
+
+
+def test_study_refuses_to_write_into_the_dataset(acdc_phantom_dir):
+    with pytest.raises(ValueError, match="only read"):
+        FqcdmStudy(acdc_phantom_dir, acdc_phantom_dir / "study", "ci")
+
+
+@pytest.mark.slow
+def test_fqcdm_study_end_to_end_at_ci_scale(tmp_path):
+    data = tmp_path / "data"
+    generate_acdc_like_dataset(data, n_patients=10, seed=3, in_plane=96)
+    before = _tree_digest(data)
+    study = FqcdmStudy(data, tmp_path / "study", "ci")
+    report = study.run()
+
+    split = json.loads((study.out / "split" / "split.json").read_text())
+    test_patients = {case.split("_frame")[0] for case in split["test"]}
+    assert test_patients and not test_patients & {case.split("_frame")[0] for case in split["train"]}
+    jobs = {p.stem: json.loads(p.read_text()) for p in (study.out / "jobs").glob("*.json")}
+    for name, settings in jobs.items():  # nothing trained or synthesised for training reads a test patient
+        sources = settings.get("train_datalists") or ([settings["datalist"]] if name.startswith(("train_", "synth_train")) else [])
+        for datalist in sources:
+            assert not _patients(datalist) & test_patients, f"{name} reads test patients via {datalist}"
+
+    for method in study.methods:  # Tab. 1–3 synthesis: test label maps, unchanged
+        content = json.loads((study.synthetic_dir("test", method) / "datalist.json").read_text())["training"]
+        assert content and _patients(study.synthetic_dir("test", method) / "datalist.json") <= test_patients
+        for entry in content:
+            base = study.synthetic_dir("test", method)
+            real_label = Path(entry["source_image"]).name.replace(".nii.gz", "_gt.nii.gz")
+            real = np.asarray(nib.load(Path(entry["source_image"]).parent / real_label).dataobj)
+            assert np.array_equal(np.asarray(nib.load(base / entry["label"]).dataobj), real)
+
+    def ids(path, key):
+        return [e[key] for e in json.loads(Path(path).read_text())["training"]]
+
+    order = study.pool_order()  # real sets are the pool's first cases, synthetic sets are made from the same label maps
+    assert ids(study.real_datalist(2), "case_id") == order[:2]
+    assert ids(study.synthetic_datalist(2), "source_case_id") == order[:2]
+
+    for run in study.unique_runs():
+        scores = json.loads((study.segmentation_dir(run, 0) / "scores.json").read_text())
+        assert {"RV", "myocardium", "LV"} <= set(scores["cases"][0])
+        overlay = jobs[f"segment_{run.name}_seed0"]
+        assert overlay["augment"] is run.augment
+        assert ("init_weights" in overlay) is run.pretrained
+    assert (study.pretrained_dir / "context_encoder.pt").is_file()
+
+    text = report.read_text()
+    for needle in ["Tab. 1–3", "Tab. 4", "Fig. 4", "Fig. 5", "Fig. 6", *study.methods, "real2_aug_pretrained"]:
+        assert needle in text
+    assert (report.parent / "downstream.png").is_file() and (report.parent / "examples.png").is_file()
+    assert _tree_digest(data) == before  # the dataset is only read
+
+    done = {p.name: p.stat().st_mtime_ns for p in (study.out / "jobs").glob("*.done")}
+    FqcdmStudy(data, tmp_path / "study", "ci").run()  # a rerun does nothing
+    assert {p.name: p.stat().st_mtime_ns for p in (study.out / "jobs").glob("*.done")} == done
