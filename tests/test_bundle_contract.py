@@ -86,14 +86,17 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
     parser = ConfigParser()
     parser.read_config([str(bundle / "configs" / c) for c in combo])
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
-    data = acdc_phantom_dir if "acdc" in str(parser.config.get("dataset_dir")) else phantom_dir  # the bundle's own dataset kind
+    acdc = "acdc" in str(parser.config.get("dataset_dir")) or "RV" in (parser.config.get("labels") or {})
+    data = acdc_phantom_dir if acdc else phantom_dir  # the bundle's own dataset kind
     parser.update({"dataset_dir": str(data), "ckpt_dir": str(tmp_path / "ckpt"), "output_dir": str(tmp_path / "out")})
-    placeholders = [k for k in ("train_datalists", "test_datalist", "datalist") if "/workspace/" in str(parser.config.get(k))]
+    placeholders = [k for k in ("train_datalists", "test_datalist", "datalist", "real_datalist", "synthetic_datalists")
+                    if "/workspace/" in str(parser.config.get(k))]
     if placeholders:  # configs that take split datalists instead of a dataset folder
         from pathosynth.data import write_split
 
         split = write_split(data, tmp_path / "split", test_fraction=0.5)
-        values = {"train_datalists": [split["train"]], "test_datalist": split["test"], "datalist": split["test"]}
+        values = {"train_datalists": [split["train"]], "test_datalist": split["test"], "datalist": split["test"],
+                  "real_datalist": split["train"], "synthetic_datalists": []}  # no synthetic set: the baseline path
         parser.update({k: values[k] for k in placeholders})
     parser.parse()
     for key in parser.config:

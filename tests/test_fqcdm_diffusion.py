@@ -159,6 +159,27 @@ def test_sampler_step_is_the_ddpm_posterior_step():
             assert torch.allclose(LabelGuidedSampler(scheduler).step(eps, t, x, noise), expected, atol=1e-6)
 
 
+def test_bundle_sampler_keeps_latent_samples_in_the_declared_range(acdc, autoencoder_ckpt):
+    """T = 100 cosine ends in beta = 0.999, which amplifies the first x0 error ~30x. The bundle's scheduler clips x0 to
+    ``clip_sample_range``, so even a denoiser that is wrong everywhere yields samples inside that range, while the
+    unclipped sampler diverges far beyond it."""
+    from pathosynth.diffusion import LabelGuidedSampler
+
+    scheduler = _parser("inference.json", acdc, autoencoder_ckpt).get_parsed_content("scheduler")
+    low, high = scheduler.clip_sample_values
+    assert scheduler.clip_sample and (float(low), float(high)) == (-4.0, 4.0)
+
+    def wrong(x, timesteps, seg):  # a denoiser whose noise estimate is off by a unit-variance error
+        return torch.randn(x.shape, generator=torch.Generator().manual_seed(int(timesteps[0])))
+
+    seg, generators = torch.zeros(2, 4, 8, 8), [torch.Generator().manual_seed(k) for k in range(2)]
+    clipped = LabelGuidedSampler(scheduler)(wrong, seg, (3, 8, 8), generators)
+    assert clipped.min() >= low and clipped.max() <= high
+    scheduler.clip_sample = False
+    generators = [torch.Generator().manual_seed(k) for k in range(2)]
+    assert LabelGuidedSampler(scheduler)(wrong, seg, (3, 8, 8), generators).abs().max() > 5 * high
+
+
 def test_slice_grid_matches_training_preprocessing_and_inverts_it(acdc, autoencoder_ckpt):
     """Synthesis brings labels to the model grid exactly as the training transforms do, and returns to the label grid."""
     from pathosynth.synthesis import SliceGrid

@@ -4,3 +4,5 @@ from .inpainting import LesionInpaintingSampler, network_evaluations, resampling
 from .objectives import LesionFocusPrepareBatch, MaskedNoiseLoss
 from .label_guided import LabelConditionedPrepareBatch, LabelGuidedSampler, SpadeDiffusionInferer, label_values_of, one_hot_labels
 from .latent import PIXEL_STATS, DiffusionSpace, estimate_latent_stats
+from .guided_ddim import GuidedDDIMSampler
+from .text_edge import EdgeControlPrepareBatch, FrozenUNetControlNetInferer, TextConditionedPrepareBatch

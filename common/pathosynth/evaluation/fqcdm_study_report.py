@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_path, write_json
+from .figures import image_row, pyplot, save_figure
 from .similarity import _finite
 from .study_report import seed_summary
 from .synthesis_quality import centred_box, synthesis_quality_report
@@ -60,10 +61,7 @@ def _tab4_label(run) -> str:
 
 def _curves(path: Path, study, summaries: Mapping[str, dict]) -> None:
     """Fig. 4 (mean Dice vs synthetic/real ratio), Fig. 5 (vs synthetic-only size), Fig. 6 (vs real fine-tuning size)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     runs = study.runs()
     panels = [("fig4", "Fig. 4: real + synthetic", "synthetic / real ratio", lambda r: r.n_synthetic / max(r.n_real, 1)),
@@ -88,19 +86,11 @@ def _curves(path: Path, study, summaries: Mapping[str, dict]) -> None:
         axis.tick_params(labelsize=7)
         if key == "fig6":
             axis.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _example_panel(path: Path, study, methods: Sequence[str], fov_size: Sequence[int]) -> str | None:
     """real image | label | each method, on the mid-ventricular slice of the first test case."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..io.nifti import read_nifti
 
     datalists = {m: study.synthetic_dir("test", m) / "datalist.json" for m in methods}
@@ -120,16 +110,7 @@ def _example_panel(path: Path, study, methods: Sequence[str], fov_size: Sequence
         entry = next(e for e in entries[m] if e["source_case_id"] == first["source_case_id"])
         image = np.asarray(read_nifti(datalists[m].parent / entry["image"])[0], dtype=np.float32)
         panels.append((m, image[rows, cols, z], "gray"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels), 2.2))
-    for axis, (name, data, cmap) in zip(axes, panels):
-        axis.imshow(np.rot90(data), cmap=cmap, vmin=(0 if cmap == "viridis" else low), vmax=(3 if cmap == "viridis" else high),
-                    interpolation="nearest")
-        axis.set_title(name, fontsize=7)
-        axis.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    image_row(path, panels, (low, high), label_max=3)
     return f"test case {first['source_case_id']}, slice {z}"
 
 

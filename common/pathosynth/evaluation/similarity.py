@@ -19,6 +19,7 @@ from ..data.labels import EMIDEC_LABELS
 from ..data.layouts import read_datalist
 from ..io.atomic import atomic_path, write_json
 from ..io.nifti import read_nifti
+from .figures import pyplot, save_figure
 from ..metrics import lesion_region_similarity, summarise_scores
 
 
@@ -89,10 +90,7 @@ def _finite(value):
 
 
 def _plot(path: Path, title: str, summaries: Mapping, regions: Sequence[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     width = 0.8 / max(1, len(summaries))
@@ -107,7 +105,4 @@ def _plot(path: Path, title: str, summaries: Mapping, regions: Sequence[str]) ->
         axis.set_title(f"{metric.upper()}{' ×100' if scale == 100 else ' (dB)'}", fontsize=9)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

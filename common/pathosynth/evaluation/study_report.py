@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_path, write_json
+from .figures import image_row, pyplot, save_figure
 from .similarity import _finite, similarity_report
 
 __all__ = ["seed_summary", "write_study_report"]
@@ -57,10 +58,7 @@ def _dice_rows(table: Mapping[str, Mapping[str, Mapping]]) -> list[str]:
 
 
 def _bar_plot(path: Path, table: Mapping[str, Mapping[str, Mapping]], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     mixes = list(table)
     fig, axes = plt.subplots(1, len(SEGMENTATION_CLASSES), figsize=(3.2 * len(SEGMENTATION_CLASSES), 0.35 * len(mixes) + 1.6), sharey=True)
@@ -78,19 +76,11 @@ def _bar_plot(path: Path, table: Mapping[str, Mapping[str, Mapping]], title: str
     axes[0].set_yticks(y, mixes)
     axes[0].invert_yaxis()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _example_panel(path: Path, study, methods: Sequence[str]) -> str | None:
     """image | mask | each method on the test slice with the most lesion (both lesion classes when possible)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ..io.nifti import read_nifti
 
     datalists = {m: study.synthetic_dir("tab2", m) / "datalist.json" for m in methods}
@@ -114,16 +104,7 @@ def _example_panel(path: Path, study, methods: Sequence[str]) -> str | None:
     for m in methods:
         image = np.asarray(read_nifti(datalists[m].parent / entries[m][case]["image"])[0], dtype=np.float32)
         panels.append((m, image[..., z][box], "gray"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.7 * len(panels), 2.0))
-    for axis, (name, data, cmap) in zip(axes, panels):
-        axis.imshow(np.rot90(data), cmap=cmap, vmin=(0 if cmap == "viridis" else low), vmax=(4 if cmap == "viridis" else high),
-                    interpolation="nearest")
-        axis.set_title(name, fontsize=7)
-        axis.axis("off")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    image_row(path, panels, (low, high), label_max=4)
     return f"test case {case.split('_', 1)[-1] if case.startswith('testP_') else case}, slice {z}"
 
 

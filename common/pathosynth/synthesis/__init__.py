@@ -9,3 +9,4 @@ from .results import SynthesisResult, read_case
 from .windows import covering_windows, pad_to
 from .label_guided import LabelGuidedSynthesizer
 from .slice_grid import SliceGrid
+from .text_edge import TextEdgeSynthesizer
