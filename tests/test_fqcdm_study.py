@@ -53,6 +53,40 @@ def test_first_entries_follow_the_given_order_and_refuse_too_few(tmp_path):
         first_entries(datalist, 5)
 
 
+def test_synthesis_quality_scores_a_copy_as_perfect_and_a_degraded_copy_as_worse(tmp_path):
+    """Tab. 1–3 metrics on datalists whose "synthetic" images are the real ones (PSNR inf, MS-SSIM 1, FID ~ 0, class
+    intensities equal to the real ones) and the real ones with noise (finite PSNR, MS-SSIM < 1, larger FID)."""
+    from pathosynth.evaluation.synthesis_quality import synthesis_quality
+    from pathosynth.io.nifti import read_nifti, write_nifti_like
+
+    data = tmp_path / "data"
+    generate_acdc_like_dataset(data, n_patients=2, seed=1, in_plane=192, n_slices=4)
+    rng = np.random.default_rng(0)
+    lists = {}
+    for kind in ("copy", "noisy"):
+        entries = []
+        for image in sorted(data.glob("patient*/patient*_frame??.nii.gz")):
+            array, _ = read_nifti(image)
+            array = np.asarray(array, dtype=np.float32)
+            if kind == "noisy":
+                array = array + rng.normal(0, 0.1 * float(array.max() - array.min()), array.shape).astype(np.float32)
+            out = tmp_path / kind / image.name
+            out.parent.mkdir(exist_ok=True)
+            write_nifti_like(out, array, nib.load(image), dtype=np.float32)
+            label = image.with_name(image.name.replace(".nii.gz", "_gt.nii.gz"))
+            entries.append({"image": str(out), "label": str(label), "source_image": str(image), "case_id": image.name})
+        lists[kind] = tmp_path / f"{kind}.json"
+        lists[kind].write_text(json.dumps({"training": entries}))
+    labels = {"RV": 1, "myocardium": 2, "LV": 3}
+    copy = synthesis_quality(lists["copy"], [176, 176], labels=labels)
+    noisy = synthesis_quality(lists["noisy"], [176, 176], labels=labels)
+    assert copy["psnr"]["n"] == 0 and copy["ms_ssim"]["mean"] == pytest.approx(1.0)  # identical slices: PSNR inf (left out)
+    assert copy["fid"]["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert all(v["synthetic"] == pytest.approx(v["real"]) for v in copy["class_intensity"].values())
+    assert 10 < noisy["psnr"]["mean"] < 40 and noisy["ms_ssim"]["mean"] < 0.99 and noisy["fid"]["fid"] > copy["fid"]["fid"]
+    assert copy["class_intensity"]["LV"]["real"] > copy["class_intensity"]["myocardium"]["real"]  # cine: bright blood pool
+
+
 def test_study_refuses_to_write_into_the_dataset(acdc_phantom_dir):
     with pytest.raises(ValueError, match="only read"):
         FqcdmStudy(acdc_phantom_dir, acdc_phantom_dir / "study", "ci")

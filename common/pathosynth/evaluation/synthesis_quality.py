@@ -42,8 +42,9 @@ def centred_box(shape: Sequence[int], fov_size: Sequence[int]) -> tuple[slice, s
 
 
 def paired_slices(datalist: str | os.PathLike, fov_size: Sequence[int]):
-    """Yield ``(case_id, slice index, synthetic, real, (low, high))`` for every slice of every synthetic case: the
-    fov box of both volumes and the real volume's intensity range. Entries need ``source_image`` (the real image)."""
+    """Yield ``(case_id, slice index, synthetic, real, label, (low, high))`` for every slice of every synthetic case:
+    the fov box of both volumes and of the label map, and the real volume's intensity range. Entries need
+    ``source_image`` (the real image)."""
     entries = json.loads(Path(datalist).read_text())["training"]
     for entry, record in zip(entries, read_datalist(datalist)):
         if not entry.get("source_image"):
@@ -52,20 +53,24 @@ def paired_slices(datalist: str | os.PathLike, fov_size: Sequence[int]):
         source = source if source.is_absolute() else Path(datalist).resolve().parent / source
         synthetic = np.asarray(read_nifti(record["image"])[0], dtype=np.float64)
         real = np.asarray(read_nifti(source)[0], dtype=np.float64)
+        label = np.asarray(read_nifti(record["label"])[0])
         if synthetic.shape != real.shape:
             raise ValueError(f"datalist {datalist}: {record['image']} has shape {synthetic.shape}, its source {source} {real.shape}")
         rows, cols = centred_box(real.shape, fov_size)
         low, high = float(real.min()), float(real.max())
         for k in range(real.shape[2] if real.ndim == 3 else 1):
             take = (lambda v: v[rows, cols, k]) if real.ndim == 3 else (lambda v: v[rows, cols])
-            yield record["case_id"], k, take(synthetic), take(real), (low, high)
+            yield record["case_id"], k, take(synthetic), take(real), take(label), (low, high)
 
 
 def synthesis_quality(datalist: str | os.PathLike, fov_size: Sequence[int], extractor: str = "random-conv",
-                      extractor_weights: str | None = None) -> dict:
-    """PSNR, MS-SSIM (per slice; mean, std, n) and FID (slice sets) of one method's synthetic datalist."""
+                      extractor_weights: str | None = None, labels: Mapping[str, int] | None = None) -> dict:
+    """PSNR, MS-SSIM (per slice; mean, std, n) and FID (slice sets) of one method's synthetic datalist; with
+    ``labels``, also the mean intensity (on the real range, 0..1) inside each label class of the synthetic and of
+    the real images -- whether the image follows its label map (e.g. bright LV cavity, dark myocardium)."""
     psnr, ms_ssim, synthetic_set, real_set = [], [], [], []
-    for _, _, synthetic, real, data_range in paired_slices(datalist, fov_size):
+    sums = {name: np.zeros(3) for name in (labels or {})}  # synthetic sum, real sum, voxels
+    for _, _, synthetic, real, label, data_range in paired_slices(datalist, fov_size):
         if data_range[1] <= data_range[0]:
             continue  # an empty slice range has no scale to judge on
         scores = image_similarity(synthetic, real, data_range, spatial_dims=2, metrics=("psnr", "ms_ssim"))
@@ -73,6 +78,9 @@ def synthesis_quality(datalist: str | os.PathLike, fov_size: Sequence[int], extr
         ms_ssim.append(scores["ms_ssim"])
         synthetic_set.append(np.clip((synthetic - data_range[0]) / (data_range[1] - data_range[0]), 0, 1).astype(np.float32))
         real_set.append(((real - data_range[0]) / (data_range[1] - data_range[0])).astype(np.float32))
+        for name, value in (labels or {}).items():
+            inside = label == value
+            sums[name] += (synthetic_set[-1][inside].sum(), real_set[-1][inside].sum(), inside.sum())
     if not psnr:
         raise ValueError(f"datalist {datalist}: no slice to evaluate")
     summary = {}
@@ -84,6 +92,7 @@ def synthesis_quality(datalist: str | os.PathLike, fov_size: Sequence[int], extr
     resize = lambda images: [_resize(i, side) for i in images]  # noqa: E731 -- FID needs one slice size
     summary["fid"] = distribution_scores(resize(synthetic_set), resize(real_set),
                                          make_extractor(extractor, weights_path=extractor_weights), kid_subset_size=100)
+    summary["class_intensity"] = {name: {"synthetic": s / n, "real": r / n} for name, (s, r, n) in sums.items() if n}
     summary["datalist"] = str(datalist)
     return summary
 
@@ -97,6 +106,11 @@ def _resize(image: np.ndarray, side: int) -> np.ndarray:
     return F.interpolate(torch.from_numpy(image)[None, None], size=(side, side), mode="area")[0, 0].numpy()
 
 
+def first_real(results: Mapping[str, dict], name: str) -> float:
+    """The real images' mean intensity in a class (the same real slices for every method)."""
+    return next(r["class_intensity"][name]["real"] for r in results.values() if name in r["class_intensity"])
+
+
 def _cell(stats: Mapping, scale: float = 1.0) -> str:
     if not stats["n"]:
         return "–"
@@ -105,9 +119,11 @@ def _cell(stats: Mapping, scale: float = 1.0) -> str:
 
 def synthesis_quality_report(methods: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, fov_size: Sequence[int],
                              extractor: str = "random-conv", extractor_weights: str | None = None,
-                             title: str = "Synthetic vs real images of the same label maps") -> dict:
-    """Tab. 1–3 side by side for methods (name -> synthetic datalist): ``synthesis_quality.md`` and ``.json``."""
-    results = {name: synthesis_quality(datalist, fov_size, extractor, extractor_weights) for name, datalist in methods.items()}
+                             title: str = "Synthetic vs real images of the same label maps",
+                             labels: Mapping[str, int] | None = None) -> dict:
+    """Tab. 1–3 side by side for methods (name -> synthetic datalist): ``synthesis_quality.md`` and ``.json``; with
+    ``labels`` also a table of the mean intensity per label class."""
+    results = {name: synthesis_quality(datalist, fov_size, extractor, extractor_weights, labels) for name, datalist in methods.items()}
     first = next(iter(results.values()))["fid"]
     rows = [f"# {title}", "",
             f"Per slice inside the centred {fov_size[0]}×{fov_size[1]} field of view; mean ± std over slices. FID between the "
@@ -116,6 +132,14 @@ def synthesis_quality_report(methods: Mapping[str, str | os.PathLike], out_dir: 
             "| method | PSNR ↑ (Tab. 1) | MS-SSIM ×100 ↑ (Tab. 2) | FID ↓ (Tab. 3) | slices |", "|---|---|---|---|---|"]
     for name, r in results.items():
         rows.append(f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {r['fid']['fid']:.2f} | {r['psnr']['n']} |")
+    classes = [c for c in (labels or {}) if any(c in r["class_intensity"] for r in results.values())]
+    if classes:
+        rows += ["", "Mean intensity inside each label class (0 = the real volume's minimum, 1 = its maximum):", "",
+                 "| images | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|",
+                 "| real | " + " | ".join(f"{first_real(results, c):.3f}" for c in classes) + " |"]
+        for name, r in results.items():
+            rows.append(f"| {name} | " + " | ".join(f"{r['class_intensity'][c]['synthetic']:.3f}" if c in r["class_intensity"] else "–"
+                                                    for c in classes) + " |")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "synthesis_quality.md") as tmp:
