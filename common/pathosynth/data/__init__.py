@@ -5,6 +5,6 @@ from .errors import DatasetError
 from .labels import EMIDEC_LABELS, channel_masks, class_values, flatten_channels
 from .layouts import discover, discover_emidec, read_datalist
 from .validation import validate_cases, validate_images
-from .splits import split_by_case, write_split
+from .splits import kfold_by_case, split_by_case, stratified_subset, write_kfold, write_split
 from .acdc import ACDC_GROUPS, ACDC_LABELS, discover_acdc, read_info_cfg
 from .layouts import detect_layout

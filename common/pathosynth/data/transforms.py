@@ -1,5 +1,6 @@
 """MONAI dictionary transforms that turn label maps into what the lesion models train on, and the
-random-rectangle masking of the context-encoder pretext task.
+random-rectangle masking of the context-encoder pretext task, and a low-resolution simulation that degrades a real image
+and its synthetic variant alike.
 
 The label map stays untouched; these add derived keys, so the same pipeline serves LeFusion-J/S,
 RePaint and Cond-Diffusion by configuration alone.
@@ -13,7 +14,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.data.meta_obj import get_track_meta
+from monai.transforms import MapTransform, RandomizableTransform, RandSimulateLowResolutiond
+from monai.utils import convert_to_tensor
 
 from .labels import class_values
 
@@ -194,4 +197,26 @@ class RandRectangleMaskd(RandomizableTransform, MapTransform):
                 mask[(slice(None), *self.box)] = 1.0
                 masked[(slice(None), *self.box)] = self.fill
             d[self.target_key], d[key], d[self.mask_key] = image, masked, mask
+        return d
+
+
+class JointRandSimulateLowResolutiond(RandSimulateLowResolutiond):
+    """MONAI's ``RandSimulateLowResolutiond`` (down- then upsample by a random zoom factor) with one factor per call for
+    all its keys.
+
+    MONAI 1.6's dictionary version lets its array transform draw a new factor for every key, so a real image and its
+    synthetic variant (EMIT-Diff Algorithm 1) would be degraded to different resolutions before being mixed patch by
+    patch; here the factor is drawn once, as a dictionary transform's parameters usually are.
+    """
+
+    def __call__(self, data):
+        d = dict(data)
+        self.randomize(None)
+        if self._do_transform:
+            self.sim_lowres_tfm.randomize(None)
+        for key in self.key_iterator(d):
+            if self._do_transform:
+                d[key] = self.sim_lowres_tfm(d[key], randomize=False)
+            else:
+                d[key] = convert_to_tensor(d[key], track_meta=get_track_meta(), dtype=torch.float32)
         return d
