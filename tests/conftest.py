@@ -66,3 +66,12 @@ def run_bundle(workflow: str, bundle: str, configs: list[str], overrides: dict, 
     if proc.returncode != 0:
         raise AssertionError(f"bundle run failed ({proc.returncode}):\n{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def pneumoniamnist_dir() -> Path:
+    """The real PneumoniaMNIST npz (../shared/data/pneumoniamnist or $PATHOSYNTH_DATA/pneumoniamnist)."""
+    path = REAL_DATA / "pneumoniamnist"
+    if not (path.is_dir() and any(path.glob("*.npz"))):
+        pytest.skip(f"real PneumoniaMNIST data not found at {path} (set PATHOSYNTH_DATA)")
+    return path

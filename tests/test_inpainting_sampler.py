@@ -97,7 +97,7 @@ def test_ddpm_step_matches_monai_scheduler():
     for t in (49, 20, 1):
         expected, _ = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(2))
         noise = torch.randn(eps.shape, generator=torch.Generator().manual_seed(2))
-        ours = sampler._step_down(x, eps, t, noise)
+        ours = sampler.step_down(x, eps, t, noise)
         assert torch.allclose(ours, expected, atol=1e-5), t
 
 

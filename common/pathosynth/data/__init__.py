@@ -8,3 +8,6 @@ from .validation import validate_cases, validate_images
 from .splits import kfold_by_case, split_by_case, stratified_subset, write_kfold, write_split
 from .acdc import ACDC_GROUPS, ACDC_LABELS, discover_acdc, read_info_cfg
 from .layouts import detect_layout
+from .medmnist import find_npz, medmnist_records, read_labelled_images, read_medmnist_split, stratified_fraction, write_medmnist_npz
+from .pathology_patches import LesionPatch, cut_lesion_patches, gaussian_window, place_patch, prepare_patch, random_centre, random_pose
+from .slice_classes import class_image_records, volume_slice_records

@@ -6,3 +6,5 @@ from .label_guided import LabelConditionedPrepareBatch, LabelGuidedSampler, Spad
 from .latent import PIXEL_STATS, DiffusionSpace, estimate_latent_stats
 from .guided_ddim import GuidedDDIMSampler
 from .text_edge import EdgeControlPrepareBatch, FrozenUNetControlNetInferer, TextConditionedPrepareBatch
+from .class_conditional import ClassConditionedDiffusionInferer, ClassConditionedPrepareBatch, drop_class_labels, null_class_labels
+from .reference_guidance import GuidanceReference, ReferenceGuidedSampler, low_pass

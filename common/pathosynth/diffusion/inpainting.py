@@ -134,7 +134,7 @@ class LesionInpaintingSampler(Inferer):
             "network_evaluations_per_sample": self.network_evaluations_per_sample,
         }
 
-    def _forward_noise(self, x0: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
+    def forward_noise(self, x0: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
         """q(x_index | x_0): the original image at the noise level of step ``index`` (x_0 itself at -1)."""
         a = self.alpha_bar[index]
         return (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(x0.dtype)
@@ -144,7 +144,7 @@ class LesionInpaintingSampler(Inferer):
         alpha = self.alpha_bar[index + 1] / self.alpha_bar[index]
         return (alpha.sqrt() * x + (1 - alpha).sqrt() * noise).to(x.dtype)
 
-    def _step_down(self, x: torch.Tensor, eps: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
+    def step_down(self, x: torch.Tensor, eps: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
         """One reverse step from ``index`` to ``index - 1`` given the predicted noise."""
         a_t, a_s = self.alpha_bar[index], self.alpha_bar[index - 1]
         x = x.double()
@@ -200,9 +200,9 @@ class LesionInpaintingSampler(Inferer):
             net_in = x if condition is None else torch.cat([x, condition.to(x)], dim=1)
             eps = network(net_in, t)
             calls += 1
-            x = self._step_down(x, eps, index, noise)
+            x = self.step_down(x, eps, index, noise)
             if self.replace_background:
-                known = self._forward_noise(x0, target, _noise_like(x0, generators)) if target >= 0 else x0
+                known = self.forward_noise(x0, target, _noise_like(x0, generators)) if target >= 0 else x0
                 x = x * lesion + known * keep
         self.last_network_evaluations = calls
         return x

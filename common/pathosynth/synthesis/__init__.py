@@ -10,3 +10,4 @@ from .windows import covering_windows, pad_to
 from .label_guided import LabelGuidedSynthesizer
 from .slice_grid import SliceGrid
 from .text_edge import TextEdgeSynthesizer
+from .reference_guided import PathologyPatchBank, ReferenceGuidedSynthesizer

@@ -1,0 +1,162 @@
+"""MedMNIST npz datasets (e.g. PneumoniaMNIST): read and check a split, take a stratified subset, write one.
+
+A MedMNIST file holds ``<split>_images`` (N, H, W) or (N, H, W, C) uint8 and ``<split>_labels`` (N, 1) integer class
+indices for the splits ``train``/``val``/``test`` (our PneumoniaMNIST copy has train and val only). The class-conditional
+DDPM bundle trains on a stratified per-class fraction of ``train`` (the paper takes 20 % of every class) and writes its
+synthetic datasets in the same format, so a classifier reads real and synthetic data the same way. Labelled image
+datalists (``{"image": path, "label": class}`` entries, e.g. the bundle's ``datalist.json``) are read too.
+
+Everything is checked before use and a bad file raises one :class:`~pathosynth.data.errors.DatasetError` naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_path
+from .errors import DatasetError
+
+__all__ = ["as_unit_images", "check_image_shape", "find_npz", "read_labelled_images", "read_medmnist_split", "stratified_fraction", "medmnist_records",
+           "write_medmnist_npz"]
+
+
+def find_npz(dataset: str | os.PathLike) -> Path:
+    """The npz file itself, or the single ``*.npz`` inside a folder."""
+    path = Path(dataset)
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.npz")) if path.is_dir() else []
+    if len(found) != 1:
+        raise DatasetError(f"{path}: expected a MedMNIST .npz file or a folder holding exactly one, found {[p.name for p in found]}")
+    return found[0]
+
+
+def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, H, W[, C]) as stored, labels (N,) int64) of one split, after checking keys, shapes and values."""
+    path = find_npz(dataset)
+    try:
+        with np.load(path, allow_pickle=False) as content:
+            keys = set(content.files)
+            if f"{split}_images" not in keys or f"{split}_labels" not in keys:
+                raise DatasetError(f"{path}: no split '{split}' (keys {sorted(keys)}; need '{split}_images' and '{split}_labels')")
+            images, labels = content[f"{split}_images"], content[f"{split}_labels"]
+    except (OSError, ValueError) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot be read as a MedMNIST npz ({error})") from error
+    if images.ndim not in (3, 4) or len(images) == 0:
+        raise DatasetError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, C) with N > 0, got {images.shape}")
+    if labels.ndim == 2 and labels.shape[1] != 1:
+        raise DatasetError(f"{path}: {split}_labels must hold one class per image (multi-label tasks are not supported), got {labels.shape}")
+    labels = labels.reshape(-1)
+    if len(labels) != len(images):
+        raise DatasetError(f"{path}: {len(images)} {split}_images but {len(labels)} {split}_labels")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise DatasetError(f"{path}: {split}_labels must be non-negative integer class indices, got {labels.dtype} min {labels.min()}")
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        raise DatasetError(f"{path}: {split}_images holds NaN or Inf")
+    return images, labels.astype(np.int64)
+
+
+def stratified_fraction(labels: np.ndarray, fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None) -> np.ndarray:
+    """Sorted indices of a seeded random ``fraction`` of every class (at least one image each; paper: 20 %),
+    optionally capped at ``max_per_class`` (CPU scale). Each class draws from its own seeded generator, so the
+    subset of one class does not change when another class is added or removed."""
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    labels = np.asarray(labels).reshape(-1)
+    chosen = []
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        n = max(1, int(round(float(fraction) * len(members))))
+        n = n if max_per_class is None else min(n, int(max_per_class))
+        order = np.random.default_rng([int(seed), int(value)]).permutation(len(members))
+        chosen.append(members[order[:n]])
+    return np.sort(np.concatenate(chosen))
+
+
+def as_unit_images(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) float32 in [0, 1]: uint8 / 255, other types min-max scaled per image."""
+    images = np.asarray(images)
+    channels = images[:, None] if images.ndim == 3 else np.moveaxis(images, -1, 1)
+    if channels.dtype == np.uint8:
+        return channels.astype(np.float32) / 255.0
+    channels = channels.astype(np.float32)
+    low = channels.min(axis=(1, 2, 3), keepdims=True)
+    span = channels.max(axis=(1, 2, 3), keepdims=True) - low
+    return np.divide(channels - low, span, out=np.zeros_like(channels), where=span > 0)
+
+
+def medmnist_records(dataset: str | os.PathLike, split: str = "train", fraction: float = 1.0, seed: int = 0,
+                     max_per_class: int | None = None, num_classes: int | None = None) -> list[dict]:
+    """MONAI dataset records ``{"image": (C, H, W) float32 in [0, 1], "label": class, "case_id"}`` of a stratified
+    ``fraction`` of one split (index order, so the same settings always give the same subset). ``num_classes``: the
+    labels must lie in [0, num_classes) (the configured class names)."""
+    images, labels = read_medmnist_split(dataset, split)
+    if num_classes is not None and labels.max() >= int(num_classes):
+        raise DatasetError(f"{find_npz(dataset)}: {split}_labels hold classes {np.unique(labels).tolist()} but only "
+                           f"{num_classes} class names are configured")
+    keep = stratified_fraction(labels, fraction, seed, max_per_class)
+    unit = as_unit_images(images[keep])
+    return [{"image": unit[i], "label": int(labels[j]), "case_id": f"{split}_{j:05d}"} for i, j in enumerate(keep)]
+
+
+def check_image_shape(records: list[dict], shape: list[int], dataset: str | os.PathLike) -> list[dict]:
+    """Refuse images whose (C, H, W) is not the configured one (the network's input), naming the file."""
+    found = {tuple(r["image"].shape) for r in records}
+    if found != {tuple(int(s) for s in shape)}:
+        raise DatasetError(f"{find_npz(dataset)}: images are {sorted(found)} (C, H, W) but the config expects "
+                           f"{list(shape)}; set image_channels / image_size")
+    return records
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"):
+        from PIL import Image
+
+        return np.asarray(Image.open(path))
+    import nibabel as nib
+
+    return np.squeeze(np.asanyarray(nib.load(path).dataobj))
+
+
+def read_labelled_images(source: str | os.PathLike, split: str = "train", datalist_key: str = "training") -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, C, H, W) float32 in [0, 1], labels (N,)) from a MedMNIST npz (or its folder) or a datalist JSON
+    whose ``datalist_key`` entries hold ``image`` (PNG or 2D NIfTI, relative to the JSON's folder) and ``label``
+    (class index). This is what the classifier configs read, for real and synthetic data alike."""
+    path = Path(source)
+    if path.suffix.lower() != ".json":
+        images, labels = read_medmnist_split(path, split)
+        return as_unit_images(images), labels
+    entries = json.loads(path.read_text()).get(datalist_key)
+    if not entries:
+        raise DatasetError(f"{path}: no '{datalist_key}' entries")
+    images, labels = [], []
+    for entry in entries:
+        file = path.parent / entry["image"]
+        if not file.is_file():
+            raise DatasetError(f"{path}: image {file} does not exist")
+        label = entry.get("label")
+        if isinstance(label, bool) or not isinstance(label, int) or label < 0:
+            raise DatasetError(f"{path}: entry {entry['image']} needs a non-negative integer class 'label', got {label!r}")
+        images.append(_read_image(file))
+        labels.append(label)
+    if len({image.shape for image in images}) != 1:
+        raise DatasetError(f"{path}: images differ in shape {sorted({str(i.shape) for i in images})}; resample them to one size first")
+    return as_unit_images(np.stack(images)), np.asarray(labels, dtype=np.int64)
+
+
+def write_medmnist_npz(path: str | os.PathLike, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> Path:
+    """Write ``{split: (images uint8 (N, H, W[, C]), labels (N,))}`` as a MedMNIST npz, atomically."""
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        arrays[f"{split}_images"] = np.asarray(images, dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.uint8 if np.max(labels, initial=0) < 256 else np.int64).reshape(-1, 1)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return Path(path)
