@@ -81,8 +81,9 @@ def test_classifier_cross_validation_is_scored_on_the_held_out_split(run):
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_diffusion_model_for_single_process_inference(tmp_path):
-    """multi_gpu_train.json under torchrun with 2 CPU processes (gloo); rank 0's checkpoint serves inference.json."""
+def test_two_processes_train_the_diffusion_model_and_shard_synthesis_bitwise_equal_to_one(tmp_path):
+    """multi_gpu_train.json under torchrun with 2 CPU processes (gloo); rank 0's checkpoint serves inference.json; the
+    same synthesis sharded over 2 processes (multi_gpu_inference.json) writes the same images bit for bit."""
     data = _toy_npz(tmp_path / "data").parent
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     files = str([str(CONFIGS / c) for c in ("train.json", "multi_gpu_train.json", "smoke.json")])
@@ -94,4 +95,17 @@ def test_two_processes_train_the_diffusion_model_for_single_process_inference(tm
     assert weights["metadata"]["iteration"] == SMOKE["max_steps"]
     assert not any(k.startswith("module.") for k in weights["network"])  # saved unwrapped: loads without DDP
     run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"], {"ckpt_dir": ckpt, "output_dir": out})
-    assert len(json.loads((out / "datalist.json").read_text())["training"]) == 2 * SMOKE["num_per_class"]
+    single = json.loads((out / "datalist.json").read_text())["training"]
+    assert len(single) == 2 * SMOKE["num_per_class"]
+
+    sharded = tmp_path / "sharded"
+    files = str([str(CONFIGS / c) for c in ("inference.json", "multi_gpu_inference.json", "smoke.json")])
+    cmd[cmd.index("training")] = "inference"
+    cmd[cmd.index("--config_file") + 1] = files
+    cmd[cmd.index("--output_dir") + 1] = str(sharded)
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    both = json.loads((sharded / "datalist.json").read_text())["training"]
+    assert [(e["image"], e["label"]) for e in both] == [(e["image"], e["label"]) for e in single]
+    for entry in single:
+        assert (sharded / entry["image"]).read_bytes() == (out / entry["image"]).read_bytes(), entry["image"]
