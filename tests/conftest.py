@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +77,15 @@ def pneumoniamnist_dir() -> Path:
     if not (path.is_dir() and any(path.glob("*.npz"))):
         pytest.skip(f"real PneumoniaMNIST data not found at {path} (set PATHOSYNTH_DATA)")
     return path
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every file below ``root``: "the dataset is unchanged" is equality of two digests."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def datalist_patients(datalist: str | Path) -> set[str]:
+    """ACDC patients whose real files a datalist reads (its images and labels, or for synthetic cases their sources)."""
+    content = json.loads(Path(datalist).read_text())["training"]
+    return {part for e in content for key in ("image", "label", "source_image") if e.get(key)
+            for part in Path(e[key]).parts if part.startswith("patient") and "_" not in part}

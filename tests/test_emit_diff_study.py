@@ -8,7 +8,6 @@ rerun does nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import datalist_patients, tree_digest
 from pathosynth.data.phantom import generate_acdc_like_dataset
 from pathosynth.evaluation.emit_diff_study import AUGMENTATIONS, EmitDiffStudy, SegmentationRun
 from pathosynth.evaluation.emit_diff_study_report import fold_summary
@@ -23,15 +23,6 @@ from pathosynth.evaluation.emit_diff_study_report import fold_summary
 SCALES = Path(__file__).resolve().parents[1] / "bundles" / "text_edge_controlnet" / "configs" / "study"
 
 
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _patients(datalist: str | Path) -> set[str]:
-    """Patients whose real files a datalist reads (its images, or for synthetic cases their sources)."""
-    content = json.loads(Path(datalist).read_text())["training"]
-    return {part for e in content for key in ("image", "label", "source_image") if e.get(key)
-            for part in Path(e[key]).parts if part.startswith("patient") and "_" not in part}
 
 
 # --- the plan ------------------------------------------------------------------------------------------------------
@@ -124,7 +115,7 @@ def test_fold_summary_is_mean_and_std_over_folds_of_case_means(tmp_path):
 def test_emit_diff_study_end_to_end_at_ci_scale(tmp_path):
     data = tmp_path / "data"
     generate_acdc_like_dataset(data, n_patients=8, seed=3, in_plane=96)
-    before = _tree_digest(data)
+    before = tree_digest(data)
     study = EmitDiffStudy(data, tmp_path / "study", "ci")
     report = study.run()
 
@@ -143,12 +134,12 @@ def test_emit_diff_study_end_to_end_at_ci_scale(tmp_path):
             read = [settings["datalist"]]
         else:
             read = [settings["real_datalist"], *settings["synthetic_datalists"]]
-            assert _patients(settings["test_datalist"]) == test_patients[fold]
+            assert datalist_patients(settings["test_datalist"]) == test_patients[fold]
         for datalist in read:
-            assert _patients(datalist) and not _patients(datalist) & test_patients[fold], f"{name} reads test patients via {datalist}"
+            assert datalist_patients(datalist) and not datalist_patients(datalist) & test_patients[fold], f"{name} reads test patients via {datalist}"
     for fold in range(study.k):  # the variants are of the fold's training cases, n per case
         synthetic = json.loads(Path(study.synthetic_datalist(fold)).read_text())["training"]
-        assert _patients(study.synthetic_datalist(fold)) == everyone - test_patients[fold]
+        assert datalist_patients(study.synthetic_datalist(fold)) == everyone - test_patients[fold]
         assert len(synthetic) == study.fold_variants(fold) * len(folds[fold]["train"])
 
     for fold in range(study.k):  # every planned run trained and scored on its fold
@@ -166,7 +157,7 @@ def test_emit_diff_study_end_to_end_at_ci_scale(tmp_path):
                    "Wall time", "CI scale"]:
         assert needle in text
     assert (report.parent / "ablations.png").is_file()
-    assert _tree_digest(data) == before  # the dataset is only read
+    assert tree_digest(data) == before  # the dataset is only read
 
     done = {p.name: p.stat().st_mtime_ns for p in (study.out / "jobs").glob("*.done")}
     EmitDiffStudy(data, tmp_path / "study", "ci").run()  # a rerun does nothing

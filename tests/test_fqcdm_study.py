@@ -8,7 +8,6 @@ the report holds every method and run; the dataset is only read; a rerun does no
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,19 +15,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import datalist_patients, tree_digest
 from pathosynth.data.phantom import generate_acdc_like_dataset
 from pathosynth.evaluation.fqcdm_study import FqcdmStudy, SegmentationRun, first_entries
 
 
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _patients(datalist: str | Path) -> set[str]:
-    """Patients whose real files a datalist reads (its images, or for synthetic cases their label maps' sources)."""
-    content = json.loads(Path(datalist).read_text())["training"]
-    return {part for e in content for key in ("image", "label", "source_image") if e.get(key)
-            for part in Path(e[key]).parts if part.startswith("patient") and "_" not in part}
 
 
 def test_runs_are_named_once_and_shared_between_figures(tmp_path):
@@ -96,7 +87,7 @@ def test_study_refuses_to_write_into_the_dataset(acdc_phantom_dir):
 def test_fqcdm_study_end_to_end_at_ci_scale(tmp_path):
     data = tmp_path / "data"
     generate_acdc_like_dataset(data, n_patients=10, seed=3, in_plane=96)
-    before = _tree_digest(data)
+    before = tree_digest(data)
     study = FqcdmStudy(data, tmp_path / "study", "ci")
     report = study.run()
 
@@ -107,11 +98,11 @@ def test_fqcdm_study_end_to_end_at_ci_scale(tmp_path):
     for name, settings in jobs.items():  # nothing trained or synthesised for training reads a test patient
         sources = settings.get("train_datalists") or ([settings["datalist"]] if name.startswith(("train_", "synth_train")) else [])
         for datalist in sources:
-            assert not _patients(datalist) & test_patients, f"{name} reads test patients via {datalist}"
+            assert not datalist_patients(datalist) & test_patients, f"{name} reads test patients via {datalist}"
 
     for method in study.methods:  # Tab. 1–3 synthesis: test label maps, unchanged
         content = json.loads((study.synthetic_dir("test", method) / "datalist.json").read_text())["training"]
-        assert content and _patients(study.synthetic_dir("test", method) / "datalist.json") <= test_patients
+        assert content and datalist_patients(study.synthetic_dir("test", method) / "datalist.json") <= test_patients
         for entry in content:
             base = study.synthetic_dir("test", method)
             real_label = Path(entry["source_image"]).name.replace(".nii.gz", "_gt.nii.gz")
@@ -137,7 +128,7 @@ def test_fqcdm_study_end_to_end_at_ci_scale(tmp_path):
     for needle in ["Tab. 1–3", "Tab. 4", "Fig. 4", "Fig. 5", "Fig. 6", *study.methods, "real2_aug_pretrained"]:
         assert needle in text
     assert (report.parent / "downstream.png").is_file() and (report.parent / "examples.png").is_file()
-    assert _tree_digest(data) == before  # the dataset is only read
+    assert tree_digest(data) == before  # the dataset is only read
 
     done = {p.name: p.stat().st_mtime_ns for p in (study.out / "jobs").glob("*.done")}
     FqcdmStudy(data, tmp_path / "study", "ci").run()  # a rerun does nothing

@@ -7,20 +7,17 @@ is only read; a rerun does nothing, and removing one finished step reruns exactl
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import tree_digest
 from pathosynth.data import EMIDEC_LABELS, load_cases
 from pathosynth.data.phantom import generate_emidec_like_dataset
 from pathosynth.evaluation.study import LeFusionStudy, slug, training_mixes
 
-
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _sources(datalist: Path) -> set[str]:
@@ -52,7 +49,7 @@ def test_study_refuses_to_write_into_the_dataset(phantom_dir):
 def test_lefusion_study_end_to_end_at_ci_scale(tmp_path):
     data = tmp_path / "data"
     generate_emidec_like_dataset(data, n_normal=3, n_pathological=5, seed=11, in_plane=96)
-    before = _tree_digest(data)
+    before = tree_digest(data)
     study = LeFusionStudy(data, tmp_path / "study", "ci")
     report = study.run()
 
@@ -84,7 +81,7 @@ def test_lefusion_study_end_to_end_at_ci_scale(tmp_path):
     assert all(row["LV"]["n_seeds"] == 2 for row in summary["tab1_dice"].values())
     for png in ("similarity.png", "dice.png", "examples.png"):
         assert (report.parent / png).stat().st_size > 1000
-    assert _tree_digest(data) == before
+    assert tree_digest(data) == before
 
     # resume: a finished study reruns nothing; a removed step (and only it) runs again
     logs = {p.name: p.stat().st_mtime_ns for p in (study.out / "logs").glob("*.log")}
