@@ -12,6 +12,7 @@
     python -m pathosynth.cli lefusion_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli fqcdm_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli emit_diff_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
+    python -m pathosynth.cli reference_guided_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli reference_guidance_grid OUT.png DATASET_DIR CKPT_DIR [--factors ... --stop_steps ...]
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
@@ -120,6 +121,18 @@ def emit_diff_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: in
     return f"report: {EmitDiffStudy(dataset_dir, out_dir, scale, jobs).run()}"
 
 
+def reference_guided_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int | None = None) -> str:
+    """Re-run the reference-guided DDPM's Tab. 1 on DATASET_DIR (EMIDEC layout) into OUT_DIR: a lesion / no-lesion slice
+    classifier trained on real slices vs real + increasing amounts of synthetic ones, AUC/F1 on real held-out cases;
+    resumable (rerun the same command). ``scale``: cpu, ci, paper, or a scale JSON file."""
+    import logging
+
+    from .evaluation.reference_guided_study import ReferenceGuidedStudy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    return f"report: {ReferenceGuidedStudy(dataset_dir, out_dir, scale, jobs).run()}"
+
+
 def reference_guidance_grid(out_png: str, dataset_dir: str, ckpt_dir: str, factors=(2, 4, 8, 16), stop_steps=None,
                             seeds=(0, 1, 2), configs=("inference.json",), overrides=None) -> str:
     """reference_guided_ddpm: samples for anatomy low-pass factors N_s (rows) x stop steps a_s (columns), with the
@@ -136,7 +149,8 @@ def main() -> None:
     fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations,
                "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
                "split": split, "lefusion_study": lefusion_study, "fqcdm_study": fqcdm_study,
-               "emit_diff_study": emit_diff_study, "reference_guidance_grid": reference_guidance_grid})
+               "emit_diff_study": emit_diff_study, "reference_guided_study": reference_guided_study,
+               "reference_guidance_grid": reference_guidance_grid})
 
 
 if __name__ == "__main__":

@@ -10,4 +10,4 @@ from .acdc import ACDC_GROUPS, ACDC_LABELS, discover_acdc, read_info_cfg
 from .layouts import detect_layout
 from .medmnist import find_npz, medmnist_records, read_labelled_images, read_medmnist_split, stratified_fraction, write_medmnist_npz
 from .pathology_patches import LesionPatch, cut_lesion_patches, gaussian_window, place_patch, prepare_patch, random_centre, random_pose
-from .slice_classes import class_image_records, volume_slice_records
+from .slice_classes import class_image_records, lesion_slice_classes, unit_slices, volume_slice_records, write_lesion_slices

@@ -6,11 +6,17 @@ clinical group per case instead -- EMIDEC ``normal`` / ``pathological`` (``Case_
 The stratified fraction is then drawn over *cases*, never slices: the slices of one heart are strongly correlated,
 and a slice-level draw would spread one patient over the subset. Each volume is min-max scaled to [0, 1] and each
 slice resized (area) to ``image_size``.
+
+The lesion classifier of the reference-guided study needs a finer rule: a slice's class is whether *it* holds a
+lesion label (EMIDEC MI / PMO), whatever its case's group -- a pathological heart also has lesion-free slices.
+:func:`write_lesion_slices` applies that rule to any validated cases (a real split or a synthetic datalist of image +
+label pairs) and writes PNG slices + a classifier datalist outside the sources.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +24,63 @@ import numpy as np
 from .errors import DatasetError
 from .medmnist import medmnist_records, stratified_fraction
 
-__all__ = ["class_image_records", "volume_slice_records"]
+__all__ = ["class_image_records", "lesion_slice_classes", "unit_slices", "volume_slice_records", "write_lesion_slices"]
+
+
+def unit_slices(volume: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
+    """(Z, 1, H, W) float32 slices along the last axis of a 2D or 3D volume, min-max scaled to [0, 1] over the whole
+    volume (so slices of one heart keep their relative brightness) and resized (area) to ``image_size``."""
+    import torch
+    import torch.nn.functional as F
+
+    volume = np.asarray(volume, dtype=np.float32)
+    volume = volume[..., None] if volume.ndim == 2 else volume
+    low, high = float(volume.min()), float(volume.max())
+    volume = (volume - low) / (high - low) if high > low else np.zeros_like(volume)
+    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, -1, 0))).unsqueeze(1)
+    return F.interpolate(slices, size=tuple(int(s) for s in image_size), mode="area").numpy()
+
+
+def lesion_slice_classes(label: np.ndarray, lesion_values: Sequence[int]) -> np.ndarray:
+    """Per slice (last axis; a 2D label map is one slice): 1 when it holds a voxel of ``lesion_values``, else 0."""
+    label = np.asarray(label)
+    label = label[..., None] if label.ndim == 2 else label
+    return np.isin(label, np.asarray(list(lesion_values))).any(axis=tuple(range(label.ndim - 1))).astype(np.int64)
+
+
+def write_lesion_slices(cases: Sequence[dict], out_dir: str | os.PathLike, lesion_values: Sequence[int],
+                        image_size: Sequence[int], description: str = "") -> Path:
+    """Every slice of ``cases`` (validated records with ``image`` / ``label`` NIfTI paths, e.g. from
+    :func:`~pathosynth.data.load_cases`) as an 8-bit PNG ``OUT/images/<case>_zNN.png`` (:func:`unit_slices`) and
+    ``OUT/datalist.json`` with class ``label`` 1 = "the slice holds a lesion label" (:func:`lesion_slice_classes`),
+    0 = "no lesion", plus ``case_id`` and ``source_case_id``. Files are written atomically and the folder must lie
+    outside the sources (nothing in a dataset is written). Returns the datalist path."""
+    import nibabel as nib
+    from PIL import Image
+
+    from ..io.atomic import atomic_path, write_json
+    from ..io.exports import guard_sources
+
+    if not cases:
+        raise DatasetError(f"no cases to slice into {out_dir}")
+    out = Path(out_dir).resolve()
+    guard_sources(cases, out)
+    entries = []
+    for case in cases:
+        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size)
+        classes = lesion_slice_classes(np.asanyarray(nib.load(case["label"]).dataobj), lesion_values)
+        if len(classes) != len(slices):
+            raise DatasetError(f"case {case['case_id']}: label {case['label']} has {len(classes)} slices, image {case['image']} {len(slices)}")
+        for z, (image, label) in enumerate(zip(slices, classes)):
+            name = f"images/{case['case_id']}_z{z:02d}.png"
+            with atomic_path(out / name) as tmp:
+                Image.fromarray(np.round(image[0] * 255).astype(np.uint8)).save(tmp, format="PNG")
+            entries.append({"image": name, "label": int(label), "case_id": f"{case['case_id']}_z{z:02d}",
+                            "source_case_id": case.get("source_case_id", case["case_id"])})
+    counts = np.bincount([e["label"] for e in entries], minlength=2).tolist()
+    write_json(out / "datalist.json", {"description": description or "2D slices; label 1 = the slice holds a lesion label",
+                                       "class_names": ["no lesion", "lesion"], "class_counts": counts, "training": entries})
+    return out / "datalist.json"
 
 
 def volume_slice_records(dataset_dir: str | os.PathLike, class_names: Sequence[str], image_size: Sequence[int],
@@ -26,8 +88,6 @@ def volume_slice_records(dataset_dir: str | os.PathLike, class_names: Sequence[s
     """Slice records ``{"image": (1, H, W) float32 in [0, 1], "label", "case_id"}`` of a stratified fraction of the
     cases of an EMIDEC or ACDC folder, the class being the case's group named in ``class_names``."""
     import nibabel as nib
-    import torch
-    import torch.nn.functional as F
 
     from .layouts import detect_layout
     from .cases import load_cases
@@ -44,11 +104,7 @@ def volume_slice_records(dataset_dir: str | os.PathLike, class_names: Sequence[s
     records = []
     for index in stratified_fraction(case_labels, fraction, seed, max_per_class):
         case = cases[index]
-        volume = np.asarray(nib.load(case["image"]).get_fdata(), dtype=np.float32)
-        low, high = float(volume.min()), float(volume.max())
-        volume = (volume - low) / (high - low) if high > low else np.zeros_like(volume)
-        slices = torch.from_numpy(np.moveaxis(volume, -1, 0)).unsqueeze(1)  # (Z, 1, H, W)
-        slices = F.interpolate(slices, size=tuple(int(s) for s in image_size), mode="area").numpy()
+        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size)
         records += [{"image": image, "label": int(case_labels[index]), "case_id": f"{case['case_id']}_z{z:02d}"}
                     for z, image in enumerate(slices)]
     return records

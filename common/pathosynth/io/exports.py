@@ -37,7 +37,7 @@ def _ending(path: str | os.PathLike) -> str:
     return next(ending for ending in NIFTI_ENDINGS if str(path).endswith(ending))
 
 
-def _guard_sources(records: Sequence[Mapping], out: Path, inputs_below_ok: bool = False) -> None:
+def guard_sources(records: Sequence[Mapping], out: Path, inputs_below_ok: bool = False) -> None:
     """Refuse an output inside a source folder or holding an input file: nothing in an input dataset is ever written.
 
     Source folders: each file's folder, the record's ``dataset_dir`` and an EMIDEC root (``ROOT/Case_X/Images/…``).
@@ -102,7 +102,7 @@ def export_emidec(records: Sequence[Mapping], out_dir: str | os.PathLike, prefix
     if not prefix.startswith("Case_") or not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
         raise ValueError(f"prefix must start with 'Case_' (EMIDEC readers look for it) and use [A-Za-z0-9_-], got {prefix!r}")
     records, out, copies, sources, exported = list(records), Path(out_dir), [], {}, []
-    _guard_sources(records, out)
+    guard_sources(records, out)
     for number, record in enumerate(records, start=1):
         case_id = f"{prefix}{number:04d}"
         image = out / case_id / "Images" / f"{case_id}{_ending(record['image'])}"
@@ -132,7 +132,7 @@ def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "tra
     Entries: image, label, case_id (unique across sets), source_case_id, set and, when known, source_image
     and group. Rerun-safe like the other exports: identical → kept, different → refused."""
     out, base, cases = Path(out_path), Path(out_path).resolve().parent, combined_cases(sets)
-    _guard_sources([record for _, _, record in cases], base, inputs_below_ok=True)
+    guard_sources([record for _, _, record in cases], base, inputs_below_ok=True)
     entries = []
     for export_id, name, record in cases:
         known = {k: record[k] for k in ("source_image", "group") if record.get(k)}
@@ -168,7 +168,7 @@ def export_nnunet(sets: CaseSets, out_root: str | os.PathLike, dataset_id: int, 
     cases = combined_cases(sets)
     records = [record for _, _, record in cases]
     folder = Path(out_root) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
-    _guard_sources(records, folder)
+    guard_sources(records, folder)
     if folder.exists() and not (overwrite and (folder / "dataset.json").is_file()):
         raise FileExistsError(f"nnU-Net dataset folder {folder} exists; overwrite=True replaces it (if it holds a dataset.json)")
     validate_cases(records, labels, source=f"nnU-Net export {folder.name}")

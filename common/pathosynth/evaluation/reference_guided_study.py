@@ -1,0 +1,176 @@
+"""The reference-guided DDPM's Tab. 1 in one resumable command: does adding synthetic lesion slices to real ones help
+a classifier find lesions on real held-out data?
+
+    python -m pathosynth.cli reference_guided_study OUT --dataset_dir DATA/emidec --scale cpu
+
+The paper (Krishna et al., Tab. 1) trains a cancer / no-cancer classifier on real mammograms alone and with 2500,
+5000, ... synthetic ones and reports AUC/F1 on real test images. Here, on EMIDEC (what we have; the method is
+modality-agnostic), a 2D slice's class is "holds a lesion label (MI/PMO)" vs "no lesion".
+
+Steps (bundle workflow runs, scheduled and resumed by :class:`.bundle_study.BundleStudy`):
+
+1. split by case, stratified normal / pathological (``OUT/split``); the real train and test cases become classified
+   PNG slices (``OUT/slices/real_train``, ``OUT/slices/real_test``, :func:`~pathosynth.data.write_lesion_slices`).
+2. ``train_ddpm``: the unconditional DDPM (``reference_guided_ddpm`` train.json) on the training cases only.
+3. ``synthesise``: inference.json with the training *normal* cases as anatomy references and patches cut from the
+   training *pathological* cases; its image + label pairs become classified slices (``OUT/slices/synthetic``) and
+   nested subsets ``first_{k}.json``: the first ``fraction`` of them for every fraction of the scale.
+4. ``classify_<mix>`` / ``evaluate_<mix>``: class_conditional_ddpm's train_classifier.json (MONAI classifier, k-fold
+   CV, early stopping, AdamW) on real only and on real + each synthetic subset; evaluate.json scores every fold on
+   the real test slices (AUC, F1, accuracy, precision, recall).
+5. report: ``OUT/report.{json,md}`` and ``OUT/scores_vs_synthetic.png`` (AUC and F1 against the synthetic amount).
+
+No test case reaches the DDPM, the patch bank, the synthesis or a classifier's training set.
+Scales: ``bundles/reference_guided_ddpm/configs/study/{ci,cpu,paper}.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..data import class_values, load_cases
+from ..data.slice_classes import write_lesion_slices
+from ..data.splits import write_split
+from ..io.atomic import atomic_path, write_json
+from .bundle_study import BundleStudy, StudyJob
+from .figures import pyplot, save_figure
+from .fqcdm_study import first_entries
+
+__all__ = ["METRICS", "ReferenceGuidedStudy"]
+
+METRICS = ("auc", "f1", "accuracy", "precision", "recall")
+
+
+class ReferenceGuidedStudy(BundleStudy):
+    """Plan and run the study; see the module docstring. ``dataset_dir`` is an EMIDEC-layout folder."""
+
+    scale_bundle = "reference_guided_ddpm"
+    generator = "reference_guided_ddpm"
+    classifier_bundle = "class_conditional_ddpm"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fractions = [float(f) for f in self.scale.get("synthetic_fractions", [0.25, 0.5, 1.0])]
+        if not all(0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"study scale {self.scale_path}: synthetic_fractions must lie in (0, 1], got {self.fractions}")
+        self.labels = dict(self.scale.get("labels", {"background": 0, "LV": 1, "myocardium": 2, "MI": 3, "PMO": 4}))
+        self.lesion_classes = list(self.scale.get("lesion_classes", ["MI", "PMO"]))
+        self.slice_size = [int(s) for s in self.scale.get("slice_size", [64, 64])]
+
+    # ---- paths ---------------------------------------------------------------------------------------
+    def slices(self, name: str) -> Path:
+        return self.out / "slices" / name / "datalist.json"
+
+    def mixes(self) -> dict[str, float]:
+        """Training mix name -> fraction of the synthetic slices added to the real ones (0: real only)."""
+        return {"real": 0.0, **{f"real+synthetic{round(f * 100):03d}": f for f in self.fractions}}
+
+    def synthetic_subset(self, fraction: float) -> Path:
+        return self.slices("synthetic").with_name(f"first_{round(fraction * 100):03d}pct.json")
+
+    def classification_dir(self, mix: str) -> Path:
+        return self.out / "classification" / mix
+
+    # ---- data ----------------------------------------------------------------------------------------
+    def write_split(self) -> dict[str, str]:
+        """The case split and the real slices (written once; a rerun keeps them)."""
+        paths = write_split(self.dataset_dir, self.out / "split", float(self.scale.get("test_fraction", 0.25)),
+                            int(self.scale.get("split_seed", 0)), labels=self.labels, lesion_classes=self.lesion_classes)
+        for name in ("train", "test"):
+            if not self.slices(f"real_{name}").exists():
+                self.export_slices(paths[name], f"real_{name}", f"real {name} cases of {self.dataset_dir}")
+        return paths
+
+    def export_slices(self, datalist: str | Path, name: str, description: str) -> Path:
+        cases = load_cases(None, str(datalist), labels=self.labels, lesion_classes=self.lesion_classes, select="all")
+        return write_lesion_slices(cases, self.slices(name).parent, class_values(self.labels, self.lesion_classes),
+                                   self.slice_size, description)
+
+    def write_synthetic_slices(self) -> None:
+        """Slices of the synthetic pairs (once), then their subsets."""
+        if not self.slices("synthetic").exists():
+            self.export_slices(self.out / "synthetic" / "datalist.json", "synthetic", "reference-guided synthetic training pairs")
+        self.write_synthetic_subsets()
+
+    def write_synthetic_subsets(self) -> None:
+        """``first_NNNpct.json``: the first ``fraction`` of the synthetic slices as listed, so a larger amount only adds
+        slices to a smaller one (the curve's points differ in amount, not in which slices were drawn)."""
+        total = len(json.loads(self.slices("synthetic").read_text())["training"])
+        for fraction in self.fractions:
+            first_entries(self.slices("synthetic"), max(1, int(round(fraction * total))), out=self.synthetic_subset(fraction))
+
+    # ---- plan ----------------------------------------------------------------------------------------
+    def generator_settings(self, section: str) -> tuple[list[str], dict]:
+        files, values = self.section("generative")
+        extra_files, extra = self.section(section)
+        return [*files, *extra_files], {**values, **extra, "dataset_dir": None, "ckpt_dir": str(self.out / "models" / "ddpm")}
+
+    def jobs_plan(self) -> list[StudyJob]:
+        files, settings = self.generator_settings("train")
+        jobs = [StudyJob("train_ddpm", self.generator, ["train.json", *files],
+                         {**settings, "datalist": self.split_path("train"), "output_dir": str(self.out / "logs" / "tensorboard")}, "training")]
+        files, settings = self.generator_settings("synthesis")
+        network = {k: v for k, v in self.section("generative")[1].items() if k.startswith("unet_")}
+        jobs.append(StudyJob("synthesise", self.generator, ["inference.json", *files],
+                             {**settings, **network, "datalist": self.split_path("train_normal"), "patch_datalist": self.split_path("train_pathological"),
+                              "output_dir": str(self.out / "synthetic"), "progress": False},
+                             needs=["train_ddpm"], finish=self.write_synthetic_slices))
+        files, settings = self.section("classifier")
+        for mix, fraction in self.mixes().items():
+            sources = [str(self.slices("real_train"))] + ([str(self.synthetic_subset(fraction))] if fraction else [])
+            values = {**settings, "class_names": ["no lesion", "lesion"], "training_data": mix, "train_sources": sources,
+                      "dataset_dir": str(self.slices("real_test")), "synthetic_data": sources[-1],
+                      "ckpt_dir": str(self.out / "models" / "classifiers"), "output_dir": str(self.classification_dir(mix))}
+            needs = ["synthesise"] if fraction else []
+            jobs.append(StudyJob(f"classify_{mix}", self.classifier_bundle, ["train_classifier.json", *files], values, "training", needs))
+            jobs.append(StudyJob(f"evaluate_{mix}", self.classifier_bundle, ["train_classifier.json", "evaluate.json", *files], values,
+                                 "evaluating", [f"classify_{mix}"]))
+        return jobs
+
+    # ---- report --------------------------------------------------------------------------------------
+    def scores(self) -> list[dict]:
+        """One row per training mix and classifier: synthetic amount and mean ± std over folds of each metric."""
+        rows = []
+        for mix, fraction in self.mixes().items():
+            n_synthetic = len(json.loads(self.synthetic_subset(fraction).read_text())["training"]) if fraction else 0
+            for path in sorted(self.classification_dir(mix).glob(f"{mix}_*.json")):
+                report = json.loads(path.read_text())
+                rows.append({"mix": mix, "synthetic_fraction": fraction, "n_synthetic": n_synthetic, "classifier": report["classifier"],
+                             "n_train": report["training"]["num_images"], "n_test": report["num_test_images"],
+                             **{m: report["mean"][m] for m in METRICS}, **{f"{m}_std": report["std"][m] for m in METRICS},
+                             **{f"ensemble_{m}": report["ensemble"][m] for m in METRICS}})
+        return rows
+
+    def write_report(self) -> Path:
+        rows = self.scores()
+        counts = {name: json.loads(self.slices(name).read_text())["class_counts"] for name in ("real_train", "real_test", "synthetic")}
+        write_json(self.out / "report.json", {"scale": self.scale.get("name", self.scale_path.stem), "dataset_dir": str(self.dataset_dir),
+                                              "slice_class_counts": counts, "scores": rows, "step_seconds": self.step_timings()})
+        lines = [f"# Reference-guided DDPM: lesion classifier on real vs real + synthetic slices (scale {self.scale.get('name', self.scale_path.stem)})", "",
+                 f"Dataset {self.dataset_dir}; slice counts [no lesion, lesion]: " + ", ".join(f"{k} {v}" for k, v in counts.items()), "",
+                 "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
+        lines += [f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | " + " | ".join(f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in METRICS) + " |"
+                  for r in rows]
+        lines += ["", "Mean ± std over the cross-validation folds, each scored on the real held-out test slices.", ""]
+        with atomic_path(self.out / "report.md") as tmp:
+            tmp.write_text("\n".join(lines))
+        plt = pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(7, 3))
+        for axis, metric in zip(axes, ("auc", "f1")):
+            for classifier in sorted({r["classifier"] for r in rows}):
+                own = sorted((r for r in rows if r["classifier"] == classifier), key=lambda r: r["n_synthetic"])
+                axis.errorbar([r["n_synthetic"] for r in own], [r[metric] for r in own], [r[metric + "_std"] for r in own],
+                              marker="o", capsize=3, label=classifier)
+            axis.set_xlabel("synthetic slices added to the real ones")
+            axis.set_ylabel(metric.upper())
+            axis.legend(fontsize=7)
+        save_figure(fig, self.out / "scores_vs_synthetic.png")
+        return self.out / "report.md"
+
+    def run(self) -> Path:
+        """All steps, then the report; returns the report path."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.write_split()
+        self.run_jobs(self.jobs_plan())
+        return self.write_report()
