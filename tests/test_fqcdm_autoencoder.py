@@ -174,7 +174,7 @@ def test_short_training_lowers_reconstruction_loss_and_trains_both_networks(acdc
 
     trainer.run()
     rec = [h["rec_loss"] for h in history]
-    assert sum(rec[-5:]) < 0.7 * sum(rec[:5]), rec
+    assert sum(rec[-5:]) < 0.8 * sum(rec[:5]), rec
     assert all("perceptual_loss" in h for h in history)
     assert all(torch.equal(d_at_start[k], d_before[k]) for k in d_before), "no discriminator step before the GAN starts"
     assert any(not torch.equal(discriminator.state_dict()[k], d_before[k]) for k in d_before)
