@@ -7,11 +7,12 @@ RUN := $(PY) -m monai.bundle run
 
 .PHONY: venv demo test test-fast clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt setup.cfg
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-monailabel.txt setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-monailabel.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -27,7 +28,7 @@ demo: venv
 	@echo "demo done: $(DEMO_DIR)/synthetic/datalist.json, $(DEMO_DIR)/synthetic/preview.png"
 
 test: venv
-	$(PY) -m pytest -n 2 --timeout 900 -ra
+	$(PY) -m pytest -n 2 --dist worksteal --timeout 900 -ra
 
 test-fast: venv
 	$(PY) -m pytest -n 2 -m "not slow" -ra

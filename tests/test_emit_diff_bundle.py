@@ -107,7 +107,8 @@ def _torchrun(workflow: str, configs: list[str], overrides: dict) -> None:
 @pytest.mark.slow
 def test_two_processes_train_both_stages_and_synthesise_the_same_cases(run, tmp_path):
     """torchrun, 2 CPU processes (gloo): stage 1 and stage 2 with their multi_gpu overlays write checkpoints the
-    single-process configs load; 2-process inference from the single-process checkpoints writes bit-identical cases."""
+    single-process configs load; 2-process sharded inference (multi_gpu_inference.json) from the single-process
+    checkpoints writes bit-identical cases, merged into one datalist."""
     common = {"dataset_dir": run["data"], "ckpt_dir": tmp_path / "ckpt", "output_dir": tmp_path / "logs"}
     _torchrun("training", ["train_diffusion.json", "multi_gpu_train_diffusion.json", "smoke.json"], common)
     _torchrun("training", ["train_controlnet.json", "multi_gpu_train_controlnet.json", "smoke.json"], common)
@@ -117,7 +118,7 @@ def test_two_processes_train_both_stages_and_synthesise_the_same_cases(run, tmp_
         assert not any(k.startswith("module.") for k in weights["network"])  # saved unwrapped
 
     out = tmp_path / "synthetic"
-    _torchrun("inference", ["inference.json", "smoke.json"], {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": out})
+    _torchrun("inference", ["inference.json", "multi_gpu_inference.json", "smoke.json"], {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": out})
     entries = json.loads((out / "datalist.json").read_text())["training"]
     assert len(entries) == SMOKE["num_samples_per_case"] * SMOKE["max_cases"]
     for entry in entries:

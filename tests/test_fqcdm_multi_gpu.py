@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,6 +22,7 @@ from monai.networks.schedulers import DDPMScheduler
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import BUNDLES, ROOT, run_bundle
+from pathosynth.io.nifti import read_nifti
 
 BUNDLE = "label_guided_latent_diffusion"
 CONFIGS = BUNDLES / BUNDLE / "configs"
@@ -106,7 +108,8 @@ def test_every_rank_trains_with_rank_0_latent_statistics(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_train_stage_2_for_single_process_inference(acdc_phantom_dir, tmp_path):
-    """Stage 1 in one process, stage 2 with torchrun on 2 CPU processes (gloo), then the ordinary inference.json."""
+    """Stage 1 in one process, stage 2 with torchrun on 2 CPU processes (gloo), then the ordinary inference.json;
+    sharded inference on 2 processes (multi_gpu_inference.json) writes the same cases bitwise."""
     ckpt, logs, out = tmp_path / "ckpt", tmp_path / "logs", tmp_path / "out"
     common = {"dataset_dir": acdc_phantom_dir, "ckpt_dir": ckpt, "output_dir": logs}
     run_bundle("training", BUNDLE, ["train_autoencoder.json", "smoke.json"], common)
@@ -122,9 +125,22 @@ def test_two_processes_train_stage_2_for_single_process_inference(acdc_phantom_d
     assert not any(k.startswith("module.") for k in weights["network"])  # saved unwrapped: loads without DDP
     assert _logged_scalars(logs / "tensorboard" / "label_diffusion", "train_loss") == 4, "rank 0 alone logs its 4 steps"
 
-    run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"], {**common, "output_dir": out, "max_cases": 1})
+    run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"], {**common, "output_dir": out, "max_cases": 2})
     entries = json.loads((out / "datalist.json").read_text())["training"]
-    assert entries and all((out / entry["image"]).is_file() for entry in entries)
+    assert len(entries) == 2 and all((out / entry["image"]).is_file() for entry in entries)
+
+    # sharded synthesis: 2 ranks, one case each, give bitwise the single-process cases in one datalist
+    sharded = tmp_path / "sharded"
+    files = str([str(CONFIGS / c) for c in ("inference.json", "multi_gpu_inference.json", "smoke.json")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "inference",
+           "--config_file", files, *[arg for key, value in {**common, "output_dir": sharded, "max_cases": 2}.items() for arg in (f"--{key}", str(value))]]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "rank 1/2: 1 synthetic cases assigned" in proc.stdout + proc.stderr
+    sharded_entries = json.loads((sharded / "datalist.json").read_text())["training"]
+    assert sorted(e["image"] for e in sharded_entries) == sorted(e["image"] for e in entries)
+    for entry in entries:
+        assert np.array_equal(read_nifti(sharded / entry["image"])[0], read_nifti(out / entry["image"])[0]), entry["image"]
 
 
 def _logged_scalars(log_dir: Path, tag: str) -> int:

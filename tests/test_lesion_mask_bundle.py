@@ -5,13 +5,16 @@ textures, exported for nnU-Net."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import run_bundle
+from conftest import BUNDLES, ROOT, run_bundle
 from pathosynth.data import EMIDEC_LABELS
 from pathosynth.masks import label_to_masks, pmo_inside_mi_voxels
 
@@ -69,6 +72,25 @@ def test_diffmask_training_and_mask_generation(phantom_dir, trained, tmp_path):
     _run("inference", "inference.json", phantom_dir, out, ckpt_dir=ckpt)
     entries = check_masks(out, image_unchanged=True)
     assert sorted(e["source_case_id"] for e in entries) == ["Case_N001", "Case_N002"]
+
+
+@pytest.mark.slow
+def test_two_processes_generate_the_masks_of_one(phantom_dir, trained, tmp_path):
+    """torchrun, 2 CPU processes (gloo) with multi_gpu_inference.json: each rank generates a disjoint share, rank 0
+    merges one datalist, and every mask is bitwise the single-process mask of the same case and seed."""
+    ckpt, _ = trained
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run("inference", "inference.json", phantom_dir, one, ckpt_dir=ckpt)
+    files = str([str(BUNDLES / BUNDLE / "configs" / c) for c in ("inference.json", "multi_gpu_inference.json", "smoke.json")])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "inference",
+           "--config_file", files, "--dataset_dir", str(phantom_dir), "--output_dir", str(two), "--ckpt_dir", str(ckpt)]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "rank 1/2" in proc.stdout + proc.stderr
+    entries = check_masks(two, image_unchanged=True)
+    assert sorted(e["case_id"] for e in entries) == sorted(e["case_id"] for e in json.loads((one / "datalist.json").read_text())["training"])
+    for entry in entries:
+        assert np.array_equal(_arrays(two / entry["label"]), _arrays(one / entry["label"])), entry["case_id"]
 
 
 def test_target_burden_is_met_where_feasible(phantom_dir, trained, tmp_path):

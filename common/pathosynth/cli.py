@@ -143,10 +143,27 @@ def reference_guidance_grid(out_png: str, dataset_dir: str, ckpt_dir: str, facto
     return out_png
 
 
+def pack(bundle: str, out_dir: str = "dist", weights=(), overlays=()) -> str:
+    """Pack BUNDLE (a bundles/<name> folder) into OUT_DIR/<name>_v<version>.zip: configs, docs, LICENSE, the
+    pathosynth code it needs, requirements.txt pinned from metadata.json, and optional --weights (the first is
+    stored as models/model.pt, the MONAI bundle convention MONAI Label loads); --overlays (e.g. the overlay the
+    weights were trained with) are merged into the archive's inference.json, the one file MONAI Label reads.
+    Runs without this repository: unzip, pip install -r <name>/requirements.txt, cd <name>,
+    python -m monai.bundle run inference ..."""
+    from .deploy import pack_bundle
+
+    return str(pack_bundle(bundle, out_dir, _as_list(weights), _as_list(overlays)))
+
+
+def _as_list(value) -> list:
+    """fire passes a single --flag value as a string and several as a tuple."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def main() -> None:
     from .io.exports import export
 
-    fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations,
+    fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations, "pack": pack,
                "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
                "split": split, "lefusion_study": lefusion_study, "fqcdm_study": fqcdm_study,
                "emit_diff_study": emit_diff_study, "reference_guided_study": reference_guided_study,

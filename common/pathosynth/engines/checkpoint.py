@@ -32,6 +32,9 @@ from .distributed import rank_and_world, unwrap
 
 logger = logging.getLogger(__name__)
 
+MONAI_MODEL_FILE = "model.pt"  # MONAI bundle convention for a bundle's main weights (models/model.pt)
+MONAI_MODEL_KEY = "model"  # the state-dict key MONAI Label's infer task reads from that file
+
 
 def _save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
@@ -159,7 +162,7 @@ class ResumableCheckpoint:
 
 
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapping | None = None) -> torch.nn.Module:
-    """Load inference weights into ``network`` (eval mode); check saved metadata against ``expect``.
+    """Load inference weights into ``network`` (eval mode; a DDP wrapper is removed); check saved metadata against ``expect``.
 
     A missing file or a metadata mismatch (e.g. a LeFusion-S MI model used for PMO) raises a clear error.
     """
@@ -171,8 +174,31 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapp
     for key, value in (expect or {}).items():
         if key in saved and _plain(saved[key]) != _plain(value):
             raise ValueError(f"checkpoint {path} was trained with {key}={saved[key]!r}, but this run expects {value!r}")
-    unwrap(network).load_state_dict(state["network"])
-    return network.eval()
+    weights = state.get("network", state.get(MONAI_MODEL_KEY))
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"checkpoint {path} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict")
+    module = unwrap(network)
+    module.load_state_dict(weights)
+    return module.eval()  # inference never needs the DDP wrapper, whose forward would wait for the other ranks
+
+
+def bundle_checkpoint(ckpt_dir: str | os.PathLike, name: str) -> str:
+    """The weights file an inference config loads: ``<ckpt_dir>/<name>`` as training wrote it, else the MONAI
+    bundle convention ``<ckpt_dir>/model.pt`` that a packed archive ships its main model as (MONAI Label loads
+    exactly that file). A missing file is reported by :func:`load_weights`, naming the first choice."""
+    own = Path(ckpt_dir) / name
+    fallback = Path(ckpt_dir) / MONAI_MODEL_FILE
+    return str(fallback if not own.exists() and fallback.exists() else own)
+
+
+def export_monai_model(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rewrite an inference checkpoint (``{"network": ..., "metadata": ...}``) in the MONAI bundle format
+    ``{"model": state_dict, "metadata": ...}``, which MONAI Label's bundle infer task loads into ``network_def``."""
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    weights = state.get("network", state.get(MONAI_MODEL_KEY))
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"{source} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict; pass an inference checkpoint <ckpt_dir>/<name>.pt")
+    _save({MONAI_MODEL_KEY: weights, "metadata": state.get("metadata", {})}, Path(target))
 
 
 def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> tuple[list[str], list[str]]:

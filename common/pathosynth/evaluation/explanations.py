@@ -20,12 +20,18 @@ from ..io.atomic import atomic_path
 __all__ = ["explain", "explanation_method", "save_explanation_figure"]
 
 
-def explanation_method() -> str:
+def _lime():
+    """(lime_image, SegmentationAlgorithm), or None when the optional ``lime`` package is not installed."""
     try:
-        import lime.lime_image  # noqa: F401
+        from lime import lime_image
+        from lime.wrappers.scikit_image import SegmentationAlgorithm
     except ImportError:
-        return "occlusion"
-    return "lime"
+        return None
+    return lime_image, SegmentationAlgorithm
+
+
+def explanation_method() -> str:
+    return "lime" if _lime() is not None else "occlusion"
 
 
 def _probabilities(network, device):
@@ -46,9 +52,10 @@ def explain(network: torch.nn.Module, image: np.ndarray, method: str | None = No
     rgb = np.repeat(np.asarray(image, dtype=np.float64)[0][..., None], 3, axis=-1)
     predicted = int(classify(rgb[None]).argmax())
     if method == "lime":
-        from lime import lime_image
-        from lime.wrappers.scikit_image import SegmentationAlgorithm
-
+        modules = _lime()
+        if modules is None:
+            raise ImportError("method 'lime' needs the lime package (pip install lime); 'occlusion' needs nothing extra")
+        lime_image, SegmentationAlgorithm = modules
         # compactness 10 (scikit-image's default, on Lab colours): lower values let noisy images collapse to one segment
         segmenter = SegmentationAlgorithm("slic", n_segments=n_segments, compactness=10.0, start_label=0, channel_axis=-1)
         explanation = lime_image.LimeImageExplainer(random_state=seed).explain_instance(

@@ -11,3 +11,4 @@ from .label_guided import LabelGuidedSynthesizer
 from .slice_grid import SliceGrid
 from .text_edge import TextEdgeSynthesizer
 from .reference_guided import PathologyPatchBank, ReferenceGuidedSynthesizer
+from .volume_inferer import LesionInpaintingInferer
