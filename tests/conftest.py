@@ -57,10 +57,13 @@ def emidec_dir() -> Path:
     return path
 
 
-def run_bundle(workflow: str, bundle: str, configs: list[str], overrides: dict, cwd: Path = ROOT, env=None, timeout=600):
-    """Run ``python -m monai.bundle run`` as a user would; returns the CompletedProcess (raises on failure)."""
+def run_bundle(workflow: str, bundle: str, configs: list[str], overrides: dict, cwd: Path = ROOT, env=None, timeout=600,
+               nproc: int | None = None):
+    """Run ``python -m monai.bundle run`` as a user would (under ``torchrun --nproc_per_node nproc`` when given);
+    returns the CompletedProcess (raises on failure)."""
     files = [str(BUNDLES / bundle / "configs" / c) for c in configs]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", str(files)]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    cmd = launcher + ["-m", "monai.bundle", "run", workflow, "--config_file", str(files)]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}

@@ -5,9 +5,6 @@ labels bitwise equal to the source labels, images on the label grid, provenance 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -15,7 +12,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, run_bundle
 from pathosynth.data import read_info_cfg
 from pathosynth.io.atomic import sha256_file
 
@@ -97,11 +94,7 @@ def test_inference_refuses_an_augmentation_word_the_model_never_learned(run):
 
 
 def _torchrun(workflow: str, configs: list[str], overrides: dict) -> None:
-    files = str([str(CONFIGS / c) for c in configs])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", workflow,
-           "--config_file", files, *[arg for key, value in overrides.items() for arg in (f"--{key}", str(value))]]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_bundle(workflow, BUNDLE, configs, overrides, nproc=2)
 
 
 @pytest.mark.slow

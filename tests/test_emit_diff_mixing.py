@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -18,7 +15,7 @@ from monai.bundle import ConfigParser
 from monai.networks.nets import AttentionUnet
 from monai.utils import set_determinism
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, run_bundle
 from pathosynth.data import ACDC_LABELS, DatasetError, load_cases
 from pathosynth.data.patch_mixing import (PatchMixingInferer, RandPatchMaskd, RandSyntheticVariantd, pair_synthetic_variants,
                                           prepare_patch_mixing_batch, random_patch_mask)
@@ -289,13 +286,9 @@ def test_bundle_mixes_trains_and_scores_and_the_baseline_runs_from_the_same_conf
 def test_two_processes_train_algorithm_1_with_the_multi_gpu_overlay(acdc_sets, tmp_path):
     """torchrun, 2 CPU processes (gloo), multi_gpu_train_segmentation.json: DDP Algorithm 1 training writes one
     unwrapped checkpoint after the requested steps and rank 0 scores the test cases."""
-    files = str([str(BUNDLES / "text_edge_controlnet" / "configs" / c) for c in (CONFIG, "multi_gpu_train_segmentation.json")])
     overrides = {**SMOKE, "real_datalist": acdc_sets["train"], "test_datalist": acdc_sets["test"], "max_steps": 2,
                  "synthetic_datalists": json.dumps([acdc_sets["synthetic"]]), "output_dir": str(tmp_path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "run",
-           "--config_file", files, *[arg for key, value in overrides.items() for arg in (f"--{key}", str(value))]]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if "Error" in line)[-6000:]
+    run_bundle("run", "text_edge_controlnet", [CONFIG, "multi_gpu_train_segmentation.json"], overrides, nproc=2)
     saved = torch.load(tmp_path / "segmenter.pt", weights_only=True)
     assert saved["metadata"]["iteration"] == 2 and not any(k.startswith("module.") for k in saved["network"])
     assert json.loads((tmp_path / "scores.json").read_text())["mixing"] is True

@@ -131,11 +131,8 @@ def test_two_processes_train_stage_2_for_single_process_inference(acdc_phantom_d
 
     # sharded synthesis: 2 ranks, one case each, give bitwise the single-process cases in one datalist
     sharded = tmp_path / "sharded"
-    files = str([str(CONFIGS / c) for c in ("inference.json", "multi_gpu_inference.json", "smoke.json")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "inference",
-           "--config_file", files, *[arg for key, value in {**common, "output_dir": sharded, "max_cases": 2}.items() for arg in (f"--{key}", str(value))]]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_bundle("inference", BUNDLE, ["inference.json", "multi_gpu_inference.json", "smoke.json"],
+                      {**common, "output_dir": sharded, "max_cases": 2}, nproc=2)
     assert "rank 1/2: 1 synthetic cases assigned" in proc.stdout + proc.stderr
     sharded_entries = json.loads((sharded / "datalist.json").read_text())["training"]
     assert sorted(e["image"] for e in sharded_entries) == sorted(e["image"] for e in entries)

@@ -5,16 +5,13 @@ textures, exported for nnU-Net."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import run_bundle
 from pathosynth.data import EMIDEC_LABELS
 from pathosynth.masks import label_to_masks, pmo_inside_mi_voxels
 
@@ -25,8 +22,8 @@ def _arrays(path):
     return np.asanyarray(nib.load(path).dataobj)
 
 
-def _run(workflow, config, dataset, out, overlays=(), **overrides):
-    return run_bundle(workflow, BUNDLE, [config, *overlays, "smoke.json"], {"dataset_dir": dataset, "output_dir": out, **overrides})
+def _run(workflow, config, dataset, out, overlays=(), nproc=None, **overrides):
+    return run_bundle(workflow, BUNDLE, [config, *overlays, "smoke.json"], {"dataset_dir": dataset, "output_dir": out, **overrides}, nproc=nproc)
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +78,7 @@ def test_two_processes_generate_the_masks_of_one(phantom_dir, trained, tmp_path)
     ckpt, _ = trained
     one, two = tmp_path / "one", tmp_path / "two"
     _run("inference", "inference.json", phantom_dir, one, ckpt_dir=ckpt)
-    files = str([str(BUNDLES / BUNDLE / "configs" / c) for c in ("inference.json", "multi_gpu_inference.json", "smoke.json")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "inference",
-           "--config_file", files, "--dataset_dir", str(phantom_dir), "--output_dir", str(two), "--ckpt_dir", str(ckpt)]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = _run("inference", "inference.json", phantom_dir, two, overlays=["multi_gpu_inference.json"], ckpt_dir=ckpt, nproc=2)
     assert "rank 1/2" in proc.stdout + proc.stderr
     entries = check_masks(two, image_unchanged=True)
     assert sorted(e["case_id"] for e in entries) == sorted(e["case_id"] for e in json.loads((one / "datalist.json").read_text())["training"])

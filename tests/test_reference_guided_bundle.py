@@ -8,9 +8,6 @@ on the slice batch it was drawn in. Multi-process training/synthesis and resumin
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -119,13 +116,7 @@ def test_guidance_grid_measures_fidelity_and_diversity(run, tmp_path):
 
 
 def _torchrun(workflow, configs, overrides):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", workflow,
-           "--config_file", str([str(CONFIGS / c) for c in configs])]
-    for key, value in overrides.items():
-        cmd += [f"--{key}", str(value)]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
+    return run_bundle(workflow, BUNDLE, configs, overrides, nproc=2)
 
 
 @pytest.mark.slow
