@@ -147,4 +147,6 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, weigh
                 else:
                     add(f"models/{path.name}", path.read_bytes())
     logger.info(f"packed {name} v{metadata['version']}: {len(closure.modules)} pathosynth modules, {len(weights)} weights file(s) -> {target}")
+    for import_name, importers in sorted(closure.optional.items()):  # guarded imports: features, not requirements
+        logger.info(f"optional, not pinned: {import_name} (used by {', '.join(sorted(importers))} when installed)")
     return target

@@ -174,11 +174,8 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapp
     for key, value in (expect or {}).items():
         if key in saved and _plain(saved[key]) != _plain(value):
             raise ValueError(f"checkpoint {path} was trained with {key}={saved[key]!r}, but this run expects {value!r}")
-    weights = state.get("network", state.get(MONAI_MODEL_KEY))
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"checkpoint {path} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict")
     module = unwrap(network)
-    module.load_state_dict(weights)
+    module.load_state_dict(_inference_state_dict(state, path))
     return module.eval()  # inference never needs the DDP wrapper, whose forward would wait for the other ranks
 
 
@@ -195,10 +192,16 @@ def export_monai_model(source: str | os.PathLike, target: str | os.PathLike) -> 
     """Rewrite an inference checkpoint (``{"network": ..., "metadata": ...}``) in the MONAI bundle format
     ``{"model": state_dict, "metadata": ...}``, which MONAI Label's bundle infer task loads into ``network_def``."""
     state = torch.load(source, map_location="cpu", weights_only=True)
+    _save({MONAI_MODEL_KEY: _inference_state_dict(state, source), "metadata": state.get("metadata", {})}, Path(target))
+
+
+def _inference_state_dict(state: Mapping, path) -> Mapping:
+    """The weights of an inference checkpoint: ours under ``network``, MONAI's (``models/model.pt``) under ``model``."""
     weights = state.get("network", state.get(MONAI_MODEL_KEY))
     if not isinstance(weights, Mapping):
-        raise ValueError(f"{source} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict; pass an inference checkpoint <ckpt_dir>/<name>.pt")
-    _save({MONAI_MODEL_KEY: weights, "metadata": state.get("metadata", {})}, Path(target))
+        raise ValueError(f"checkpoint {path} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict; "
+                         "pass an inference checkpoint <ckpt_dir>/<name>.pt")
+    return weights
 
 
 def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> tuple[list[str], list[str]]:
