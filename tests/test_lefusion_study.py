@@ -157,6 +157,32 @@ def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monke
         study.run_jobs([StudyJob("orphan", "b", [], needs=["nowhere"])])
 
 
+def test_wall_time_counts_each_invocation_up_to_its_last_finished_step(phantom_dir, tmp_path, monkeypatch):
+    """A study killed mid-way (no ``finally`` runs on SIGKILL) must still have recorded the time it ran: the
+    record is updated after every finished step, and each invocation adds its own entry."""
+    import time
+
+    from pathosynth.evaluation.study import StudyJob
+
+    study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=1)
+    record = study.out / "wall_time.json"
+    seen_while_running = []
+
+    def fake_run(job):
+        if job.name == "second":
+            seen_while_running.append(json.loads(record.read_text()))  # what a kill now would leave
+        time.sleep(0.2)
+        return 0.2
+
+    monkeypatch.setattr(study, "run_job", fake_run)
+    study.run_jobs([StudyJob("first", "b", []), StudyJob("second", "b", [], needs=["first"])])
+    (during,) = seen_while_running
+    assert len(during) == 1 and during[0]["seconds"] >= 0.2
+    study.run_jobs([StudyJob("again", "b", [])])
+    history = json.loads(record.read_text())
+    assert len(history) == 2 and history[0]["seconds"] >= 0.4 and history[1]["seconds"] >= 0.2
+
+
 def test_every_step_needs_the_steps_that_write_its_inputs(phantom_dir, tmp_path):
     study = LeFusionStudy(phantom_dir, tmp_path / "study", "cpu")
     jobs = {j.name: j for j in study.training_jobs() + study.synthesis_jobs() + study.segmentation_jobs()}

@@ -81,6 +81,10 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     n_real = next(r["n_train"] for r in content["scores"] if r["mix"] == "real")
     assert all(r["n_train"] == n_real + r["n_synthetic"] for r in content["scores"])
     assert report.exists() and (study.out / "scores_vs_synthetic.png").stat().st_size > 0
+    text = report.read_text()
+    for needle in ["--scale ci", study.scale["description"], "fold ensemble", "scores_vs_synthetic.png", "Wall time",
+                   "invocation(s)", "| DDPM training | 1 |", f"| classifier training | {len(study.mixes())} |"]:
+        assert needle in text, needle  # a number is never reported without its scale and cost
 
     timings = study.step_timings()
     study.run()  # a rerun finds every step done

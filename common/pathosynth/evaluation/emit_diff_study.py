@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..data.acdc import ACDC_LABELS
 from ..data.labels import EMIDEC_LABELS
 from ..data.splits import write_kfold
-from ..io.atomic import write_json
 from .bundle_study import BundleStudy, StudyJob, slug
 
 __all__ = ["ABLATIONS", "AUGMENTATIONS", "LAYOUT_LABELS", "EmitDiffStudy", "SegmentationRun"]
@@ -245,16 +243,10 @@ class EmitDiffStudy(BundleStudy):
             raise RuntimeError(f"fold {fold}: fewer than {self.fold_variants(fold)} synthetic variants of {short[:3]}")
 
     def run(self) -> Path:
-        """All steps, then the report; returns the report path. The wall time of every invocation is recorded."""
+        """All steps, then the report; returns the report path (the scheduler records each invocation's wall time)."""
         from .emit_diff_study_report import write_emit_diff_report
 
-        start, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S")
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_folds()
-        try:
-            self.run_jobs(self.jobs_plan())
-        finally:
-            record = self.out / "wall_time.json"
-            history = json.loads(record.read_text()) if record.exists() else []
-            write_json(record, [*history, {"started": started, "seconds": round(time.monotonic() - start, 1), "jobs": self.jobs}])
+        self.run_jobs(self.jobs_plan())
         return write_emit_diff_report(self)
