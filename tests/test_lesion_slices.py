@@ -46,3 +46,19 @@ def test_export_writes_classified_png_slices_outside_the_dataset(phantom_dir, tm
     with pytest.raises(ValueError, match="inside source folder"):
         write_lesion_slices(cases, phantom_dir / "slices", [3, 4], [32, 32])
     assert tree_digest(phantom_dir) == before
+
+
+def test_field_of_view_crop_hides_what_lies_outside_it():
+    """Real and synthetic slices must show the same region: a synthetic image is empty outside the generative
+    model's field of view, so with ``fov_size`` a real slice and its copy blanked outside that centred field of
+    view give identical classifier inputs (without it, the empty frame would tell synthetic slices apart)."""
+    from pathosynth.data.slice_classes import unit_slices
+
+    rng = np.random.default_rng(0)
+    real = rng.uniform(10, 200, size=(48, 40, 3)).astype(np.float32)
+    blanked = np.zeros_like(real)
+    blanked[12:36, 10:30] = real[12:36, 10:30]  # centred 24 x 20 field of view kept, zero outside
+    assert np.array_equal(unit_slices(real, [12, 10], fov_size=[24, 20]), unit_slices(blanked, [12, 10], fov_size=[24, 20]))
+    assert not np.allclose(unit_slices(real, [12, 10]), unit_slices(blanked, [12, 10]))
+    padded = unit_slices(real[..., 0], [30, 30], fov_size=[60, 60])  # a field of view larger than the slice pads
+    assert padded.shape == (1, 1, 30, 30) and padded[0, 0, 0, 0] == 0.0

@@ -73,6 +73,10 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
             for source in settings["train_sources"]:
                 assert {e["source_case_id"] for e in json.loads(Path(source).read_text())["training"]} <= allowed, name
     assert {e["source_case_id"] for e in json.loads(study.slices("real_test").read_text())["training"]} == {f"test_{c}" for c in test_cases}
+    # real and synthetic slices show the DDPM's field of view (synthetic images are empty outside it)
+    assert study.generator_fov() == [64, 64]  # smoke.json's, through the ci scale's overlay
+    for name in ("real_train", "real_test", "synthetic"):
+        assert json.loads(study.slices(name).read_text())["fov_size"] == [64, 64], name
 
     content = json.loads((study.out / "report.json").read_text())
     assert {row["mix"] for row in content["scores"]} == set(study.mixes())

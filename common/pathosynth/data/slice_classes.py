@@ -27,14 +27,22 @@ from .medmnist import medmnist_records, stratified_fraction
 __all__ = ["class_image_records", "lesion_slice_classes", "unit_slices", "volume_slice_records", "write_lesion_slices"]
 
 
-def unit_slices(volume: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
+def unit_slices(volume: np.ndarray, image_size: Sequence[int], fov_size: Sequence[int] | None = None) -> np.ndarray:
     """(Z, 1, H, W) float32 slices along the last axis of a 2D or 3D volume, min-max scaled to [0, 1] over the whole
-    volume (so slices of one heart keep their relative brightness) and resized (area) to ``image_size``."""
+    volume (so slices of one heart keep their relative brightness) and resized (area) to ``image_size``.
+
+    ``fov_size`` first crops (or pads) every slice to that centred in-plane field of view -- the region a generative
+    model was trained on and synthesises. Slices of real and synthetic images must show the same region: a
+    synthetic image is empty outside its field of view, and a classifier would otherwise learn that frame."""
     import torch
     import torch.nn.functional as F
+    from monai.transforms import ResizeWithPadOrCrop
 
     volume = np.asarray(volume, dtype=np.float32)
     volume = volume[..., None] if volume.ndim == 2 else volume
+    if fov_size is not None:
+        in_plane = ResizeWithPadOrCrop(spatial_size=[int(s) for s in fov_size])(np.moveaxis(volume, -1, 0))
+        volume = np.moveaxis(np.asarray(in_plane, dtype=np.float32), 0, -1)
     low, high = float(volume.min()), float(volume.max())
     volume = (volume - low) / (high - low) if high > low else np.zeros_like(volume)
     slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, -1, 0))).unsqueeze(1)
@@ -49,9 +57,10 @@ def lesion_slice_classes(label: np.ndarray, lesion_values: Sequence[int]) -> np.
 
 
 def write_lesion_slices(cases: Sequence[dict], out_dir: str | os.PathLike, lesion_values: Sequence[int],
-                        image_size: Sequence[int], description: str = "") -> Path:
+                        image_size: Sequence[int], description: str = "", fov_size: Sequence[int] | None = None) -> Path:
     """Every slice of ``cases`` (validated records with ``image`` / ``label`` NIfTI paths, e.g. from
-    :func:`~pathosynth.data.load_cases`) as an 8-bit PNG ``OUT/images/<case>_zNN.png`` (:func:`unit_slices`) and
+    :func:`~pathosynth.data.load_cases`), cropped to the centred ``fov_size`` when given, as an 8-bit PNG
+    ``OUT/images/<case>_zNN.png`` (:func:`unit_slices`) and
     ``OUT/datalist.json`` with class ``label`` 1 = "the slice holds a lesion label" (:func:`lesion_slice_classes`),
     0 = "no lesion", plus ``case_id`` and ``source_case_id``. Files are written atomically and the folder must lie
     outside the sources (nothing in a dataset is written). Returns the datalist path."""
@@ -67,7 +76,7 @@ def write_lesion_slices(cases: Sequence[dict], out_dir: str | os.PathLike, lesio
     guard_sources(cases, out)
     entries = []
     for case in cases:
-        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size)
+        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size, fov_size)
         classes = lesion_slice_classes(np.asanyarray(nib.load(case["label"]).dataobj), lesion_values)
         if len(classes) != len(slices):
             raise DatasetError(f"case {case['case_id']}: label {case['label']} has {len(classes)} slices, image {case['image']} {len(slices)}")
@@ -79,7 +88,8 @@ def write_lesion_slices(cases: Sequence[dict], out_dir: str | os.PathLike, lesio
                             "source_case_id": case.get("source_case_id", case["case_id"])})
     counts = np.bincount([e["label"] for e in entries], minlength=2).tolist()
     write_json(out / "datalist.json", {"description": description or "2D slices; label 1 = the slice holds a lesion label",
-                                       "class_names": ["no lesion", "lesion"], "class_counts": counts, "training": entries})
+                                       "class_names": ["no lesion", "lesion"], "class_counts": counts,
+                                       "fov_size": [int(s) for s in fov_size] if fov_size is not None else None, "training": entries})
     return out / "datalist.json"
 
 
@@ -104,7 +114,7 @@ def volume_slice_records(dataset_dir: str | os.PathLike, class_names: Sequence[s
     records = []
     for index in stratified_fraction(case_labels, fraction, seed, max_per_class):
         case = cases[index]
-        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size)
+        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size, fov_size)
         records += [{"image": image, "label": int(case_labels[index]), "case_id": f"{case['case_id']}_z{z:02d}"}
                     for z, image in enumerate(slices)]
     return records

@@ -85,7 +85,19 @@ class ReferenceGuidedStudy(BundleStudy):
     def export_slices(self, datalist: str | Path, name: str, description: str) -> Path:
         cases = load_cases(None, str(datalist), labels=self.labels, lesion_classes=self.lesion_classes, select="all")
         return write_lesion_slices(cases, self.slices(name).parent, class_values(self.labels, self.lesion_classes),
-                                   self.slice_size, description)
+                                   self.slice_size, description, fov_size=self.generator_fov())
+
+    def generator_fov(self) -> list[int]:
+        """The DDPM's in-plane field of view as its training run resolves it (train.json, the scale's overlays and
+        settings): real slices are cropped to it so that they show the region the synthetic ones do."""
+        from monai.bundle import ConfigParser
+
+        files, values = self.generator_settings("train")
+        configs = self.bundles / self.generator / "configs"
+        parser = ConfigParser()
+        parser.read_config([str(configs / name) for name in ["train.json", *files]])
+        parser.update(values)
+        return [int(s) for s in parser.get_parsed_content("fov_size")]
 
     def write_synthetic_slices(self) -> None:
         """Slices of the synthetic pairs (once), then their subsets."""
