@@ -114,7 +114,7 @@ def volume_slice_records(dataset_dir: str | os.PathLike, class_names: Sequence[s
     records = []
     for index in stratified_fraction(case_labels, fraction, seed, max_per_class):
         case = cases[index]
-        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size, fov_size)
+        slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size)
         records += [{"image": image, "label": int(case_labels[index]), "case_id": f"{case['case_id']}_z{z:02d}"}
                     for z, image in enumerate(slices)]
     return records
