@@ -7,8 +7,9 @@ study settings, kept in ``OUT/jobs/<step>.json``), logged to ``OUT/logs/<step>.l
 their last epoch and synthesis from their last case). Steps run ``jobs`` at a time, each as soon as the steps
 whose outputs it reads have finished, so no core idles while one slow training holds back a whole phase.
 
-Scales are JSON files in the bundle's ``configs/study/`` folder (``cpu``: one to a few hours on 2 cores, measured and stated in its description; ``ci``: the
-test suite's; ``paper``: the paper's settings for a GPU); a section of a scale file is one bundle's settings.
+Scales are JSON files in the bundle's ``configs/study/`` folder (``cpu``: one to a few hours on 2 cores, measured and
+stated in its description; ``ci``: the test suite's; ``paper``: the paper's settings for a GPU); a section of a scale
+file is one bundle's settings.
 """
 
 from __future__ import annotations
