@@ -248,7 +248,8 @@ def test_in_plane_convolutions_run_as_2d_and_faster_than_conv3d():
     the same numbers as torch's Conv3d on the same weights, at a fraction of its time (about half on 2 CPU cores).
 
     Timing is a ratio in one run on 1 thread, the two paths interleaved so that load from other tests running
-    alongside hits both alike (timed as 5 runs of one path, then 5 of the other, it once measured 0.71 on a busy machine)."""
+    alongside hits both alike (timed as 5 runs of one path, then 5 of the other, it once measured 0.71 on a busy
+    machine)."""
     from pathosynth.networks.pseudo3d_layers import InPlaneConv3d, SliceConv3d, _to_network_layout
 
     x = _to_network_layout(torch.randn(1, 16, 72, 72, 10))
