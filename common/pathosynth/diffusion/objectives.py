@@ -5,7 +5,8 @@ lesion masks, one mask per image channel. The baselines (RePaint, Cond-Diffusion
 global loss. Both fit MONAI's ``SupervisedTrainer`` + ``DiffusionInferer`` unchanged: the
 prepare-batch returns as *target* the noise with a per-voxel weight map stacked behind it on the
 channel axis, and :class:`MaskedNoiseLoss` splits them again. With an all-ones weight the loss is
-exactly the plain MSE, so "global" and "lesion-focus" are one mechanism.
+exactly the plain MSE, so "global" and "lesion-focus" are one mechanism. How the classes are weighed
+against each other (pooled as in Eq. 3, or per class) is the loss's ``normalisation`` setting.
 """
 
 from __future__ import annotations
@@ -57,20 +58,52 @@ class LesionFocusPrepareBatch(DiffusionPrepareBatch):
         return images, torch.cat([noise, weight], dim=1), args, infer_kwargs
 
 
+LOSS_NORMALISATIONS = ("pooled", "per_class")
+LOSS_TYPES = ("l2", "l1")
+
+
 class MaskedNoiseLoss(torch.nn.Module):
-    """Mean squared noise-prediction error over the voxels whose weight is non-zero (paper Eq. 2/3).
+    """Noise-prediction error over the voxels whose weight is non-zero (paper Eq. 2/3).
 
     ``target`` is (B, 2C, ...): the true noise in the first C channels, the weight map in the last C.
-    Normalising by the weight sum (not the voxel count) makes the loss scale independent of lesion
-    size, so small PMO cores are not drowned by large MI regions or by empty background; with an
-    all-ones weight it equals ``torch.nn.functional.mse_loss``.
+
+    Args:
+        normalisation: ``"pooled"`` (default, the paper's Eq. 3): the error summed over every channel's
+            mask divided by one total, the mask voxels of all channels and the whole batch. Every
+            masked voxel weighs the same, so a class weighs in proportion to its voxel count: with 90 MI
+            and 10 PMO voxels the PMO channel gets 10 % of the gradient. ``"per_class"``: each channel's
+            error is divided by that channel's own mask total (over the batch) and the channels present in
+            the batch are averaged, so every lesion class weighs the same whatever its size (90/10 → 50 %
+            each); a channel whose mask is empty in the batch drops out of the average.
+        loss_type: ``"l2"`` (default, the paper's squared error) or ``"l1"`` (absolute error, what the
+            official LeFusion code trains with).
+
+    Dividing by mask totals (not the voxel count) keeps the loss scale independent of how much
+    background a crop holds; with an all-ones weight both normalisations equal
+    ``torch.nn.functional.mse_loss`` (``l1_loss`` for ``"l1"``).
     """
+
+    def __init__(self, normalisation: str = "pooled", loss_type: str = "l2") -> None:
+        super().__init__()
+        if normalisation not in LOSS_NORMALISATIONS:
+            raise ValueError(f"loss_normalisation must be one of {LOSS_NORMALISATIONS}, got {normalisation!r}")
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        self.normalisation = normalisation
+        self.loss_type = loss_type
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         channels = prediction.shape[1]
         if target.shape[1] != 2 * channels:
             raise ValueError(f"target must stack noise and weight ({2 * channels} channels), got {target.shape[1]}")
         noise, weight = target[:, :channels], target[:, channels:]
+        error = (prediction - noise).pow(2) if self.loss_type == "l2" else (prediction - noise).abs()
         # where() rather than a product: a non-finite prediction outside the mask must not leak in as NaN
-        squared = torch.where(weight > 0, (prediction - noise).pow(2) * weight, torch.zeros_like(prediction))
-        return squared.sum() / weight.sum().clamp_min(1.0)
+        weighted = torch.where(weight > 0, error * weight, torch.zeros_like(prediction))
+        if self.normalisation == "pooled":
+            return weighted.sum() / weight.sum().clamp_min(1.0)
+        reduce_dims = [0, *range(2, prediction.ndim)]
+        per_channel_total = weight.sum(dim=reduce_dims)
+        per_channel = weighted.sum(dim=reduce_dims) / per_channel_total.clamp_min(1.0)
+        present = per_channel_total > 0
+        return per_channel.sum() / present.sum().clamp_min(1)
