@@ -77,5 +77,5 @@ def test_rerun_skips_finished_samples_and_refuses_another_sampler(network, tmp_p
     assert len(entries) == 6
     assert all((tmp_path / "images" / name).stat().st_mtime_ns == stamp for name, stamp in stamps.items())
     assert not list(tmp_path.rglob(".*"))  # no temporary file left behind
-    with pytest.raises(ValueError, match="another checkpoint or sampler"):
+    with pytest.raises(ValueError, match="made with other settings.*guidance_scale: 2.0 in the folder, 5.0 now"):
         _synthesis(network, tmp_path, 3, guidance_scale=5.0).run()

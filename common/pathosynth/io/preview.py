@@ -1,9 +1,9 @@
-"""Preview panels (input | mask | synthetic) so a user can eyeball a synthesis run in one PNG."""
+"""Preview PNGs so a user can eyeball a synthesis run at a glance: input | mask | synthetic panels, or a class grid."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -51,4 +51,26 @@ def save_preview(path: str | os.PathLike, rows: Sequence[dict], titles: Sequence
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def save_class_grid(path: str | os.PathLike, rows: Mapping[str, Sequence[np.ndarray]], columns: int) -> None:
+    """Write a PNG grid of 8-bit images, one row per class (titled with its name), ``columns`` images per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {name: list(images)[:columns] for name, images in rows.items() if len(images)}
+    if not rows or columns <= 0:
+        return
+    fig, axes = plt.subplots(len(rows), columns, squeeze=False, figsize=(1.2 * columns, 1.3 * len(rows)))
+    for axis_row, (name, images) in zip(axes, rows.items()):
+        for column, axis in enumerate(axis_row):
+            axis.axis("off")
+            if column < len(images):
+                axis.imshow(images[column], cmap="gray", vmin=0, vmax=255)
+        axis_row[0].set_title(name, fontsize=8, loc="left")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
