@@ -19,6 +19,7 @@ from conftest import datalist_patients, tree_digest
 from pathosynth.data.phantom import generate_acdc_like_dataset
 from pathosynth.evaluation.emit_diff_study import AUGMENTATIONS, EmitDiffStudy, SegmentationRun
 from pathosynth.evaluation.emit_diff_study_report import fold_summary
+from pathosynth.evaluation.reports import render_report
 
 SCALES = Path(__file__).resolve().parents[1] / "bundles" / "text_edge_controlnet" / "configs" / "study"
 
@@ -151,6 +152,7 @@ def test_emit_diff_study_end_to_end_at_ci_scale(tmp_path):
                 assert (scores["alpha"], scores["patch_size"], scores["variants_per_case"]) == (run.alpha, run.patch_size, run.variants_per_case)
 
     text = report.read_text()
+    assert render_report(report.parent / "emit_diff_study.json") == text  # the Markdown is its JSON, rendered
     assert study.augmentations == ["RandomMirror", "DeepStack"]  # the CI scale's subset of Tab. 2
     for row in ["Baseline", *study.augmentations, "EMIT-Diff"]:
         assert re.search(rf"^\| {row} \| [0-9]", text, re.M), row  # a Tab. 2 row with numbers

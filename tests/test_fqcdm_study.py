@@ -18,6 +18,7 @@ import pytest
 from conftest import datalist_patients, tree_digest
 from pathosynth.data.phantom import generate_acdc_like_dataset
 from pathosynth.evaluation.fqcdm_study import FqcdmStudy, SegmentationRun, first_entries
+from pathosynth.evaluation.reports import render_report
 
 
 
@@ -125,6 +126,7 @@ def test_fqcdm_study_end_to_end_at_ci_scale(tmp_path):
     assert (study.pretrained_dir / "context_encoder.pt").is_file()
 
     text = report.read_text()
+    assert render_report(report.parent / "fqcdm_study.json") == text  # the Markdown is its JSON, rendered
     for needle in ["Tab. 1–3", "Tab. 4", "Fig. 4", "Fig. 5", "Fig. 6", *study.methods, "real2_aug_pretrained"]:
         assert needle in text
     assert (report.parent / "downstream.png").is_file() and (report.parent / "examples.png").is_file()

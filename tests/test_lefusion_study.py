@@ -17,6 +17,7 @@ from conftest import tree_digest
 from pathosynth.data import EMIDEC_LABELS, load_cases
 from pathosynth.data.phantom import generate_emidec_like_dataset
 from pathosynth.evaluation.study import LeFusionStudy, slug, training_mixes
+from pathosynth.evaluation.reports import render_report
 
 
 
@@ -77,6 +78,7 @@ def test_lefusion_study_end_to_end_at_ci_scale(tmp_path):
     for method in study.methods:
         assert f"| {method} |" in text
     summary = json.loads((report.parent / "lefusion_study.json").read_text())
+    assert render_report(report.parent / "lefusion_study.json") == text  # the Markdown is its JSON, rendered
     assert set(summary["tab1_dice"]) == set(study.mixes())
     assert all(row["LV"]["n_seeds"] == 2 for row in summary["tab1_dice"].values())
     for png in ("similarity.png", "dice.png", "examples.png"):

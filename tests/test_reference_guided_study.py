@@ -16,6 +16,7 @@ import pytest
 from conftest import tree_digest
 from pathosynth.data.phantom import generate_emidec_like_dataset
 from pathosynth.evaluation.reference_guided_study import METRICS, ReferenceGuidedStudy
+from pathosynth.evaluation.reports import render_report
 
 
 def test_mixes_are_real_then_each_synthetic_fraction_and_all_steps_are_planned(tmp_path):
@@ -86,6 +87,7 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     assert all(r["n_train"] == n_real + r["n_synthetic"] for r in content["scores"])
     assert report.exists() and (study.out / "scores_vs_synthetic.png").stat().st_size > 0
     text = report.read_text()
+    assert render_report(study.out / "report.json") == text  # the Markdown is its JSON, rendered
     for needle in ["--scale ci", study.scale["description"], "fold ensemble", "scores_vs_synthetic.png", "Wall time",
                    "invocation(s)", "| DDPM training | 1 |", f"| classifier training | {len(study.mixes())} |"]:
         assert needle in text, needle  # a number is never reported without its scale and cost

@@ -13,6 +13,7 @@
     python -m pathosynth.cli fqcdm_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli emit_diff_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli reference_guided_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
+    python -m pathosynth.cli report RESULTS.json [--out FILE.md]
     python -m pathosynth.cli reference_guidance_grid OUT.png DATASET_DIR CKPT_DIR [--factors ... --stop_steps ...]
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
@@ -133,6 +134,14 @@ def reference_guided_study(out_dir: str, dataset_dir: str, scale: str = "cpu", j
     return f"report: {ReferenceGuidedStudy(dataset_dir, out_dir, scale, jobs).run()}"
 
 
+def report(results_json: str, out: str | None = None) -> str:
+    """Render a study's generated report (Markdown) from its results JSON alone (lefusion_study.json, fqcdm_study.json,
+    emit_diff_study.json, the reference-guided report.json, mask_realism.json): printed, or written to --out FILE.md."""
+    from .evaluation.reports import write_report
+
+    return write_report(results_json, out)
+
+
 def reference_guidance_grid(out_png: str, dataset_dir: str, ckpt_dir: str, factors=(2, 4, 8, 16), stop_steps=None,
                             seeds=(0, 1, 2), configs=("inference.json",), overrides=None) -> str:
     """reference_guided_ddpm: samples for anatomy low-pass factors N_s (rows) x stop steps a_s (columns), with the
@@ -167,7 +176,7 @@ def main() -> None:
                "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
                "split": split, "lefusion_study": lefusion_study, "fqcdm_study": fqcdm_study,
                "emit_diff_study": emit_diff_study, "reference_guided_study": reference_guided_study,
-               "reference_guidance_grid": reference_guidance_grid})
+               "reference_guidance_grid": reference_guidance_grid, "report": report})
 
 
 if __name__ == "__main__":

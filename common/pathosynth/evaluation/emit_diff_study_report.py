@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_path, write_json
+from ..io.atomic import atomic_path
 from .figures import pyplot, save_figure
-from .similarity import _finite
+from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
 from .study_report import seed_summary
 
-__all__ = ["METRICS", "fold_summary", "write_emit_diff_report"]
+__all__ = ["METRICS", "fold_summary", "render_emit_diff_report", "write_emit_diff_report"]
 
 # metric key -> (column title, scale in the tables, higher is better)
 METRICS: dict[str, tuple[str, float, bool]] = {
@@ -67,8 +67,8 @@ def fold_summary(files_per_fold: Sequence[Sequence[Path]], classes: Sequence[str
 def _cell(stats: Mapping, scale: float, digits: int = 2) -> str:
     if not stats["n_folds"]:
         return "–"
-    mean = stats["mean"] * scale
-    return f"{mean:.{digits}f} ± {stats['std'] * scale:.{digits}f}" if stats["n_folds"] > 1 else f"{mean:.{digits}f}"
+    mean = number(stats["mean"]) * scale
+    return f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}" if stats["n_folds"] > 1 else f"{mean:.{digits}f}"
 
 
 def _main_table(rows: Sequence[tuple[str, Mapping]]) -> list[str]:
@@ -123,16 +123,17 @@ def _ablation_plot(path: Path, study, panels: Mapping[str, list], summaries: Map
     save_figure(fig, path)
 
 
-def _ablation_table(panel: str, runs: Sequence, summaries: Mapping[str, Mapping], field: str) -> list[str]:
+def _ablation_table(panel: str, runs: Sequence[Mapping], summaries: Mapping[str, Mapping], field: str) -> list[str]:
     lines = [f"| {PANELS[panel][1]} | mean Dice ×100 | HD95 (mm) | folds |", "|---|---|---|---|"]
-    for run in sorted(runs, key=lambda r: getattr(r, field)):
-        s = summaries[run.name]
-        lines.append(f"| {getattr(run, field):g} | {_cell(s['dice']['mean'], 100)} | {_cell(s['hd95']['mean'], 1)} | {s['dice']['mean']['n_folds']} |")
+    for run in sorted(runs, key=lambda r: r[field]):
+        s = summaries[run["name"]]
+        lines.append(f"| {run[field]:g} | {_cell(s['dice']['mean'], 100)} | {_cell(s['hd95']['mean'], 1)} | {s['dice']['mean']['n_folds']} |")
     return lines
 
 
 def write_emit_diff_report(study, report_dir: str | Path | None = None) -> Path:
-    """``emit_diff_study.md`` / ``.json`` + ``ablations.png`` in ``report_dir`` (default ``OUT/report``); every number
+    """``emit_diff_study.json`` (every number of the report) and ``emit_diff_study.md`` rendered from it alone
+    (:func:`render_emit_diff_report`), + ``ablations.png`` in ``report_dir`` (default ``OUT/report``); every number
     is read from the study folder."""
     out = Path(report_dir or study.out / "report")
     out.mkdir(parents=True, exist_ok=True)
@@ -141,41 +142,59 @@ def write_emit_diff_report(study, report_dir: str | Path | None = None) -> Path:
     all_runs = list(dict.fromkeys(run for panel in runs.values() for run in panel))
     summaries = {run.name: fold_summary([study.scores(f, run) if run in study.fold_runs(f) else [] for f in range(study.k)], classes)
                  for run in all_runs}
-    tab2 = [(run.label, summaries[run.name]) for run in runs["tab2"]]
     # Fig. 5: every point (and the baseline line) on the ablation folds only, so the points are comparable
     ablations = {run.name: fold_summary([study.scores(f, run) for f in study.ablation_folds], classes)
                  for panel in ABLATION_PANELS for run in [runs["tab2"][0], *runs.get(panel, [])]}
-    baseline = ablations[runs["tab2"][0].name]["dice"]["mean"]
-    _ablation_plot(out / "ablations.png", study, runs, ablations, baseline)
-
-    folds = json.loads((study.out / "split" / "folds.json").read_text())
-    fold_sizes = ", ".join(f"{len(f['train'])} / {len(f['test'])}" for f in folds["folds"])
-    timings = study.step_timings()
-    wall = json.loads((study.out / "wall_time.json").read_text()) if (study.out / "wall_time.json").exists() else []
+    _ablation_plot(out / "ablations.png", study, runs, ablations, ablations[runs["tab2"][0].name]["dice"]["mean"])
     trained = next((json.loads(files[0].read_text()) for f in range(study.k) if (files := study.scores(f, runs["tab2"][0]))), {})
-    e = study.emit_diff
+    results = as_results({
+        "study": "emit_diff_study", "scale_name": study.scale.get("name", study.scale_path.stem),
+        "provenance": study.provenance("emit_diff_study"), "scale": study.scale,
+        "folds": json.loads((study.out / "split" / "folds.json").read_text()), "k": study.k, "classes": classes,
+        "ablation_folds": study.ablation_folds, "fold_variants": [study.fold_variants(f) for f in range(study.k)],
+        "emit_diff": {"name": study.emit_diff.name, **asdict(study.emit_diff)},
+        "segmenter": {k: trained.get(k) for k in ("network", "max_steps", "batch_size", "in_plane_size")},
+        "runs": {run.name: {"name": run.name, "label": run.label, **asdict(run)} for run in all_runs},
+        "panels": {panel: [run.name for run in members] for panel, members in runs.items()},
+        "summaries": summaries, "ablation_summaries": ablations, "timings_s": study.step_timings(), "seeds": study.seeds,
+        "wall_time": study.wall_time((("generative training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")),
+                                     "emit_diff_study.json")})
+    write_results(out / "emit_diff_study.json", results)
+    with atomic_path(out / "emit_diff_study.md") as tmp:
+        tmp.write_text(render_emit_diff_report(results))
+    return out / "emit_diff_study.md"
+
+
+def render_emit_diff_report(results: Mapping) -> str:
+    """The generated Markdown of the EMIT-Diff study from its results JSON alone (no discussion)."""
+    classes, runs, panels, summaries = results["classes"], results["runs"], results["panels"], results["summaries"]
+    ablations, folds, k = results["ablation_summaries"], results["folds"], results["k"]
+    tab2 = [(runs[name]["label"], summaries[name]) for name in panels["tab2"]]
+    baseline = ablations[panels["tab2"][0]]["dice"]["mean"]
+    fold_sizes = ", ".join(f"{len(f['train'])} / {len(f['test'])}" for f in folds["folds"])
+    trained, e = results["segmenter"], results["emit_diff"]
     unit = folds["group_key"] or "case"
     subset = f" (a stratified subset of {folds['max_units']} {unit}s)" if folds.get("max_units") else ""
-    variants = ", ".join(f"fold {f}: {study.fold_variants(f)}" for f in range(study.k))
+    variants = ", ".join(f"fold {f}: {n}" for f, n in enumerate(results["fold_variants"]))
     ablation_text = []
     for panel, (_, _, field) in PANELS.items():
-        if runs.get(panel):
-            ablation_text += [f"{PANELS[panel][0]}:", "", *_ablation_table(panel, runs[panel], ablations, field), ""]
+        if panels.get(panel):
+            ablation_text += [f"{PANELS[panel][0]}:", "", *_ablation_table(panel, [runs[n] for n in panels[panel]], ablations, field), ""]
     class_tables = []
     for metric in METRICS:
         class_tables += [*_class_table(tab2, metric, classes), ""]
-    text = f"""# EMIT-Diff study at {study.scale.get('name', study.scale_path.stem)} scale
+    return f"""# EMIT-Diff study at {results['scale_name']} scale
 
-{study.provenance_markdown("emit_diff_study")}
+{provenance_markdown(results['provenance'])}
 
-{study.k}-fold cross-validation by {folds['group_key'] or 'case'} (stratified by group, seed {folds['seed']}) over {len(folds['cases'])}
+{k}-fold cross-validation by {folds['group_key'] or 'case'} (stratified by group, seed {folds['seed']}) over {len(folds['cases'])}
 cases{subset}; training / test cases per fold: {fold_sizes}. In every fold the text-conditioned DDPM, the ControlNet
 and the synthesis of the variants ({variants} per training case) use that fold's training cases only; every segmenter
 is trained on them and scored on the fold's test cases.
 
-Segmenter: {trained.get('network', 'MONAI AttentionUnet')}, {trained.get('max_steps')} steps of {trained.get('batch_size')} slices
-({trained.get('in_plane_size')} px) for every run; seeds {list(study.seeds)} per fold. EMIT-Diff = Algorithm 1 with
-n = {e.variants_per_case}, α = {e.alpha:g}, patch size {e.patch_size} px; the classic augmentations are the overlays
+Segmenter: {trained.get('network') or 'MONAI AttentionUnet'}, {trained.get('max_steps')} steps of {trained.get('batch_size')} slices
+({trained.get('in_plane_size')} px) for every run; seeds {results['seeds']} per fold. EMIT-Diff = Algorithm 1 with
+n = {e['variants_per_case']}, α = {e['alpha']:g}, patch size {e['patch_size']} px; the classic augmentations are the overlays
 of `bundles/text_edge_controlnet/configs/augmentation/`.
 
 ## Tab. 2 analogue: classic augmentation vs EMIT-Diff
@@ -187,7 +206,7 @@ Mean over the classes {', '.join(classes)}; mean ± std over folds of the per-fo
 Per class (mean ± std over folds):
 
 {chr(10).join(class_tables)}
-## Fig. 5 analogue: ablations on fold(s) {study.ablation_folds}
+## Fig. 5 analogue: ablations on fold(s) {results['ablation_folds']}
 
 EMIT-Diff with one setting varied, the others at the defaults; mean over classes.
 
@@ -196,13 +215,5 @@ EMIT-Diff with one setting varied, the others at the defaults; mean over classes
 {chr(10).join(ablation_text)}
 Baseline on the same fold(s): mean Dice ×100 {_cell(baseline, 100)}.
 
-{study.wall_time_markdown((("generative training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")),
-                          "emit_diff_study.json")}
+{wall_time_markdown(results['wall_time'])}
 """
-    with atomic_path(out / "emit_diff_study.md") as tmp:
-        tmp.write_text(text)
-    write_json(out / "emit_diff_study.json", _finite({
-        "scale": study.scale, "folds": folds, "classes": classes, "runs": {run.name: {"label": run.label, **asdict(run)} for run in all_runs},
-        "panels": {panel: [run.name for run in members] for panel, members in runs.items()},
-        "summaries": summaries, "ablation_summaries": ablations, "timings_s": timings, "wall_time": wall, "seeds": study.seeds}))
-    return out / "emit_diff_study.md"

@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_path, write_json
+from ..io.atomic import atomic_path
 from .figures import image_row, pyplot, save_figure
-from .similarity import _finite
+from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
 from .study_report import seed_summary
-from .synthesis_quality import centred_box, synthesis_quality_report
+from .synthesis_quality import centred_box, synthesis_quality_markdown, synthesis_quality_report
 
-__all__ = ["ACDC_CLASSES", "run_summary", "write_fqcdm_report"]
+__all__ = ["ACDC_CLASSES", "render_fqcdm_report", "run_summary", "write_fqcdm_report"]
 
 ACDC_CLASSES = ("RV", "myocardium", "LV")
 # Tab. 5 columns: which FQCDM blocks a quality method has (FDGB: latent diffusion, FQB: quantisation, DBD: dual-branch
@@ -43,8 +44,8 @@ def run_summary(score_files: Sequence[Path]) -> dict:
 def _cell(stats: Mapping) -> str:
     if not stats["n_seeds"]:
         return "–"
-    mean = stats["mean"] * 100
-    return f"{mean:.1f} ± {stats['std'] * 100:.1f}" if stats["n_seeds"] > 1 else f"{mean:.1f}"
+    mean = number(stats["mean"]) * 100
+    return f"{mean:.1f} ± {number(stats['std']) * 100:.1f}" if stats["n_seeds"] > 1 else f"{mean:.1f}"
 
 
 def _row(label: str, summary: Mapping) -> str:
@@ -54,9 +55,10 @@ def _row(label: str, summary: Mapping) -> str:
 HEADER = ["| training set | mean Dice | " + " | ".join(f"{c} Dice" for c in ACDC_CLASSES) + " | seeds |", "|---" * (len(ACDC_CLASSES) + 3) + "|"]
 
 
-def _tab4_label(run) -> str:
-    kind = {(True, False): "Real images", (False, True): "Synthetic images", (True, True): "Synthetic images + Real images"}[(bool(run.n_real), bool(run.n_synthetic))]
-    return f"{kind}{' + Data augmentation' if run.augment else ''} ({run.n_real} real, {run.n_synthetic} synthetic)"
+def _tab4_label(run: Mapping) -> str:
+    kind = {(True, False): "Real images", (False, True): "Synthetic images",
+            (True, True): "Synthetic images + Real images"}[(bool(run["n_real"]), bool(run["n_synthetic"]))]
+    return f"{kind}{' + Data augmentation' if run['augment'] else ''} ({run['n_real']} real, {run['n_synthetic']} synthetic)"
 
 
 def _curves(path: Path, study, summaries: Mapping[str, dict]) -> None:
@@ -124,59 +126,80 @@ def _recorded_synthesis(study) -> dict:
 
 
 def write_fqcdm_report(study, report_dir: str | Path | None = None) -> Path:
-    """``fqcdm_study.md`` / ``.json`` + ``downstream.png``, ``examples.png`` in ``report_dir`` (default ``OUT/report``)."""
+    """``fqcdm_study.json`` (every number of the report) and ``fqcdm_study.md`` rendered from it alone
+    (:func:`render_fqcdm_report`), + ``downstream.png``, ``examples.png`` in ``report_dir`` (default ``OUT/report``)."""
     out = Path(report_dir or study.out / "report")
     synthesis = _recorded_synthesis(study)
     fov_size = synthesis["fov_size"]
+    labels = {name: synthesis["labels"][name] for name in ACDC_CLASSES if name in synthesis["labels"]}
     quality = synthesis_quality_report({m: study.synthetic_dir("test", m) / "datalist.json" for m in study.methods}, out, fov_size,
-                                       title="Tab. 1–3 analogue: synthetic vs real test images of the same label maps",
-                                       labels={name: synthesis["labels"][name] for name in ACDC_CLASSES if name in synthesis["labels"]})
-    quality_text = (out / "synthesis_quality.md").read_text().split("\n", 2)[2].strip()
+                                       title="Tab. 1–3 analogue: synthetic vs real test images of the same label maps", labels=labels)
+    summaries = {run.name: run_summary([f for s in study.seeds if (f := study.segmentation_dir(run, s) / "scores.json").exists()])
+                 for run in study.unique_runs()}
+    _curves(out / "downstream.png", study, summaries)
+    trained = next((json.loads(f.read_text()) for run in study.unique_runs() for seed in study.seeds
+                    if (f := study.segmentation_dir(run, seed) / "scores.json").exists()), {})
+    results = as_results({
+        "study": "fqcdm_study", "scale_name": study.scale.get("name", study.scale_path.stem),
+        "provenance": study.provenance("fqcdm_study"), "scale": study.scale,
+        "split": json.loads((study.out / "split" / "split.json").read_text()),
+        "n_quality_cases": len(json.loads(Path(study.split_path("quality_test")).read_text())["training"]),
+        "synthesis": {"fov_size": fov_size, "image_size": synthesis["image_size"]}, "quality_classes": list(labels),
+        "quality": quality, "segmenter": {k: trained.get(k) for k in ("network", "max_steps", "batch_size", "in_plane_size")},
+        "runs": {run.name: asdict(run) for run in study.unique_runs()},
+        "panels": {key: [run.name for run in members] for key, members in study.runs().items()},
+        "downstream": summaries, "seeds": list(study.seeds),
+        "example": _example_panel(out / "examples.png", study, list(study.methods), fov_size), "timings_s": study.step_timings(),
+        "wall_time": study.wall_time((("training", "train_"), ("synthesis", "synth_"), ("pretraining", "pretrain_"),
+                                      ("segmentation", "segment_")), "fqcdm_study.json")})
+    write_results(out / "fqcdm_study.json", results)
+    with atomic_path(out / "fqcdm_study.md") as tmp:
+        tmp.write_text(render_fqcdm_report(results))
+    return out / "fqcdm_study.md"
+
+
+def render_fqcdm_report(results: Mapping) -> str:
+    """The generated Markdown of the FQCDM study from its results JSON alone (no discussion)."""
+    quality, split, summaries, runs = results["quality"], results["split"], results["downstream"], results["runs"]
+    fov_size, image_size = results["synthesis"]["fov_size"], results["synthesis"]["image_size"]
+    quality_text = synthesis_quality_markdown(quality, fov_size, results["quality_classes"]).strip()
     mark = lambda flag: "✓" if flag else ""  # noqa: E731
     ablation = ["| FDGB | FQB | DBD | method | PSNR | MS-SSIM ×100 |", "|---|---|---|---|---|---|"]
     for method, flags in ABLATION.items():
         if method in quality:
             r = quality[method]
-            psnr, ms_ssim = (f"{v:.2f}" if math.isfinite(v) else "–" for v in (r["psnr"]["mean"], r["ms_ssim"]["mean"] * 100))
+            psnr, ms_ssim = (f"{v:.2f}" if math.isfinite(v) else "–" for v in (number(r["psnr"]["mean"]), number(r["ms_ssim"]["mean"]) * 100))
             ablation.append(f"| {' | '.join(mark(f) for f in flags)} | {method} | {psnr} | {ms_ssim} |")
+    tab4 = HEADER + [_row(_tab4_label(runs[name]), summaries[name]) for name in results["panels"]["tab4"]]
+    fig_rows = {key: HEADER + [_row(name, summaries[name]) for name in results["panels"][key]] for key in ("fig4", "fig5", "fig6")}
+    trained, example, scale = results["segmenter"], results["example"], results["scale"]
+    return f"""# FQCDM study at {results['scale_name']} scale
 
-    summaries = {run.name: run_summary([f for s in study.seeds if (f := study.segmentation_dir(run, s) / "scores.json").exists()])
-                 for run in study.unique_runs()}
-    runs = study.runs()
-    tab4 = HEADER + [_row(_tab4_label(r), summaries[r.name]) for r in runs["tab4"]]
-    fig_rows = {key: HEADER + [_row(r.name, summaries[r.name]) for r in runs[key]] for key in ("fig4", "fig5", "fig6")}
-    _curves(out / "downstream.png", study, summaries)
-    example = _example_panel(out / "examples.png", study, list(study.methods), fov_size)
-
-    split = json.loads((study.out / "split" / "split.json").read_text())
-    n_quality = len(json.loads(Path(study.split_path("quality_test")).read_text())["training"])
-    trained = next((json.loads(f.read_text()) for run in study.unique_runs() for seed in study.seeds
-                    if (f := study.segmentation_dir(run, seed) / "scores.json").exists()), {})
-    text = f"""# FQCDM study at {study.scale.get('name', study.scale_path.stem)} scale
-
-{study.provenance_markdown("fqcdm_study")}
+{provenance_markdown(results['provenance'])}
 
 Split by patient, stratified by ACDC group (seed {split['seed']}, test fraction {split['test_fraction']}):
 {len(split['train'])} training cases (ED and ES frames), {len(split['test'])} test cases. All generative models are
-trained on all training cases; images are synthesised at {synthesis['image_size'][0]}×{synthesis['image_size'][1]} px from a
+trained on all training cases; images are synthesised at {image_size[0]}×{image_size[1]} px from a
 centred {fov_size[0]}×{fov_size[1]} px field of view.
 
 ## Tab. 1–3 analogue: image quality
 
-Every method synthesises the label maps of {n_quality} test cases (`split/quality_test.json`, seeded), one sample each.
+Every method synthesises the label maps of {results['n_quality_cases']} test cases (`split/quality_test.json`, seeded), one sample each.
 
 {quality_text}
 
-Tab. 5 subset (ablation; the rows that need no extra training):
+Tab. 5 subset (ablation; the rows that need no extra training). "VQ reconstruction" is not a generative
+model: it encodes and decodes the real test image itself, so it bounds what the autoencoder can reproduce
+and is not comparable with the rows that generate from the label map alone:
 
 {chr(10).join(ablation)}
 
 ## Downstream segmentation (Sec. 5)
 
-{trained.get('network', 'MONAI UNet')}, {trained.get('max_steps')} training steps of {trained.get('batch_size')} slices
+{trained.get('network') or 'MONAI UNet'}, {trained.get('max_steps')} training steps of {trained.get('batch_size')} slices
 ({trained.get('in_plane_size')} px) for every run, scored on the
 {len(split['test'])} real test cases; "real n" = the first n training cases of the seeded order, "syn k" = FQCDM
-images synthesised from the first k label maps of that order. Mean ± std over seeds {list(study.seeds)}.
+images synthesised from the first k label maps of that order. Mean ± std over seeds {results['seeds']}.
 
 ### Tab. 4 analogue: synthetic data and classic augmentation
 
@@ -190,7 +213,7 @@ images synthesised from the first k label maps of that order. Mean ± std over s
 
 {chr(10).join(fig_rows['fig5'])}
 
-### Fig. 6 analogue: context-encoder pretraining on {study.scale.get('pretraining_cases')} synthetic cases, then fine-tuning
+### Fig. 6 analogue: context-encoder pretraining on {scale.get('pretraining_cases')} synthetic cases, then fine-tuning
 
 {chr(10).join(fig_rows['fig6'])}
 
@@ -200,11 +223,5 @@ images synthesised from the first k label maps of that order. Mean ± std over s
 
 {('![examples](examples.png)' + chr(10) + chr(10) + example) if example else 'no example available'}
 
-{study.wall_time_markdown((("training", "train_"), ("synthesis", "synth_"), ("pretraining", "pretrain_"),
-                           ("segmentation", "segment_")), "fqcdm_study.json")}
+{wall_time_markdown(results['wall_time'])}
 """
-    with atomic_path(out / "fqcdm_study.md") as tmp:
-        tmp.write_text(text)
-    write_json(out / "fqcdm_study.json", _finite({"scale": study.scale, "split": split, "quality": quality,
-                                                  "downstream": summaries, "timings_s": study.step_timings(), "seeds": study.seeds}))
-    return out / "fqcdm_study.md"

@@ -28,17 +28,19 @@ Scales: ``bundles/reference_guided_ddpm/configs/study/{ci,cpu,paper}.json``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..data import class_values, load_cases
 from ..data.slice_classes import write_lesion_slices
 from ..data.splits import write_split
-from ..io.atomic import atomic_path, write_json
+from ..io.atomic import atomic_path
 from .bundle_study import BundleStudy, StudyJob
 from .figures import pyplot, save_figure
 from .fqcdm_study import first_entries
+from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
 
-__all__ = ["METRICS", "ReferenceGuidedStudy"]
+__all__ = ["METRICS", "ReferenceGuidedStudy", "render_reference_guided_report"]
 
 METRICS = ("auc", "f1", "accuracy", "precision", "recall")
 
@@ -156,30 +158,21 @@ class ReferenceGuidedStudy(BundleStudy):
         return rows
 
     def write_report(self) -> Path:
+        """``OUT/report.json`` (every number of the report) and ``OUT/report.md`` rendered from it alone
+        (:func:`render_reference_guided_report`), + ``OUT/scores_vs_synthetic.png``."""
         rows = self.scores()
-        counts = {name: json.loads(self.slices(name).read_text())["class_counts"] for name in ("real_train", "real_test", "synthetic")}
-        write_json(self.out / "report.json", {"scale": self.scale.get("name", self.scale_path.stem), "dataset_dir": str(self.dataset_dir),
-                                              "slice_class_counts": counts, "scores": rows, "step_seconds": self.step_timings()})
-        split = json.loads((self.out / "split" / "split.json").read_text())
-        lines = [f"# Reference-guided DDPM: lesion classifier on real vs real + synthetic slices (scale {self.scale.get('name', self.scale_path.stem)})", "",
-                 self.provenance_markdown("reference_guided_study"), "",
-                 f"Split by case, stratified normal / pathological (seed {split.get('seed')}): {len(split['train'])} training cases, "
-                 f"{len(split['test'])} test cases. The DDPM, the patch bank and every classifier see training cases only.",
-                 "Slice counts [no lesion, lesion]: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
-                 "## Tab. 1 analogue", "",
-                 "Mean ± std over the cross-validation folds, each fold's model scored on the real held-out test slices:", "",
-                 "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
-        lines += [f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | " + " | ".join(f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in METRICS) + " |"
-                  for r in rows]
-        lines += ["", "The fold ensemble (mean softmax of the fold models) on the same test slices:", "",
-                  "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
-        lines += [f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | " + " | ".join(f"{r['ensemble_' + m]:.3f}" for m in METRICS) + " |"
-                  for r in rows]
-        lines += ["", "![scores](scores_vs_synthetic.png)", "",
-                  self.wall_time_markdown((("DDPM training", "train_ddpm"), ("synthesis", "synthesise"),
-                                           ("classifier training", "classify_"), ("evaluation", "evaluate_")), "report.json"), ""]
+        results = as_results({
+            "study": "reference_guided_study", "scale": self.scale.get("name", self.scale_path.stem), "scale_settings": self.scale,
+            "provenance": self.provenance("reference_guided_study"), "dataset_dir": str(self.dataset_dir),
+            "split": json.loads((self.out / "split" / "split.json").read_text()),
+            "slice_class_counts": {name: json.loads(self.slices(name).read_text())["class_counts"]
+                                   for name in ("real_train", "real_test", "synthetic")},
+            "scores": rows, "step_seconds": self.step_timings(),
+            "wall_time": self.wall_time((("DDPM training", "train_ddpm"), ("synthesis", "synthesise"),
+                                         ("classifier training", "classify_"), ("evaluation", "evaluate_")), "report.json")})
+        write_results(self.out / "report.json", results)
         with atomic_path(self.out / "report.md") as tmp:
-            tmp.write_text("\n".join(lines))
+            tmp.write_text(render_reference_guided_report(results))
         plt = pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(7, 3))
         for axis, metric in zip(axes, ("auc", "f1")):
@@ -199,3 +192,24 @@ class ReferenceGuidedStudy(BundleStudy):
         self.write_split()
         self.run_jobs(self.jobs_plan())
         return self.write_report()
+
+
+def render_reference_guided_report(results: Mapping) -> str:
+    """The generated Markdown of the reference-guided study from its results JSON alone (no discussion)."""
+    rows, counts, split = results["scores"], results["slice_class_counts"], results["split"]
+    lines = [f"# Reference-guided DDPM: lesion classifier on real vs real + synthetic slices (scale {results['scale']})", "",
+             provenance_markdown(results["provenance"]), "",
+             f"Split by case, stratified normal / pathological (seed {split.get('seed')}): {len(split['train'])} training cases, "
+             f"{len(split['test'])} test cases. The DDPM, the patch bank and every classifier see training cases only.",
+             "Slice counts [no lesion, lesion]: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
+             "## Tab. 1 analogue", "",
+             "Mean ± std over the cross-validation folds, each fold's model scored on the real held-out test slices:", "",
+             "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
+    lines += [f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | "
+              + " | ".join(f"{number(r[m]):.3f} ± {number(r[m + '_std']):.3f}" for m in METRICS) + " |" for r in rows]
+    lines += ["", "The fold ensemble (mean softmax of the fold models) on the same test slices:", "",
+              "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
+    lines += [f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | " + " | ".join(f"{number(r['ensemble_' + m]):.3f}" for m in METRICS) + " |"
+              for r in rows]
+    lines += ["", "![scores](scores_vs_synthetic.png)", "", wall_time_markdown(results["wall_time"]), ""]
+    return "\n".join(lines)

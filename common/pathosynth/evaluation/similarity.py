@@ -46,7 +46,8 @@ def _cell(summary: Mapping, region: str, metric: str, scale: float) -> str:
     stats = summary.get(region, {}).get(metric)
     if not stats or stats["n"] == 0:
         return "–"
-    mean, std = stats["mean"] * scale, stats["std"] * scale
+    # a summary read back from JSON holds null for NaN and "inf" for inf
+    mean, std = (math.nan if v is None else float(v) * scale for v in (stats["mean"], stats["std"]))
     if math.isinf(mean):
         return "∞ (identical)"
     return f"{mean:.2f} ± {std:.2f}" if not math.isnan(std) else f"{mean:.2f}"
@@ -64,18 +65,25 @@ def similarity_report(methods: Mapping[str, str | os.PathLike], out_dir: str | o
     summaries = {name: summarise_scores([{k: v for k, v in case.items() if isinstance(v, dict)} for case in cases])
                  for name, cases in per_method.items()}
     regions = [*classes, "all lesions", "background"]
-    header = "| method | n | " + " | ".join(f"{r} PSNR ↑ | {r} SSIM ↑" for r in regions) + " |"
-    rows = [header, "|" + "---|" * (2 + 2 * len(regions))]
-    for name, summary in summaries.items():
-        cells = [f"{_cell(summary, r, 'psnr', 1)} | {_cell(summary, r, 'ssim', 100)}" for r in regions]
-        rows.append(f"| {name} | {len(per_method[name])} | " + " | ".join(cells) + " |")
-    text = (f"# {title}\n\n" + "\n".join(rows) + "\n\nPSNR in dB on each real volume's intensity range; SSIM ×100, "
-            "per-slice 2D windows averaged over the region's voxels; mean ± std over cases.\n")
+    text = f"# {title}\n\n" + similarity_markdown(summaries, {name: len(cases) for name, cases in per_method.items()}, classes)
     with atomic_path(out / "similarity.md") as tmp:
         tmp.write_text(text)
     write_json(out / "similarity.json", _finite({"title": title, "summaries": summaries, "cases": per_method}))
     _plot(out / "similarity.png", title, summaries, regions)
     return summaries
+
+
+def similarity_markdown(summaries: Mapping[str, Mapping], n_cases: Mapping[str, int], classes: Sequence[str]) -> str:
+    """The side-by-side table of :func:`similarity_report` (one row per method, ``n_cases`` cases each) and its note;
+    ``summaries`` may be read back from JSON."""
+    regions = [*classes, "all lesions", "background"]
+    header = "| method | n | " + " | ".join(f"{r} PSNR ↑ | {r} SSIM ↑" for r in regions) + " |"
+    rows = [header, "|" + "---|" * (2 + 2 * len(regions))]
+    for name, summary in summaries.items():
+        cells = [f"{_cell(summary, r, 'psnr', 1)} | {_cell(summary, r, 'ssim', 100)}" for r in regions]
+        rows.append(f"| {name} | {n_cases[name]} | " + " | ".join(cells) + " |")
+    return ("\n".join(rows) + "\n\nPSNR in dB on each real volume's intensity range; SSIM ×100, "
+            "per-slice 2D windows averaged over the region's voxels; mean ± std over cases.\n")
 
 
 def _finite(value):

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_path, write_json
+from ..io.atomic import atomic_path
 from .figures import image_row, pyplot, save_figure
-from .similarity import _finite, similarity_report
+from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
+from .similarity import similarity_markdown, similarity_report
 
-__all__ = ["seed_summary", "write_study_report"]
+__all__ = ["render_lefusion_report", "seed_summary", "write_study_report"]
 
 SEGMENTATION_CLASSES = ("LV", "myocardium", "MI", "PMO")
 
@@ -45,8 +46,8 @@ def seed_summary(score_files: Sequence[Path], metric: str = "dice", group: str |
 def _cell(stats: Mapping, scale: float = 1.0, digits: int = 1) -> str:
     if not stats["n_seeds"]:
         return "–"
-    mean = stats["mean"] * scale
-    return f"{mean:.{digits}f} ± {stats['std'] * scale:.{digits}f}" if stats["n_seeds"] > 1 else f"{mean:.{digits}f}"
+    mean = number(stats["mean"]) * scale
+    return f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}" if stats["n_seeds"] > 1 else f"{mean:.{digits}f}"
 
 
 def _dice_rows(table: Mapping[str, Mapping[str, Mapping]]) -> list[str]:
@@ -109,12 +110,15 @@ def _example_panel(path: Path, study, methods: Sequence[str]) -> str | None:
 
 
 def write_study_report(study, report_dir: str | Path | None = None) -> Path:
-    """``lefusion_study.md`` / ``.json`` + ``similarity.png``, ``dice.png``, ``examples.png`` in ``report_dir``
+    """``lefusion_study.json`` (every number of the report) and ``lefusion_study.md`` rendered from it alone
+    (:func:`render_lefusion_report`), + ``similarity.png``, ``dice.png``, ``examples.png`` in ``report_dir``
     (default ``OUT/report``); numbers are read from the study folder, nothing is recomputed by hand."""
     out = Path(report_dir or study.out / "report")
     methods = list(study.methods)
-    tab2 = similarity_report({m: study.synthetic_dir("tab2", m) / "datalist.json" for m in methods}, out,
+    classes = ("MI", "PMO")
+    tab2 = similarity_report({m: study.synthetic_dir("tab2", m) / "datalist.json" for m in methods}, out, classes=classes,
                              title="Tab. 2 analogue: lesion-region similarity to the real test cases")
+    tab2_cases = json.loads((out / "similarity.json").read_text())["cases"]
     seeds = list(study.scale.get("seeds", [0]))
     dice, dice_pathological, distances = {}, {}, {}
     for mix in study.mixes():
@@ -123,19 +127,37 @@ def write_study_report(study, report_dir: str | Path | None = None) -> Path:
         dice[mix] = seed_summary(files, "dice")
         dice_pathological[mix] = seed_summary(files, "dice", group="pathological")
         distances[mix] = {m: seed_summary(files, m) for m in ("hd95", "assd")}
-    rows, rows_pathological = _dice_rows(dice), _dice_rows(dice_pathological)
+    _bar_plot(out / "dice.png", dice_pathological, "Tab. 1 analogue: Dice ×100 on the pathological test cases (mean ± std over seeds)")
+    results = as_results({
+        "study": "lefusion_study", "scale_name": study.scale.get("name", study.scale_path.stem),
+        "provenance": study.provenance("lefusion_study"), "scale": study.scale,
+        "split": json.loads((study.out / "split" / "split.json").read_text()), "seeds": seeds, "methods": methods,
+        "tab2_classes": list(classes), "tab2": tab2, "tab2_cases": tab2_cases,
+        "tab1_dice": dice, "tab1_dice_pathological": dice_pathological, "tab1_distances": distances,
+        "example": _example_panel(out / "examples.png", study, methods), "timings_s": study.step_timings(),
+        "wall_time": study.wall_time((("training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")),
+                                     "lefusion_study.json")})
+    write_results(out / "lefusion_study.json", results)
+    with atomic_path(out / "lefusion_study.md") as tmp:
+        tmp.write_text(render_lefusion_report(results))
+    return out / "lefusion_study.md"
+
+
+def render_lefusion_report(results: Mapping) -> str:
+    """The generated Markdown of the LeFusion study from its results JSON alone (no discussion: that is written
+    separately, beside it)."""
+    split, seeds = results["split"], results["seeds"]
+    tab2_text = similarity_markdown(results["tab2"], {m: len(cases) for m, cases in results["tab2_cases"].items()},
+                                    results["tab2_classes"]).strip()
+    rows, rows_pathological = _dice_rows(results["tab1_dice"]), _dice_rows(results["tab1_dice_pathological"])
     dist_rows = ["| training mix | " + " | ".join(f"{c} HD95 / ASSD" for c in SEGMENTATION_CLASSES) + " |",
                  "|---" * (len(SEGMENTATION_CLASSES) + 1) + "|"]
-    for mix, table in distances.items():
+    for mix, table in results["tab1_distances"].items():
         dist_rows.append(f"| {mix} | " + " | ".join(f"{_cell(table['hd95'][c])} / {_cell(table['assd'][c])}" for c in SEGMENTATION_CLASSES) + " |")
-    _bar_plot(out / "dice.png", dice_pathological, "Tab. 1 analogue: Dice ×100 on the pathological test cases (mean ± std over seeds)")
-    example = _example_panel(out / "examples.png", study, methods)
+    example = results["example"]
+    return f"""# LeFusion study at {results['scale_name']} scale
 
-    split = json.loads((study.out / "split" / "split.json").read_text())
-    tab2_text = (out / "similarity.md").read_text().split("\n", 2)[2].strip()
-    text = f"""# LeFusion study at {study.scale.get('name', study.scale_path.stem)} scale
-
-{study.provenance_markdown("lefusion_study")}
+{provenance_markdown(results['provenance'])}
 
 Split by case (seed {split['seed']}, test fraction {split['test_fraction']}): {len(split['train'])} training cases,
 {len(split['test'])} test cases ({', '.join(split['test'])}). Texture and mask models are trained on the training
@@ -171,10 +193,5 @@ cases where the class is absent from one of the two masks):
 
 {('![examples](examples.png)' + chr(10) + chr(10) + example) if example else 'no example available'}
 
-{study.wall_time_markdown((("training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")), "lefusion_study.json")}
+{wall_time_markdown(results['wall_time'])}
 """
-    with atomic_path(out / "lefusion_study.md") as tmp:
-        tmp.write_text(text)
-    write_json(out / "lefusion_study.json", _finite({"scale": study.scale, "split": split, "tab2": tab2, "tab1_dice": dice, "tab1_dice_pathological": dice_pathological,
-                                                     "tab1_distances": distances, "timings_s": study.step_timings(), "seeds": seeds}))
-    return out / "lefusion_study.md"

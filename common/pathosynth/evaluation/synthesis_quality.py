@@ -114,7 +114,32 @@ def first_real(results: Mapping[str, dict], name: str) -> float:
 def _cell(stats: Mapping, scale: float = 1.0) -> str:
     if not stats["n"]:
         return "–"
-    return f"{stats['mean'] * scale:.2f} ± {stats['std'] * scale:.2f}"
+    return f"{_number(stats['mean']) * scale:.2f} ± {_number(stats['std']) * scale:.2f}"
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)  # JSON null is NaN
+
+
+def synthesis_quality_markdown(results: Mapping[str, Mapping], fov_size: Sequence[int], classes: Sequence[str] = ()) -> str:
+    """The Tab. 1–3 table (and, for ``classes``, the per-class mean intensity table) of :func:`synthesis_quality_report`
+    from its per-method results (as computed or read back from JSON)."""
+    first = next(iter(results.values()))["fid"]
+    rows = [f"Per slice inside the centred {fov_size[0]}×{fov_size[1]} field of view; mean ± std over slices. FID between the "
+            f"synthetic and the real slice sets (n = {first['n_a']} each) in the `{first['extractor']}` embedding "
+            "(not comparable with Inception FIDs).", "",
+            "| method | PSNR ↑ (Tab. 1) | MS-SSIM ×100 ↑ (Tab. 2) | FID ↓ (Tab. 3) | slices |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        rows.append(f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {_number(r['fid']['fid']):.2f} | {r['psnr']['n']} |")
+    classes = [c for c in classes if any(c in r["class_intensity"] for r in results.values())]
+    if classes:
+        rows += ["", "Mean intensity inside each label class (0 = the real volume's minimum, 1 = its maximum):", "",
+                 "| images | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|",
+                 "| real | " + " | ".join(f"{first_real(results, c):.3f}" for c in classes) + " |"]
+        for name, r in results.items():
+            rows.append(f"| {name} | " + " | ".join(f"{r['class_intensity'][c]['synthetic']:.3f}" if c in r["class_intensity"] else "–"
+                                                    for c in classes) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def synthesis_quality_report(methods: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, fov_size: Sequence[int],
@@ -124,25 +149,10 @@ def synthesis_quality_report(methods: Mapping[str, str | os.PathLike], out_dir: 
     """Tab. 1–3 side by side for methods (name -> synthetic datalist): ``synthesis_quality.md`` and ``.json``; with
     ``labels`` also a table of the mean intensity per label class."""
     results = {name: synthesis_quality(datalist, fov_size, extractor, extractor_weights, labels) for name, datalist in methods.items()}
-    first = next(iter(results.values()))["fid"]
-    rows = [f"# {title}", "",
-            f"Per slice inside the centred {fov_size[0]}×{fov_size[1]} field of view; mean ± std over slices. FID between the "
-            f"synthetic and the real slice sets (n = {first['n_a']} each) in the `{first['extractor']}` embedding "
-            "(not comparable with Inception FIDs).", "",
-            "| method | PSNR ↑ (Tab. 1) | MS-SSIM ×100 ↑ (Tab. 2) | FID ↓ (Tab. 3) | slices |", "|---|---|---|---|---|"]
-    for name, r in results.items():
-        rows.append(f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {r['fid']['fid']:.2f} | {r['psnr']['n']} |")
-    classes = [c for c in (labels or {}) if any(c in r["class_intensity"] for r in results.values())]
-    if classes:
-        rows += ["", "Mean intensity inside each label class (0 = the real volume's minimum, 1 = its maximum):", "",
-                 "| images | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|",
-                 "| real | " + " | ".join(f"{first_real(results, c):.3f}" for c in classes) + " |"]
-        for name, r in results.items():
-            rows.append(f"| {name} | " + " | ".join(f"{r['class_intensity'][c]['synthetic']:.3f}" if c in r["class_intensity"] else "–"
-                                                    for c in classes) + " |")
+    rows = [f"# {title}", "", synthesis_quality_markdown(results, fov_size, list(labels or {}))]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "synthesis_quality.md") as tmp:
-        tmp.write_text("\n".join(rows) + "\n")
+        tmp.write_text("\n".join(rows))
     write_json(out / "synthesis_quality.json", {"fov_size": list(fov_size), "methods": results})
     return results

@@ -29,6 +29,7 @@ Cases without lesion are counted ("no lesion: n") and left out of the lesion sta
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -37,10 +38,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labels import EMIDEC_LABELS
-from ..io.atomic import atomic_path, write_json
+from ..io.atomic import atomic_path
 from .postprocess import label_components, label_to_masks, pmo_inside_mi_voxels
 
-__all__ = ["DISTRIBUTIONS", "mask_statistics", "realism_report", "summarise", "transmurality"]
+__all__ = ["DISTRIBUTIONS", "mask_statistics", "realism_report", "render_mask_realism", "summarise", "transmurality"]
 
 # statistic -> (table label, description); distributions are summarised over cases with lesion
 DISTRIBUTIONS = {
@@ -191,6 +192,11 @@ def _markdown(title: str, summaries: Mapping[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def render_mask_realism(results: Mapping) -> str:
+    """``mask_realism.md`` from ``mask_realism.json`` alone."""
+    return _markdown(results["title"], {group: content["summary"] for group, content in results["groups"].items()})
+
+
 def _plot(path: Path, title: str, per_group: Mapping[str, list[dict]], summaries: Mapping[str, dict]) -> None:
     import matplotlib
 
@@ -263,13 +269,15 @@ def realism_report(
             case, label = _load(item, group, index)
             per_group[group].append({"case": case, **mask_statistics(label, labels, **statistics_kwargs)})
     summaries = {group: summarise(cases) for group, cases in per_group.items()}
-    write_json(out_dir / "mask_realism.json", _json_safe({
+    with atomic_path(out_dir / "mask_realism.json") as tmp:  # key order kept: it is the order of the report's columns
+        tmp.write_text(json.dumps(_json_safe({
+        "study": "mask_realism",
         "title": title,
         "labels": dict(labels),
         "definitions": {k: d for k, (_, d) in DISTRIBUTIONS.items()},
         "groups": {g: {"summary": summaries[g], "cases": per_group[g]} for g in per_group},
-    }))
+    }), indent=2) + "\n")
     with atomic_path(out_dir / "mask_realism.md") as tmp:
-        tmp.write_text(_markdown(title, summaries))
+        tmp.write_text(_markdown(title, _json_safe(summaries)))  # as render_mask_realism reads it back from the JSON
     _plot(out_dir / "mask_realism.png", title, per_group, summaries)
     return _json_safe(summaries)
