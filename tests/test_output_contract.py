@@ -16,7 +16,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import run_bundle, tree_digest
 from pathosynth.engines.synthesis import SynthesisRunner
 from pathosynth.io.output_folder import IDENTITY_FILE, LOCK_FILE, OutputFolderLock
@@ -74,10 +73,11 @@ def test_more_cases_and_samples_under_the_same_identity_resume_the_folder(cases,
     before = _stamps(tmp_path / "images")
     runner, synthesizer = _runner(cases, tmp_path, num_samples_per_case=2)
     entries = runner.run()["training"]
-    assert len(entries) == 6 and synthesizer.calls == 4, "only the two new samples of old cases and the new case are made"
+    assert len(entries) == 6 and synthesizer.calls == 4, "only the new samples of old cases and the new case are made"
     assert all(_stamps(tmp_path / "images")[name] == stamp for name, stamp in before.items())
     identity = json.loads((tmp_path / IDENTITY_FILE).read_text())["identity"]
-    assert identity["base_seed"] == 0 and identity["settings"] == {"synthesizer": "Brightener", "method": "bright", "gain": 10.0}
+    assert identity["settings"] == {"synthesizer": "Brightener", "method": "bright", "gain": 10.0}
+    assert identity["base_seed"] == 0
     assert identity["bundle"] == {"name": "test_bundle", "version": "1.0"} and identity["image_format"] == "nifti"
     assert not (tmp_path / LOCK_FILE).exists() and not list(tmp_path.rglob(".*")), "no lock or temporary file is left"
 
@@ -86,7 +86,7 @@ def test_more_cases_and_samples_under_the_same_identity_resume_the_folder(cases,
     ({"seed": 1}, "base_seed: 0 in the folder, 1 now"),
     ({"synthesizer": Brightener(name="dark")}, "settings.method: 'bright' in the folder, 'dark' now"),
     ({"synthesizer": Brightener(gain=20.0)}, "settings.gain: 10.0 in the folder, 20.0 now"),
-    ({"bundle": {"name": "other_bundle", "version": "1.0"}}, "bundle.name: 'test_bundle' in the folder, 'other_bundle' now"),
+    ({"bundle": {"name": "other", "version": "1.0"}}, "bundle.name: 'test_bundle' in the folder, 'other' now"),
 ])
 def test_a_rerun_with_anything_different_is_refused_before_synthesis(cases, tmp_path, change, expected):
     _runner(cases[:1], tmp_path)[0].run()
@@ -126,7 +126,7 @@ def test_overwrite_replaces_the_writers_outputs_and_nothing_else(cases, tmp_path
     assert [e["case_id"] for e in entries] == ["case0_syn00"] and synthesizer.calls == 1
     kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert kept == ["datalist.json", "images/case0_syn00.nii.gz", "images/my_drawing.png", "labels/case0_syn00.nii.gz",
-                    "notes.txt", IDENTITY_FILE, "provenance/case0_syn00.json"], "old outputs (and preview) gone, user files kept"
+                    "notes.txt", IDENTITY_FILE, "provenance/case0_syn00.json"], "old outputs gone, user files kept"
     assert json.loads((tmp_path / IDENTITY_FILE).read_text())["identity"]["base_seed"] == 5
     assert json.loads((tmp_path / "provenance" / "case0_syn00.json").read_text())["base_seed"] == 5
 
@@ -135,7 +135,8 @@ def test_a_folder_without_identity_is_not_mixed_or_replaced_silently(cases, tmp_
     legacy = tmp_path / "legacy"
     _runner(cases[:1], legacy)[0].run()
     (legacy / IDENTITY_FILE).unlink()  # as an older pathosynth left it
-    with pytest.raises(OutputFolderError, match=f"{legacy.resolve()} holds 1 synthetic cases without an {IDENTITY_FILE}"):
+    with pytest.raises(OutputFolderError, match=f"{legacy.resolve()} holds 1 synthetic cases without an {IDENTITY_FILE}"
+                                                " \\(written by an older pathosynth\\)"):
         _runner(cases[:1], legacy)[0].run()
     assert len(_runner(cases, legacy, overwrite=True)[0].run()["training"]) == 3
     foreign = tmp_path / "foreign"
@@ -208,7 +209,8 @@ BUNDLE, CONFIGS = "lesion_inpainting", ["inference.json", "inference_handcrafted
 
 
 def _infer(dataset, out, **overrides):
-    return run_bundle("inference", BUNDLE, CONFIGS, {"dataset_dir": dataset, "output_dir": out, "max_cases": 2, **overrides})
+    overrides = {"dataset_dir": dataset, "output_dir": out, "max_cases": 2, **overrides}
+    return run_bundle("inference", BUNDLE, CONFIGS, overrides)
 
 
 def _refused(dataset, out, **overrides) -> str:

@@ -11,7 +11,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..io.atomic import sha256_file
 from ..io.synthetic_dataset import NiftiFormat, OutputIdentity, SyntheticDatasetWriter, SyntheticSample, sample_count
 from ..seeding import derive_seed
 
@@ -29,7 +28,8 @@ def describe_synthesizer(synthesize: Callable) -> dict:
 def _describe(owner) -> dict:
     if hasattr(owner, "settings"):
         return {"synthesizer": type(owner).__name__, **owner.settings()}
-    parts = {name: _describe(value) for name, value in vars(owner).items() if value is not None and hasattr(value, "settings")}
+    parts = {name: _describe(value) for name, value in vars(owner).items()
+             if value is not None and hasattr(value, "settings")}
     return {"synthesizer": type(owner).__name__, **parts}
 
 
@@ -78,8 +78,8 @@ class SynthesisRunner:
         self.bundle = dict(bundle or {})
         self.checkpoints = [str(c) for c in checkpoints]
         case_files = [case[key] for case in self.cases for key in ("image", "label")]
-        identity = OutputIdentity(self.bundle, {path: sha256_file(path) for path in self.checkpoints}, self.seed,
-                                  dict(settings) if settings is not None else describe_synthesizer(synthesize), NiftiFormat.name)
+        described = dict(settings) if settings is not None else describe_synthesizer(synthesize)
+        identity = OutputIdentity(self.bundle, self.checkpoints, self.seed, described, NiftiFormat.name)
         self.writer = SyntheticDatasetWriter(
             self.output_dir, NiftiFormat(preview_cases, preview_labels), identity, inputs=[*inputs, *case_files],
             overwrite=overwrite, progress=progress, entry_keys={"source_case_id": "case_id"},
@@ -112,5 +112,6 @@ class SynthesisRunner:
         return self.writer.records()
 
     def write_datalist(self) -> dict:
-        """``datalist.json`` (decathlon style, paths relative to output_dir) and the preview from all finished records."""
+        """``datalist.json`` (decathlon style, paths relative to output_dir) and the preview, from all finished
+        records."""
         return self.writer.merge()

@@ -64,8 +64,8 @@ class NiftiFormat:
             output = nib.load(folder / record["image"]).get_fdata()
             label = np.asanyarray(nib.load(folder / record["label"]).dataobj)
             shown = np.isin(label, self.preview_labels) if self.preview_labels is not None else label > 0
-            rows.append({"name": record["output_id"], "input": source, "output": output, "label": np.where(shown, label, 0),
-                         "mask": shown})
+            rows.append({"name": record["output_id"], "input": source, "output": output,
+                         "label": np.where(shown, label, 0), "mask": shown})
         if rows:
             save_preview(folder / "preview.png", rows)
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_json
+from .atomic import sha256_file, write_json
 
 IDENTITY_FILE = "output_identity.json"
 LOCK_FILE = "synthesis.lock"
@@ -41,35 +41,46 @@ class OutputFolderError(ValueError):
 class OutputIdentity:
     """What produced a synthetic dataset; two runs may share a folder only when these agree.
 
-    ``checkpoints`` maps each weight file to its SHA-256; only the hashes are compared (a checkpoint copied
-    elsewhere is the same model). ``settings`` is the synthesiser's own description (method, variant, sampler).
+    ``checkpoints`` are the weight files used; they are hashed (SHA-256) when first needed -- at the run, not when a
+    config is instantiated -- and only the hashes are compared (a checkpoint copied elsewhere is the same model).
+    ``settings`` is the synthesiser's own description (method, variant, sampler).
     """
 
     bundle: Mapping
-    checkpoints: Mapping[str, str]
+    checkpoints: Sequence[str | os.PathLike]
     base_seed: int
     settings: Mapping
     image_format: str
-    extra: Mapping = field(default_factory=dict)
+    _hashes: dict | None = field(default=None, init=False, repr=False)
+
+    @property
+    def checkpoint_hashes(self) -> dict[str, str]:
+        """Checkpoint path -> SHA-256 (as provenance records carry them)."""
+        if self._hashes is None:
+            self._hashes = {str(path): sha256_file(path) for path in self.checkpoints}
+        return self._hashes
 
     def compared(self) -> dict:
         """The JSON values that must match (after a JSON round trip, so tuples and lists compare equal)."""
         return json.loads(json.dumps({
-            "bundle": dict(self.bundle), "checkpoints_sha256": sorted(self.checkpoints.values()),
-            "base_seed": int(self.base_seed), "settings": dict(self.settings), "image_format": self.image_format,
-            **dict(self.extra)}))
+            "bundle": dict(self.bundle), "checkpoints_sha256": sorted(self.checkpoint_hashes.values()),
+            "base_seed": int(self.base_seed), "settings": dict(self.settings), "image_format": self.image_format}))
+
+    def checkpoint_names(self) -> dict[str, str]:
+        return {h: os.path.basename(p) for p, h in self.checkpoint_hashes.items()}
 
     def to_json(self) -> dict:
         import pathosynth
 
-        return {"identity": self.compared(), "checkpoint_files": {h: os.path.basename(p) for p, h in self.checkpoints.items()},
+        return {"identity": self.compared(), "checkpoint_files": self.checkpoint_names(),
                 "written_by": "pathosynth synthetic-dataset writer", "pathosynth_version": pathosynth.__version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _flatten(value, prefix: str = "") -> dict[str, object]:
     if isinstance(value, Mapping) and value:
-        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
+        return {k: v for key, item in value.items()
+                for k, v in _flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
     if isinstance(value, list) and value and any(isinstance(v, (Mapping, list)) for v in value):
         return {k: v for i, item in enumerate(value) for k, v in _flatten(item, f"{prefix}[{i}]").items()}
     return {prefix: value}
@@ -169,8 +180,8 @@ class OutputFolderLock:
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 os.close(fd)
                 raise OutputFolderError(
-                    f"output_dir {self.path.parent.resolve()} is being written by another synthesis run ({holder} holds "
-                    f"{self.path}); wait for it to finish, or write to another output_dir") from None
+                    f"output_dir {self.path.parent.resolve()} is being written by another synthesis run "
+                    f"({holder} holds {self.path}); wait for it to finish, or write to another output_dir") from None
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -222,8 +233,7 @@ def claim_output_folder(folder: Path, identity: OutputIdentity, fixed_outputs: S
     if path.exists():
         try:
             stored = json.loads(path.read_text())
-            old, names = stored["identity"], {**stored.get("checkpoint_files", {}),
-                                              **{h: os.path.basename(p) for p, h in identity.checkpoints.items()}}
+            old, names = stored["identity"], {**stored.get("checkpoint_files", {}), **identity.checkpoint_names()}
         except (ValueError, KeyError, TypeError, OSError) as error:
             raise OutputFolderError(f"output_dir {folder.resolve()}: its {IDENTITY_FILE} is unreadable ({error}); "
                                     "write to another output_dir") from error
@@ -232,8 +242,8 @@ def claim_output_folder(folder: Path, identity: OutputIdentity, fixed_outputs: S
         if not overwrite:
             differences = "; ".join(identity_differences(old, new, names))
             raise OutputFolderError(
-                f"output_dir {folder.resolve()} holds {len(records)} synthetic cases made with other settings, and this "
-                f"run's would be mixed with them: {differences}. Write to a new output_dir, or {OVERWRITE_HINT} "
+                f"output_dir {folder.resolve()} holds {len(records)} synthetic cases made with other settings, and "
+                f"this run's would be mixed with them: {differences}. Write to a new output_dir, or {OVERWRITE_HINT} "
                 "the folder's earlier synthetic outputs and start over")
     elif records and not overwrite:
         raise OutputFolderError(

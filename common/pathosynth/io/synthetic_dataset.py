@@ -29,11 +29,19 @@ import pathosynth
 
 from .atomic import write_json
 from .image_formats import NiftiFormat, PngFormat, SyntheticSample
-from .output_folder import (RECORDS_FOLDER, OutputFolderError, OutputFolderLock, OutputIdentity, check_writable,
-                            claim_output_folder, read_records, refuse_inputs)
+from .output_folder import (
+    RECORDS_FOLDER,
+    OutputFolderError,
+    OutputFolderLock,
+    OutputIdentity,
+    check_writable,
+    claim_output_folder,
+    read_records,
+    refuse_inputs,
+)
 
-__all__ = ["NiftiFormat", "OutputFolderError", "OutputIdentity", "PngFormat", "SampleCountError", "SyntheticDatasetWriter",
-           "SyntheticSample", "sample_count"]
+__all__ = ["NiftiFormat", "OutputFolderError", "OutputIdentity", "PngFormat", "SampleCountError",
+           "SyntheticDatasetWriter", "SyntheticSample", "sample_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +82,8 @@ class SyntheticDatasetWriter:
 
     def __init__(self, output_dir: str | os.PathLike, image_format, identity: OutputIdentity,
                  inputs: Iterable[str | os.PathLike | None] = (), overwrite: bool = False,
-                 datalist_info: Mapping | None = None, entry_keys: Mapping[str, str] | None = None, progress: bool = True) -> None:
+                 datalist_info: Mapping | None = None, entry_keys: Mapping[str, str] | None = None,
+                 progress: bool = True) -> None:
         self.output_dir = Path(output_dir)
         self.format = image_format
         self.identity = identity
@@ -122,7 +131,7 @@ class SyntheticDatasetWriter:
         """The sample's files, then its provenance record (last: its existence marks the sample finished)."""
         files = self.format.write(self.output_dir, sample)
         record = {**sample.record, **files, "output_id": sample.output_id, "base_seed": int(self.identity.base_seed),
-                  "bundle": dict(self.identity.bundle), "checkpoints": dict(self.identity.checkpoints),
+                  "bundle": dict(self.identity.bundle), "checkpoints": self.identity.checkpoint_hashes,
                   "pathosynth_version": pathosynth.__version__,
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         write_json(self.record_path(sample.output_id), record)

@@ -27,11 +27,15 @@ import torch
 
 from ..data.medmnist import write_medmnist_npz
 from ..diffusion.class_conditional import null_class_labels
-from ..io.atomic import sha256_file
 from ..io.synthetic_dataset import OutputIdentity, PngFormat, SyntheticDatasetWriter, SyntheticSample, sample_count
 from ..seeding import derive_seed
 
 logger = logging.getLogger(__name__)
+
+
+def _medmnist_train_split(path: Path, images: np.ndarray, labels: list[int]) -> None:
+    """The synthetic set as a MedMNIST npz (its train split), so MedMNIST readers take it as it is."""
+    write_medmnist_npz(path, {"train": (images, labels)})
 
 
 class ClassBalancedSynthesis:
@@ -61,7 +65,8 @@ class ClassBalancedSynthesis:
         if isinstance(num_per_class, Mapping):
             unknown = sorted(set(num_per_class) - set(self.class_names))
             if unknown:
-                raise ValueError(f"num_per_class names classes {unknown} that the model does not know ({self.class_names})")
+                raise ValueError(f"num_per_class names classes {unknown} that the model does not know "
+                                 f"({self.class_names})")
             counts = {c: sample_count(num_per_class[c], f"num_per_class[{c!r}]", minimum=0)
                       for c in self.class_names if c in num_per_class}
             sample_count(sum(counts.values()), "num_per_class (in total)")
@@ -73,11 +78,10 @@ class ClassBalancedSynthesis:
         self.seed, self.batch_size, self.device = int(seed), int(batch_size), torch.device(device)
         self.bundle = dict(bundle or {})
         self.checkpoints = [str(c) for c in checkpoints]
-        settings = {"sampler": sampler.settings(), "image_shape": list(self.image_shape), "class_names": self.class_names}
-        identity = OutputIdentity(self.bundle, {path: sha256_file(path) for path in self.checkpoints}, self.seed, settings,
-                                  PngFormat.name)
-        image_format = PngFormat(self.class_names, int(preview_per_class),
-                                 archive=lambda path, images, labels: write_medmnist_npz(path, {"train": (images, labels)}))
+        settings = {"sampler": sampler.settings(), "image_shape": list(self.image_shape),
+                    "class_names": self.class_names}
+        identity = OutputIdentity(self.bundle, self.checkpoints, self.seed, settings, PngFormat.name)
+        image_format = PngFormat(self.class_names, int(preview_per_class), archive=_medmnist_train_split)
         self.writer = SyntheticDatasetWriter(
             self.output_dir, image_format, identity, overwrite=overwrite, progress=progress,
             entry_keys={"class_name": "class_name"},
@@ -102,12 +106,14 @@ class ClassBalancedSynthesis:
         seeds = [derive_seed(self.seed, c, i) for c, i in batch]
         labels = torch.tensor([self.class_names.index(c) for c, _ in batch], device=self.device)
         null = null_class_labels(len(batch), len(self.class_names), self.device)
-        samples = self.sampler(self.network, labels, null, self.image_shape, [torch.Generator().manual_seed(s) for s in seeds])
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        samples = self.sampler(self.network, labels, null, self.image_shape, generators)
         images = (self.space.decode(samples).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         synthesis = {"sampler": self.writer.identity.settings["sampler"], "image_shape": list(self.image_shape)}
         return [SyntheticSample(self.output_id(class_name, index), image, {
             "source_image": "", "label": self.class_names.index(class_name), "class_name": class_name,
-            "sample_index": index, "seed": seed, "synthesis": synthesis}) for (class_name, index), seed, image in zip(batch, seeds, images)]
+            "sample_index": index, "seed": seed, "synthesis": synthesis})
+            for (class_name, index), seed, image in zip(batch, seeds, images)]
 
     def records(self) -> list[dict]:
         """Provenance records of every finished sample in this output folder."""
