@@ -83,7 +83,7 @@ def test_phases_follow_info_cfg_or_frame_order(acdc_copy):
     for patient in ("patient004", "patient005", "patient006"):
         mine = sorted((r for r in by_id.values() if r["patient"] == patient), key=lambda r: r["case_id"])
         assert [r["phase"] for r in mine] == ["ED", "ES"], patient
-        assert {r["group"] for r in mine} == ({"NOR"} if patient == "patient006" else {None})
+        assert {r.get("group") for r in mine} == ({"NOR"} if patient == "patient006" else {None})  # unknown: absent, not None
 
 
 def test_discover_detects_both_layouts(acdc_phantom, phantom_dir):

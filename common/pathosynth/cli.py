@@ -21,6 +21,8 @@ Training and synthesis run through ``python -m monai.bundle run`` with a bundle'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fire
 
 from .data import EMIDEC_LABELS, load_cases
@@ -43,10 +45,47 @@ def phantom_acdc(out_dir: str, n_patients: int = 4, seed: int = 0, in_plane: int
     return f"{len(ids)} patients ({2 * len(ids)} labelled frames) in {out_dir}"
 
 
-def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion_classes=("MI", "PMO"), labels=None) -> str:
-    """Check every case of a dataset the way the bundles do before training; print a summary or the problems."""
-    cases = load_cases(dataset_dir, datalist, labels=labels or EMIDEC_LABELS, lesion_classes=list(lesion_classes))
-    return f"{len(cases)} cases passed validation"
+def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion_classes=None, labels=None) -> str:
+    """Check every case of a dataset the way the bundles do before training; print a summary or the problems.
+
+    Each layout is checked against its own label semantics: EMIDEC's, ACDC's, a datalist's ``labels`` (EMIDEC's when it
+    declares none), a MedMNIST npz's splits and classes. ``--labels`` (checked against the data's own) and
+    ``--lesion_classes`` (default: the MI / PMO classes among the labels) check the data as a bundle configured so would.
+    """
+    from .data import dataset_labels, find_npz, label_meaning
+    from .io.exports import parse_option
+
+    if dataset_dir and not datalist and _is_npz(dataset_dir):
+        return _validate_npz(find_npz(dataset_dir))
+    declared = dataset_labels(None if datalist else dataset_dir, datalist)
+    name, own = declared if declared else ("EMIDEC (the default: the data declares no labels)", EMIDEC_LABELS)
+    labels = dict(parse_option(labels) or own)
+    lesions = [c for c in labels if label_meaning(c) in ("MI", "PMO")] if lesion_classes is None else _as_list(lesion_classes)
+    cases = load_cases(dataset_dir, datalist, labels=labels, lesion_classes=lesions)
+    return f"{len(cases)} cases passed validation against the labels {labels} of {name}"
+
+
+def _is_npz(dataset_dir: str) -> bool:
+    """A MedMNIST file, or a folder holding one and no EMIDEC / ACDC layout."""
+    from .data import detect_layout
+
+    path = Path(dataset_dir)
+    return path.suffix == ".npz" or (path.is_dir() and not detect_layout(path) and any(path.glob("*.npz")))
+
+
+def _validate_npz(path: Path) -> str:
+    """Every split of a MedMNIST npz read and checked (keys, shapes, classes); one line per split."""
+    import numpy as np
+
+    from .data import read_medmnist_split
+    from .data.medmnist import dataset_class_names, medmnist_splits
+
+    names, lines = dataset_class_names(path), []
+    for split in medmnist_splits(path):
+        _, classes = read_medmnist_split(path, split)
+        counts = {(names[v] if names and v < len(names) else int(v)): int(n) for v, n in zip(*np.unique(classes, return_counts=True))}
+        lines.append(f"{path} {split}: {len(classes)} images passed validation, per class {counts}")
+    return "\n".join(lines)
 
 
 def network_evaluations(num_steps: int = 300, jump_length: int = 5, jump_n_sample: int = 5) -> int:

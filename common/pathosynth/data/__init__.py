@@ -1,9 +1,9 @@
 """Dataset layouts, validation, label semantics, transforms and the embedded phantom data."""
 
-from .cases import load_cases, load_image_cases
+from .cases import load_cases, load_image_cases, path_list
 from .errors import DatasetError
-from .labels import EMIDEC_LABELS, channel_masks, class_values, flatten_channels
-from .layouts import discover, discover_emidec, read_datalist
+from .labels import EMIDEC_LABELS, channel_masks, check_label_semantics, class_values, flatten_channels, label_meaning
+from .layouts import dataset_labels, discover, discover_emidec, read_datalist
 from .validation import validate_cases, validate_images
 from .splits import kfold_by_case, split_by_case, stratified_subset, write_kfold, write_split
 from .acdc import ACDC_GROUPS, ACDC_LABELS, discover_acdc, read_info_cfg

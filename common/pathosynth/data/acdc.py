@@ -81,8 +81,8 @@ def discover_acdc(dataset_dir: str | os.PathLike) -> list[dict]:
     """Cases of an ACDC-layout folder, one per labelled frame, sorted by case id.
 
     Record: ``case_id`` ("patient002_frame01"), ``image``, ``label`` (absolute paths), ``group`` (the
-    ``Info.cfg`` Group, e.g. "DCM"; None when the file is missing or unreadable), ``patient``
-    ("patient002") and ``phase`` ("ED"/"ES"; None for a third labelled frame without ED/ES lines).
+    ``Info.cfg`` Group, e.g. "DCM"; absent when the file is missing or unreadable), ``patient``
+    ("patient002") and ``phase`` ("ED"/"ES"; absent for a third labelled frame without ED/ES lines).
     Layout problems of all folders are collected into one :class:`DatasetError`.
     """
     root = Path(dataset_dir)
@@ -125,16 +125,9 @@ def discover_acdc(dataset_dir: str | os.PathLike) -> list[dict]:
             if "image" not in files:
                 problems.append(f"{case_id}: label {files['label']} has no image {folder / (case_id + '.nii.gz')}")
                 continue
-            records.append(
-                {
-                    "case_id": case_id,
-                    "image": str(files["image"].resolve()),
-                    "label": str(files["label"].resolve()),
-                    "group": info.get("Group") or None,
-                    "patient": patient,
-                    "phase": phases[int(frame)],
-                }
-            )
+            record = {"case_id": case_id, "image": str(files["image"].resolve()), "label": str(files["label"].resolve()),
+                      "group": info.get("Group") or None, "patient": patient, "phase": phases[int(frame)]}
+            records.append({k: v for k, v in record.items() if v is not None})  # unknown facts are absent, never None
     if problems:
         listing = "\n  ".join(problems)
         raise DatasetError(f"{len(problems)} problem(s) in the ACDC layout of dataset_dir {root} (expected {ACDC_LAYOUT}):\n  {listing}")

@@ -10,8 +10,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 from .errors import DatasetError
-from .labels import class_values
-from .layouts import discover, read_datalist
+from .labels import check_label_semantics, class_values
+from .layouts import dataset_labels, discover, read_datalist
 from .validation import validate_cases, validate_images
 
 SELECTIONS = ("all", "with_lesion", "normal")
@@ -37,6 +37,8 @@ def load_cases(
     ``max_cases`` keeps the first N selected cases (smoke runs).
     ``datalist`` may be a list of datalists (e.g. real + synthetic training sets): each is validated and
     selected on its own, and the cases are concatenated in order.
+    The data's own label semantics (the layout's, or a datalist's ``labels``) must agree with ``labels`` by meaning
+    (:func:`~pathosynth.data.labels.check_label_semantics`): ACDC's LV cavity is never trained as EMIDEC's MI.
     """
     if isinstance(datalist, (list, tuple)):
         if not datalist:
@@ -44,12 +46,15 @@ def load_cases(
         combined = [case for path in datalist for case in load_cases(None, path, labels, lesion_classes, select, datalist_key,
                                                                      None, pathology_classes)]
         return combined[: int(max_cases)] if max_cases is not None else combined
+    if datalist is not None and not isinstance(datalist, (str, os.PathLike)):
+        path_list(datalist, "datalist")  # neither a path nor a list of paths: say so before reading anything
     if select not in SELECTIONS:
         raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     if labels is None:
         raise ValueError("labels (class name -> value) must be given")
     records = discover(dataset_dir, datalist, datalist_key)
     source = f"datalist {datalist}" if datalist else f"dataset_dir {dataset_dir}"
+    check_data_labels(labels, dataset_dir, datalist, source)
     require = True if (select == "with_lesion" and datalist) else None
     pathology = list(pathology_classes or lesion_classes)
     label_values = validate_cases(records, labels, pathology, require_lesion=require, source=source)
@@ -67,6 +72,24 @@ def load_cases(
     return records
 
 
+def check_data_labels(labels: Mapping[str, int], dataset_dir: str | None = None, datalist: str | os.PathLike | None = None,
+                      source: str = "") -> None:
+    """Refuse ``labels`` that contradict the data's own: its layout's (EMIDEC, ACDC) or its datalist's ``labels``."""
+    declared = dataset_labels(None if datalist else dataset_dir, datalist)
+    if declared is not None:
+        check_label_semantics(labels, declared[1], declared[0], source)
+
+
+def path_list(value: str | os.PathLike | Sequence[str | os.PathLike], key: str) -> list[str]:
+    """A config value naming one file or several as a list of paths: ``--train_datalists FILE`` (a string) is one
+    file, not a list of characters. Anything else is a DatasetError naming the config key."""
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, (str, os.PathLike)) and str(v) for v in value):
+        raise DatasetError(f"`{key}` must be a file path or a non-empty list of file paths, got {value!r}")
+    return [str(v) for v in value]
+
+
 def load_image_cases(datalist: str | os.PathLike | Sequence[str | os.PathLike], datalist_key: str = "training") -> list[dict]:
     """Validated image-only records of one or more datalists, concatenated in order.
 
@@ -74,9 +97,7 @@ def load_image_cases(datalist: str | os.PathLike | Sequence[str | os.PathLike], 
     a ``label`` they carry (synthetic sets do) is dropped, not read. Every image is checked first (exists, loads,
     2-D/3-D, no NaN/Inf) and one DatasetError names every bad file.
     """
-    paths = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
-    if not paths:
-        raise DatasetError("an empty list of datalists holds no image to use")
+    paths = path_list(datalist, "datalist")
     records = []
     for path in paths:
         cases = read_datalist(path, datalist_key, require_label=False)

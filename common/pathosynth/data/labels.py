@@ -9,15 +9,79 @@ A *texture channel* is a list of class names whose union forms one mask channel.
 ``[["MI"], ["PMO"]]`` (one channel per lesion class), RePaint and Cond-Diffusion use
 ``[["MI", "PMO"]]`` (one class-agnostic lesion channel), LeFusion-S one model per ``[["MI"]]`` /
 ``[["PMO"]]``.
+
+*What a label value means* is also a property of the data: EMIDEC's 3 is myocardial infarction, ACDC's 3 the LV
+cavity. Every layout declares its own map (:data:`EMIDEC_LABELS`, ``ACDC_LABELS``, a datalist's ``labels``), and
+:func:`check_label_semantics` refuses a config whose names contradict it, so a model never learns the wrong anatomy
+under a lesion's name. Names are compared by meaning (:data:`LABEL_SYNONYMS`: EMIDEC's "LV" is the LV cavity).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .errors import DatasetError
+
 EMIDEC_LABELS = {"background": 0, "LV": 1, "myocardium": 2, "MI": 3, "PMO": 4}
+
+# meaning -> the names (after normalise_label_name) that say it; any other name means itself
+LABEL_SYNONYMS = {
+    "background": ("background", "bg"),
+    "LV cavity": ("lv", "lv cavity", "lvc", "left ventricle", "left ventricular cavity", "lv blood pool"),
+    "RV cavity": ("rv", "rv cavity", "rvc", "right ventricle", "right ventricular cavity", "rv blood pool"),
+    "myocardium": ("myocardium", "myo", "lv myocardium", "healthy myocardium", "normal myocardium"),
+    "MI": ("mi", "myocardial infarction", "infarction", "infarct", "scar"),
+    "PMO": ("pmo", "mvo", "no reflow", "microvascular obstruction", "persistent microvascular obstruction"),
+}
+_MEANING_OF = {name: meaning for meaning, names in LABEL_SYNONYMS.items() for name in names}
+
+
+def normalise_label_name(name: str) -> str:
+    """Lower case, ``_``/``-`` as spaces, single spaces: "LV_Cavity" and "lv cavity" are one name."""
+    return " ".join(re.sub(r"[_\-]", " ", str(name)).lower().split())
+
+
+def label_meaning(name: str) -> str:
+    """What a class name means: the :data:`LABEL_SYNONYMS` entry it belongs to, else the normalised name itself."""
+    normal = normalise_label_name(name)
+    return _MEANING_OF.get(normal, normal)
+
+
+def parse_label_map(mapping: Mapping, source: str = "labels") -> dict[str, int]:
+    """Class name -> value from either form in use: ours / nnU-Net v2 (``{"LV": 1}``) or MSD's dataset.json
+    (``{"1": "LV"}``, value -> name)."""
+    if not isinstance(mapping, Mapping) or not mapping:
+        raise DatasetError(f"{source} must be a non-empty mapping of class name -> value (or MSD's value -> name), got {mapping!r}")
+    if all(str(key).strip().isdigit() for key in mapping) and all(isinstance(v, str) for v in mapping.values()):
+        return {str(name): int(key) for key, name in mapping.items()}
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
+        return {str(name): int(value) for name, value in mapping.items()}
+    raise DatasetError(f"{source} must map class names to integer values (or MSD's value strings to names), got {dict(mapping)}")
+
+
+def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str, int], dataset: str, source: str = "") -> None:
+    """Refuse a config whose ``labels`` contradict what the dataset's values mean.
+
+    A value named differently (by meaning) in config and dataset, or one meaning at two values, is an error naming
+    the dataset, the value and both meanings: "label 3 is the LV cavity in ACDC but the config calls 3 'MI'". Values
+    only one side declares are not compared (a config may name a subset; validation reports undeclared values found).
+    """
+    meaning_at = {int(value): label_meaning(name) for name, value in dataset_labels.items()}
+    value_of = {label_meaning(name): int(value) for name, value in dataset_labels.items()}
+    problems = []
+    for name, value in labels.items():
+        meaning = label_meaning(name)
+        if int(value) in meaning_at and meaning_at[int(value)] != meaning:
+            problems.append(f"label {value} is the {meaning_at[int(value)]} in {dataset} but the config calls {value} '{name}'")
+        elif meaning in value_of and value_of[meaning] != int(value):
+            problems.append(f"the config calls {value} '{name}' but the {meaning} is label {value_of[meaning]} in {dataset}")
+    if problems:
+        where = f"{source}: " if source else ""
+        raise DatasetError(f"{where}" + "; ".join(problems) + f" (labels of {dataset}: {dict(dataset_labels)}; config `labels`: "
+                           f"{dict(labels)}). Set `labels` to the dataset's, or use data labelled as the config says.")
 
 
 def class_values(labels: Mapping[str, int], class_names: Sequence[str]) -> list[int]:

@@ -7,21 +7,37 @@ synthetic datasets in the same format, so a classifier reads real and synthetic 
 datalists (``{"image": path, "label": class}`` entries, e.g. the bundle's ``datalist.json``) are read too.
 
 Everything is checked before use and a bad file raises one :class:`~pathosynth.data.errors.DatasetError` naming it.
+Class semantics: a MedMNIST file is named after its dataset (``pneumoniamnist.npz``, ``pneumoniamnist_64.npz``), whose
+class names MedMNIST's INFO declares (:data:`MEDMNIST_CLASSES`); configured ``class_names`` must agree with them.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-from collections.abc import Mapping
+import re
+import zipfile
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..io.atomic import atomic_path
 from .errors import DatasetError
+from .labels import normalise_label_name
+from .layouts import read_json
 
-__all__ = ["as_unit_images", "check_image_shape", "find_npz", "read_labelled_images", "read_medmnist_split", "stratified_fraction", "medmnist_records",
+logger = logging.getLogger(__name__)
+
+# class index -> name of MedMNIST v2 datasets (medmnist.INFO[flag]["label"]), for the files named after them
+MEDMNIST_CLASSES = {
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "breastmnist": ("malignant", "normal, benign"),
+    "octmnist": ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
+}
+
+__all__ = ["MEDMNIST_CLASSES", "as_unit_images", "check_class_names", "check_image_shape", "find_npz", "read_labelled_images", "read_medmnist_split", "stratified_fraction", "medmnist_records",
            "write_medmnist_npz"]
 
 
@@ -36,19 +52,35 @@ def find_npz(dataset: str | os.PathLike) -> Path:
     return found[0]
 
 
+def _read_arrays(path: Path, names: Sequence[str] | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(keys, the named arrays) of an npz file; a truncated or foreign file is a DatasetError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as content:
+            keys = list(content.files)
+            missing = [name for name in names or () if name not in keys]
+            if missing:
+                raise DatasetError(f"{path}: no array {missing} (keys {sorted(keys)})")
+            return keys, {name: content[name] for name in names or ()}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"{path}: cannot be read as a MedMNIST npz ({type(error).__name__}: {error})") from None
+
+
+def medmnist_splits(dataset: str | os.PathLike) -> list[str]:
+    """The splits (``train``, ``val``, ...) an npz holds images and labels for."""
+    keys = set(_read_arrays(find_npz(dataset))[0])
+    return sorted(k[: -len("_images")] for k in keys if k.endswith("_images") and k[: -len("_images")] + "_labels" in keys)
+
+
 def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """(images (N, H, W[, C]) as stored, labels (N,) int64) of one split, after checking keys, shapes and values."""
     path = find_npz(dataset)
-    try:
-        with np.load(path, allow_pickle=False) as content:
-            keys = set(content.files)
-            if f"{split}_images" not in keys or f"{split}_labels" not in keys:
-                raise DatasetError(f"{path}: no split '{split}' (keys {sorted(keys)}; need '{split}_images' and '{split}_labels')")
-            images, labels = content[f"{split}_images"], content[f"{split}_labels"]
-    except (OSError, ValueError) as error:
-        if isinstance(error, DatasetError):
-            raise
-        raise DatasetError(f"{path}: cannot be read as a MedMNIST npz ({error})") from error
+    keys = _read_arrays(path)[0]
+    if f"{split}_images" not in keys or f"{split}_labels" not in keys:
+        raise DatasetError(f"{path}: no split '{split}' (keys {sorted(keys)}; need '{split}_images' and '{split}_labels')")
+    arrays = _read_arrays(path, [f"{split}_images", f"{split}_labels"])[1]
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     if images.ndim not in (3, 4) or len(images) == 0:
         raise DatasetError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, C) with N > 0, got {images.shape}")
     if labels.ndim == 2 and labels.shape[1] != 1:
@@ -60,7 +92,39 @@ def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tup
         raise DatasetError(f"{path}: {split}_labels must be non-negative integer class indices, got {labels.dtype} min {labels.min()}")
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
         raise DatasetError(f"{path}: {split}_images holds NaN or Inf")
+    _warn_degenerate(path, split, images, labels)
     return images, labels.astype(np.int64)
+
+
+def _warn_degenerate(path: Path, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Data that loads but teaches little: one class only (nothing to condition on or tell apart), constant images."""
+    classes = np.unique(labels)
+    if len(classes) == 1:
+        logger.warning(f"{path}: every one of the {len(labels)} {split} images is class {int(classes[0])}; a class-conditional "
+                       "model or a classifier learns nothing from a single class")
+    flat = images.reshape(len(images), -1)
+    constant = int((flat.min(axis=1) == flat.max(axis=1)).sum())
+    if constant:
+        logger.warning(f"{path}: {constant} of the {len(images)} {split}_images are constant (a single intensity)")
+
+
+def dataset_class_names(dataset: str | os.PathLike) -> tuple[str, ...] | None:
+    """Class names of a MedMNIST file named after its dataset (``pneumoniamnist.npz``, ``pneumoniamnist_128.npz``)."""
+    return MEDMNIST_CLASSES.get(re.sub(r"_\d+$", "", find_npz(dataset).stem.lower()))
+
+
+def check_class_names(dataset: str | os.PathLike, class_names: Sequence[str]) -> None:
+    """Refuse ``class_names`` that contradict the MedMNIST dataset's own (class 1 of PneumoniaMNIST is pneumonia)."""
+    known = dataset_class_names(dataset)
+    if known is None:
+        return
+    path = find_npz(dataset)
+    problems = [f"class {i} is '{known[i]}' in {path.stem} but the config calls {i} '{name}'" for i, name in enumerate(class_names)
+                if i < len(known) and normalise_label_name(name) != normalise_label_name(known[i])]
+    if len(class_names) != len(known):
+        problems.append(f"{path.stem} has {len(known)} classes but the config's class_names {len(class_names)}")
+    if problems:
+        raise DatasetError(f"{path}: " + "; ".join(problems) + f"; set class_names to {list(known)}")
 
 
 def stratified_fraction(labels: np.ndarray, fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None) -> np.ndarray:
@@ -93,10 +157,15 @@ def as_unit_images(images: np.ndarray) -> np.ndarray:
 
 
 def medmnist_records(dataset: str | os.PathLike, split: str = "train", fraction: float = 1.0, seed: int = 0,
-                     max_per_class: int | None = None, num_classes: int | None = None) -> list[dict]:
+                     max_per_class: int | None = None, num_classes: int | None = None,
+                     class_names: Sequence[str] | None = None) -> list[dict]:
     """MONAI dataset records ``{"image": (C, H, W) float32 in [0, 1], "label": class, "case_id"}`` of a stratified
     ``fraction`` of one split (index order, so the same settings always give the same subset). ``num_classes``: the
-    labels must lie in [0, num_classes) (the configured class names)."""
+    labels must lie in [0, num_classes) (the configured class names). ``class_names``: the configured names, checked
+    against the dataset's (:func:`check_class_names`); they also set ``num_classes``."""
+    if class_names is not None:
+        check_class_names(dataset, class_names)
+        num_classes = len(class_names) if num_classes is None else num_classes
     images, labels = read_medmnist_split(dataset, split)
     if num_classes is not None and labels.max() >= int(num_classes):
         raise DatasetError(f"{find_npz(dataset)}: {split}_labels hold classes {np.unique(labels).tolist()} but only "
@@ -133,11 +202,14 @@ def read_labelled_images(source: str | os.PathLike, split: str = "train", datali
     if path.suffix.lower() != ".json":
         images, labels = read_medmnist_split(path, split)
         return as_unit_images(images), labels
-    entries = json.loads(path.read_text()).get(datalist_key)
-    if not entries:
+    content = read_json(path)
+    entries = content.get(datalist_key) if isinstance(content, dict) else None
+    if not isinstance(entries, list) or not entries:
         raise DatasetError(f"{path}: no '{datalist_key}' entries")
     images, labels = [], []
-    for entry in entries:
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
+            raise DatasetError(f"{path}: entry {index} of '{datalist_key}' needs an 'image' file path (a string), got {entry!r}")
         file = path.parent / entry["image"]
         if not file.is_file():
             raise DatasetError(f"{path}: image {file} does not exist")

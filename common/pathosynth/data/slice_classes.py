@@ -128,4 +128,4 @@ def class_image_records(dataset: str | os.PathLike, class_names: Sequence[str], 
 
     if detect_layout(dataset) in ("emidec", "acdc"):
         return volume_slice_records(dataset, class_names, image_size, fraction, seed, max_per_class)
-    return medmnist_records(dataset, split, fraction, seed, max_per_class, num_classes=len(class_names))
+    return medmnist_records(dataset, split, fraction, seed, max_per_class, class_names=class_names)

@@ -144,6 +144,14 @@ def _layout_records(dataset_dir: str | os.PathLike, labels: Mapping[str, int] | 
     return records, labels, lesion_classes, group_key
 
 
+def _semantics(dataset_dir: str | os.PathLike, labels: Mapping[str, int]) -> dict:
+    """What a written datalist records about its labels: the validated map and the layout's name (e.g. "ACDC")."""
+    from .layouts import dataset_labels
+
+    declared = dataset_labels(dataset_dir)
+    return {"labels": labels, "dataset": declared[0] if declared else None}
+
+
 def write_split(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, test_fraction: float = 0.25, seed: int = 0,
                 labels: Mapping[str, int] | None = None, lesion_classes: Sequence[str] | None = None,
                 group_key: str | None = None) -> dict[str, str]:
@@ -166,9 +174,10 @@ def write_split(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, test
             "test_pathological": ("testP", [r for r in test if r.get("group") != "normal"]),
         })
     paths = {}
+    semantics = _semantics(dataset_dir, labels)
     for name, (set_name, members) in parts.items():
         if members:
-            export_datalist([(set_name, members)], out / f"{name}.json")
+            export_datalist([(set_name, members)], out / f"{name}.json", **semantics)
             paths[name] = str(out / f"{name}.json")
     write_json(out / "split.json", {"dataset_dir": str(Path(dataset_dir).resolve()), "seed": int(seed), "test_fraction": test_fraction,
                                     "group_key": group_key, "train": [r["case_id"] for r in train], "test": [r["case_id"] for r in test]})
@@ -189,13 +198,13 @@ def write_kfold(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, k: i
     if max_units is not None:
         records = stratified_subset(records, int(max_units), seed, group_key=group_key)
     folds = kfold_by_case(records, k, seed, group_key=group_key)
-    out = Path(out_dir)
+    out, semantics = Path(out_dir), _semantics(dataset_dir, labels)
     paths = []
     for index, (train, test) in enumerate(folds):
         fold_dir = out / f"fold{index}"
         fold_dir.mkdir(parents=True, exist_ok=True)
-        export_datalist([("train", train)], fold_dir / "train.json")
-        export_datalist([("test", test)], fold_dir / "test.json")
+        export_datalist([("train", train)], fold_dir / "train.json", **semantics)
+        export_datalist([("test", test)], fold_dir / "test.json", **semantics)
         paths.append({"train": str(fold_dir / "train.json"), "test": str(fold_dir / "test.json")})
     write_json(out / "folds.json", {"dataset_dir": str(Path(dataset_dir).resolve()), "k": int(k), "seed": int(seed), "group_key": group_key,
                                     "max_units": max_units, "cases": sorted(r["case_id"] for r in records),

@@ -7,6 +7,7 @@ costs far more than reading every volume once. All problems are collected and ra
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import nibabel as nib
@@ -14,6 +15,8 @@ import numpy as np
 
 from .errors import DatasetError
 from .labels import class_values
+
+logger = logging.getLogger(__name__)
 
 
 def _load(path: str):
@@ -33,6 +36,13 @@ def _spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     return shape
+
+
+def warn_if_constant(case: str, path: str, image: np.ndarray) -> None:
+    """An all-constant image loads and passes every check, yet carries nothing to learn (a blank export, a wrong
+    file): worth a warning that names the file, not an error (a blank slice stack can be deliberate)."""
+    if image.size and np.isfinite(image).all() and image.min() == image.max():
+        logger.warning(f"{case}: image {path} is constant (every voxel {image.flat[0]}); it holds no structure to learn from")
 
 
 def check_case(
@@ -66,6 +76,7 @@ def check_case(
     if not np.issubdtype(image.dtype, np.integer) and not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         problems.append(f"{case}: image {record['image']} holds {bad} NaN/Inf voxels")
+    warn_if_constant(case, record["image"], image)
 
     if not np.issubdtype(label.dtype, np.integer) and not np.array_equal(label, np.round(label)):
         problems.append(f"{case}: label {record['label']} holds non-integer values")
@@ -100,6 +111,7 @@ def check_image(record: Mapping) -> list[str]:
         problems.append(f"{case}: image {record['image']} has shape {image.shape}; expected a 2-D or 3-D volume")
     if not np.issubdtype(image.dtype, np.integer) and not np.isfinite(image).all():
         problems.append(f"{case}: image {record['image']} holds {int((~np.isfinite(image)).sum())} NaN/Inf voxels")
+    warn_if_constant(case, record["image"], image)
     return problems
 
 

@@ -126,11 +126,14 @@ def _portable(path: str, base: Path) -> str:
     return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
 
 
-def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "training") -> dict:
+def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "training", labels: Mapping[str, int] | None = None,
+                    dataset: str | None = None) -> dict:
     """A decathlon datalist of all sets, readable by MONAI ``load_decathlon_datalist`` and our ``read_datalist``.
 
     Entries: image, label, case_id (unique across sets), source_case_id, set and, when known, source_image
-    and group. Rerun-safe like the other exports: identical → kept, different → refused."""
+    and group. ``labels`` (class name -> value, the semantics the cases were validated under) is recorded as MSD's
+    ``"labels": {"0": "background", ...}`` and ``dataset`` (e.g. "ACDC") as ``"name"``, so a bundle configured for other
+    labels refuses the list. Rerun-safe like the other exports: identical → kept, different → refused."""
     out, base, cases = Path(out_path), Path(out_path).resolve().parent, combined_cases(sets)
     guard_sources([record for _, _, record in cases], base, inputs_below_ok=True)
     entries = []
@@ -139,7 +142,9 @@ def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "tra
         entries.append({"image": _portable(record["image"], base), "label": _portable(record["label"], base), "case_id": export_id,
                         "source_case_id": record["case_id"], "set": name} | known)
     names = [name for name, _ in sets]
-    datalist = {"description": f"pathosynth export of sets {names}; relative paths are relative to this file's folder", key: entries}
+    datalist = {"description": f"pathosynth export of sets {names}; relative paths are relative to this file's folder"}
+    datalist |= ({"name": str(dataset)} if dataset else {}) | ({"labels": {str(int(v)): str(k) for k, v in labels.items()}} if labels else {})
+    datalist[key] = entries
     if _needs_write(out, content=datalist):
         write_json(out, datalist)
     return datalist
@@ -246,5 +251,5 @@ def export(out: str, format: str = "nnunet", sources=(), dataset_id: int = 501, 
     if format == "emidec":
         export_emidec([{**record, "set": name} for name, records in sets for record in records], out)
     else:
-        export_datalist(sets, out)
+        export_datalist(sets, out, labels=labels)
     return f"{count} cases in {out}"
