@@ -208,8 +208,42 @@ def _as_list(value) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
+REPEATABLE_FLAGS = ("weights", "overlays")  # pack options a user naturally repeats, one file each
+
+
+def merge_repeated_flags(argv: list[str], names=REPEATABLE_FLAGS) -> list[str]:
+    """``--weights a.pt --weights b.pt`` as one list flag (``--weights=['a.pt', 'b.pt']``).
+
+    Why: fire keeps only the last value of a repeated flag, silently, so ``pack`` used to drop every weights file
+    but the last. A flag given once is left as it is (fire then reads a list literal or a single path).
+    """
+    values: dict[str, list[str]] = {}
+    rest, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        name = token[2:].split("=", 1)[0].replace("-", "_") if token.startswith("--") else None
+        if name in names:
+            if "=" in token:
+                values.setdefault(name, []).append(token.split("=", 1)[1])
+            elif i + 1 < len(argv):
+                values.setdefault(name, []).append(argv[i + 1])
+                i += 1
+            else:
+                raise SystemExit(f"--{name} needs a value")
+        else:
+            rest.append(token)
+        i += 1
+    for name, given in values.items():
+        rest.append(f"--{name}={given[0]}" if len(given) == 1 else f"--{name}={given!r}")
+    return rest
+
+
 def main() -> None:
+    import sys
+
     from .io.exports import export
+
+    sys.argv[1:] = merge_repeated_flags(sys.argv[1:])
 
     fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations, "pack": pack,
                "export": export, "mask_report": mask_report, "similarity_report": similarity_report,

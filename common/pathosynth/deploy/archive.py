@@ -114,6 +114,12 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, weigh
     for path in weights:
         if not path.is_file():
             raise PackError(f"weights file {path} does not exist")
+    stored = [MONAI_MODEL_FILE] + [path.name for path in weights[1:]]  # names in models/: every file is kept
+    clashes = sorted({name for name in stored if stored.count(name) > 1})
+    if clashes:
+        raise PackError(f"weights {[str(w) for w in weights]} would be stored as models/{stored} and overwrite each other "
+                        f"({', '.join(clashes)}); the first is stored as {MONAI_MODEL_FILE}, the others under their own "
+                        "names: rename one")
     target = Path(out_dir) / f"{name}_v{metadata['version']}.zip"
     if target.exists():
         raise PackError(f"{target} already exists; an archive version is immutable: bump 'version' in {metadata_path} "
