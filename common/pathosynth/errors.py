@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-__all__ = ["UserInputError", "MissingInputError", "user_error_in", "install_excepthook", "DEBUG_ENV"]
+__all__ = ["DEBUG_ENV", "MissingInputError", "UserInputError", "install_excepthook", "user_error_in"]
 
 DEBUG_ENV = "PATHOSYNTH_DEBUG"
 
@@ -67,8 +67,8 @@ def _hook(exc_type, exc, tb, previous=None):
     if _debug():
         previous(exc_type, exc, tb)
     else:
-        print(f"pathosynth: the run stopped on bad input ({type(error).__name__}); set {DEBUG_ENV}=1 for the full traceback",
-              file=sys.stderr)
+        print(f"pathosynth: the run stopped on bad input ({type(error).__name__}); "
+              f"set {DEBUG_ENV}=1 for the full traceback", file=sys.stderr)
     print(message, file=sys.stderr, flush=True)
     _write_elastic_error_file(message)
 

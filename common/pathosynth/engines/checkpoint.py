@@ -14,19 +14,30 @@ Fine-tuning starts a network from another model's weights (``init_weights``, e.g
 pretext model): :func:`load_matching_weights` copies the tensors whose name and shape agree. A run that
 resumes continues from its own ``<name>_latest.pt`` and ignores ``init_weights``.
 
-All loading uses ``torch.load(..., weights_only=True)``: checkpoints are tensors, numbers and strings.
+A checkpoint records what it was trained on, so a reused ``ckpt_dir`` cannot silently continue (or skip) a
+different training: ``<name>_latest.pt`` and ``<name>.pt`` hold the ``metadata`` (the settings inference checks)
+and the dataset fingerprint of the cases (:func:`dataset_fingerprint`). Resuming with other data or other
+settings stops before any step and says what differs; resuming a finished run says so and trains nothing.
+
+All loading uses ``torch.load(..., weights_only=True)``: checkpoints are tensors, numbers and strings. A missing,
+truncated, corrupted or foreign file is a :class:`~pathosynth.errors.UserInputError` naming the file and the problem.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-from collections.abc import Mapping
+import pickle
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from ..errors import MissingInputError, UserInputError
 from ..io.atomic import atomic_path, sha256_file
 from .distributed import rank_and_world, unwrap
 
@@ -36,9 +47,139 @@ MONAI_MODEL_FILE = "model.pt"  # MONAI bundle convention for a bundle's main wei
 MONAI_MODEL_KEY = "model"  # the state-dict key MONAI Label's infer task reads from that file
 
 
+FINGERPRINT_BYTES = 1 << 16  # bytes read from each end of every file a case names
+
+
 def _save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Mapping:
+    """``torch.load(path, weights_only=True)`` of a checkpoint dict, with every failure a UserInputError naming the
+    file and the problem: missing, a folder, truncated or corrupted, not a PyTorch file, a pickle of Python
+    objects other than tensors/numbers/strings (which is never loaded), or not a dict."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise UserInputError(f"{what} {path} is a folder, not a checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise UserInputError(f"{what} {path} holds pickled Python objects, not only tensors, numbers and strings "
+                                 "(e.g. a whole saved module); it is not loaded, for safety: save its state_dict() "
+                                 "or use a checkpoint written by training") from None
+        raise UserInputError(f"{what} {path} is not a PyTorch checkpoint ({_first_line(err)})") from None
+    except (EOFError, RuntimeError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        problem = "is empty" if path.stat().st_size == 0 else "is truncated or corrupted, or not a PyTorch checkpoint"
+        raise UserInputError(f"{what} {path} {problem} ({type(err).__name__}: {_first_line(err)}); "
+                             "copy it again or retrain") from None
+    if not isinstance(state, Mapping):
+        raise UserInputError(f"{what} {path} holds a {type(state).__name__}, not a checkpoint dict "
+                             "({'network': state_dict, 'metadata': ...} or a state dict)")
+    return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail"
+    return "unsupported content" if "weights_only" in text else text[:200]  # never suggest loading unsafe pickles
+
+
+def _load_state(module: torch.nn.Module, weights: Mapping, path, strict: bool = True) -> None:
+    """``load_state_dict``, with a mismatch (another architecture or size) named by file and first differences."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights] if strict else []
+    unexpected = [k for k in weights if k not in own] if strict else []
+    reshaped = [f"{k}: {list(weights[k].shape)} in the file, {list(own[k].shape)} in the network" for k in own
+                if k in weights and isinstance(weights[k], torch.Tensor) and weights[k].shape != own[k].shape]
+    found = (("tensors of another shape", reshaped), ("network tensors missing", missing),
+             ("unknown tensors", unexpected))
+    problems = [f"{len(names)} {label} (e.g. {'; '.join(names[:2])})" for label, names in found if names]
+    if problems:
+        raise UserInputError(f"checkpoint {path} does not fit this network: {', '.join(problems)}; was it trained with "
+                             "other network settings or for another bundle?")
+    try:
+        module.load_state_dict(weights, strict=strict)
+    except RuntimeError as err:
+        raise UserInputError(f"checkpoint {path} does not fit this network ({_first_line(err)})") from None
+
+
+def ensure_writable_folder(folder: str | os.PathLike, key: str = "ckpt_dir") -> Path:
+    """Create ``folder`` and write and delete a probe file in it, so an unusable folder is reported before work
+    (permission bits alone say nothing for root, a read-only mount or a path through a regular file)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write_probe_", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserInputError(f"{key} {folder} is not a folder this run can write to ({err.strerror or err}); "
+                             f"give another --{key}") from None
+    return folder
+
+
+def dataset_fingerprint(cases: Sequence) -> dict:
+    """What a checkpoint records about its training data, cheaply: per case, a digest of its record, where every
+    path of an existing file stands for that file's name, size and first and last 64 KiB (a gzip file's last bytes
+    hold the CRC-32 and length of its whole content, so any change of a ``.nii.gz`` shows), arrays for their dtype,
+    shape and bytes, and any other value for itself. Folders and mtimes do not count: a dataset copied or moved
+    elsewhere keeps its fingerprint. Limit: an edit inside a large uncompressed file away from both ends is not seen.
+
+    Returns ``{"fingerprint": hex, "count": n, "cases": {case id: short digest}}``."""
+    digests = {}
+    for index, case in enumerate(cases):
+        h = hashlib.sha256()
+        _digest(h, case)
+        key = _case_id(case, index)
+        while key in digests:
+            key = f"{key}+"
+        digests[key] = h.hexdigest()[:16]
+    total = hashlib.sha256("\n".join(f"{k} {v}" for k, v in sorted(digests.items())).encode())
+    return {"fingerprint": total.hexdigest(), "count": len(digests), "cases": dict(sorted(digests.items()))}
+
+
+def _case_id(case, index: int) -> str:
+    if isinstance(case, Mapping):
+        for key in ("case_id", "id"):
+            if case.get(key) not in (None, ""):
+                return str(case[key])
+        if isinstance(case.get("image"), (str, os.PathLike)):
+            return Path(case["image"]).name
+    return f"#{index}"
+
+
+def _digest(h, value) -> None:
+    if isinstance(value, Mapping):
+        h.update(b"{")
+        for key in sorted(value, key=str):
+            h.update(repr(str(key)).encode())
+            _digest(h, value[key])
+        h.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        h.update(b"[")
+        for item in value:
+            _digest(h, item)
+        h.update(b"]")
+    elif isinstance(value, (str, os.PathLike)) and os.sep in str(value) and os.path.exists(value):
+        path = Path(value)
+        h.update(f"path:{path.name}".encode())
+        if path.is_file():
+            size = path.stat().st_size
+            h.update(f":{size}:".encode())
+            with open(path, "rb") as handle:
+                h.update(handle.read(FINGERPRINT_BYTES))
+                if size > FINGERPRINT_BYTES:
+                    handle.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+                    h.update(handle.read())
+    elif isinstance(value, (torch.Tensor, np.ndarray)):
+        array = np.ascontiguousarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+        h.update(f"array:{array.dtype}:{array.shape}:".encode())
+        h.update(array.tobytes())
+    else:
+        h.update(repr(value).encode())
 
 
 class ResumableCheckpoint:
@@ -61,6 +202,14 @@ class ResumableCheckpoint:
         init_weights: a weights file (``<name>.pt`` of another run) to start from when there is nothing to
             resume: tensors whose name and shape match are loaded, the rest keep their initial values
             (:func:`load_matching_weights`). Its path and SHA-256 are added to the saved metadata.
+        cases: the training cases (the config's ``train#cases``); their :func:`dataset_fingerprint` is saved, and
+            a resume with other cases is refused. None skips the data check.
+
+    At construction (before any step) the folder is checked writable and an existing ``<name>_latest.pt`` is read
+    and compared with this run: other data or other ``metadata`` (``init_weights`` aside, which a resumed run does
+    not load) is a UserInputError saying what differs. A checkpoint written before fingerprints were recorded
+    resumes with a logged note. A run whose checkpoint already reached ``max_epochs`` logs that it has nothing to
+    do, trains nothing and rewrites nothing.
     """
 
     def __init__(
@@ -75,8 +224,9 @@ class ResumableCheckpoint:
         resume: bool = True,
         extra: Mapping[str, object] | None = None,
         init_weights: str | os.PathLike | None = None,
+        cases: Sequence | None = None,
     ) -> None:
-        self.ckpt_dir = Path(ckpt_dir)
+        self.ckpt_dir = ensure_writable_folder(ckpt_dir)
         self.name = name
         self.network = network
         self.optimizer = optimizer
@@ -87,12 +237,44 @@ class ResumableCheckpoint:
         self.extra = dict(extra or {})
         for key, obj in self.extra.items():
             if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
-                raise TypeError(f"extra[{key!r}] ({type(obj).__name__}) has no state_dict/load_state_dict to save and restore")
+                raise TypeError(f"extra[{key!r}] ({type(obj).__name__}) has no state_dict/load_state_dict "
+                                "to save and restore")
         self.init_weights = Path(init_weights) if init_weights else None
         if self.init_weights is not None:  # a config naming a missing file fails before any training step
             if not self.init_weights.is_file():
-                raise FileNotFoundError(f"init_weights {self.init_weights} does not exist (a weights file such as <ckpt_dir>/context_encoder.pt)")
+                raise MissingInputError(f"init_weights {self.init_weights} does not exist "
+                                        "(a weights file such as <ckpt_dir>/context_encoder.pt)")
             self.metadata["init_weights"] = {"path": str(self.init_weights), "sha256": sha256_file(self.init_weights)}
+        self.dataset = dataset_fingerprint(cases) if cases is not None else None
+        self._finished = False
+        resuming = self.resume and self.latest_path.exists()
+        self._resume_state = read_checkpoint(self.latest_path) if resuming else None
+        if self._resume_state is not None:
+            self._check_same_training(self._resume_state)
+
+    def _check_same_training(self, state: Mapping) -> None:
+        """Refuse to continue a checkpoint trained on other data or with other settings, saying what differs."""
+        differences = []
+        saved_meta = state.get("metadata")
+        if saved_meta is None:
+            logger.info(f"{self.latest_path} records no training settings (an older checkpoint); "
+                        "resuming without comparing them")
+        else:
+            for key in sorted(set(saved_meta) & set(self.metadata) - {"init_weights"}):
+                if _plain(saved_meta[key]) != _plain(self.metadata[key]):
+                    differences.append(f"{key}: {saved_meta[key]!r} in the checkpoint, {self.metadata[key]!r} now")
+        saved_data = state.get("dataset")
+        if self.dataset is not None and saved_data is None:
+            logger.info(f"{self.latest_path} records no dataset fingerprint (an older checkpoint); "
+                        "resuming without checking the data")
+        elif self.dataset is not None and saved_data["fingerprint"] != self.dataset["fingerprint"]:
+            differences.append(_data_difference(saved_data, self.dataset))
+        if differences:
+            raise UserInputError(
+                f"ckpt_dir {self.ckpt_dir} holds a {self.name} training that differs from this run "
+                f"({self.latest_path.name}): " + "; ".join(differences) + ". Resuming would continue that model as "
+                "if it were this one. Give a new --ckpt_dir to train this run (or rerun with the checkpoint's data and "
+                "settings to continue it)")
 
     @property
     def latest_path(self) -> Path:
@@ -112,17 +294,25 @@ class ResumableCheckpoint:
         if rank_and_world()[0] == 0:  # temporary files of a run killed while saving
             for stale in self.ckpt_dir.glob(f".{self.name}*.pt.*"):
                 stale.unlink(missing_ok=True)
-        if not (self.resume and self.latest_path.exists()):
+        state, self._resume_state = self._resume_state, None  # read and checked at construction
+        if state is None:
             if self.init_weights is not None:
                 for module in (self.network, self.ema_network):
                     if module is not None:
                         load_matching_weights(module, self.init_weights)
             return
-        state = torch.load(self.latest_path, map_location="cpu", weights_only=True)
-        unwrap(self.network).load_state_dict(state["network"])
+        missing = [key for key in ("network", "optimizer", "epoch", "iteration") if key not in state]
+        if missing:
+            raise UserInputError(f"checkpoint {self.latest_path} is no resume checkpoint (it lacks "
+                                 f"{', '.join(missing)}); move it away or give a new --ckpt_dir")
+        _load_state(unwrap(self.network), state["network"], self.latest_path)
         if self.ema_network is not None and state.get("ema_network") is not None:
-            unwrap(self.ema_network).load_state_dict(state["ema_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            _load_state(unwrap(self.ema_network), state["ema_network"], self.latest_path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise UserInputError(f"checkpoint {self.latest_path}: its optimizer state does not fit this run "
+                                 f"({_first_line(err)}); give a new --ckpt_dir") from None
         saved_extra = state.get("extra") or {}
         restored = []
         for key, obj in self.extra.items():
@@ -134,13 +324,20 @@ class ResumableCheckpoint:
         engine.state.epoch = int(state["epoch"])
         engine.state.iteration = int(state["iteration"])
         also = f" (with {', '.join(restored)})" if restored else ""
-        logger.info(f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, iteration {engine.state.iteration}{also}")
+        logger.info(f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, "
+                    f"iteration {engine.state.iteration}{also}")
         if self.init_weights is not None:
             logger.info(f"init_weights {self.init_weights} not loaded: a resumed run continues from its own checkpoint")
+        max_epochs = getattr(engine.state, "max_epochs", None)
+        if max_epochs is not None and engine.state.epoch >= max_epochs:
+            self._finished = True  # nothing is trained, so nothing is rewritten
+            total = max_epochs * (getattr(engine.state, "epoch_length", None) or 0)
+            logger.warning(f"training already finished at step {engine.state.iteration} of max_steps {total} in "
+                           f"{self.ckpt_dir}; nothing to do (raise max_steps or use a new ckpt_dir)")
 
     def save(self, engine: Engine) -> None:
         """Atomically write the resume state and the inference weights (rank 0 only)."""
-        if rank_and_world()[0] != 0:
+        if rank_and_world()[0] != 0 or self._finished:
             return
         if engine.state.epoch in getattr(self, "_saved_epochs", set()):
             return  # EPOCH_COMPLETED and COMPLETED of the same epoch
@@ -153,29 +350,50 @@ class ResumableCheckpoint:
             "optimizer": self.optimizer.state_dict(),
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
+            "metadata": self.metadata,
+            "dataset": self.dataset,
         }
         if self.extra:
             resume_state["extra"] = {key: unwrap(obj).state_dict() for key, obj in self.extra.items()}
         _save(resume_state, self.latest_path)
         weights = ema_state if ema_state is not None else network_state
-        _save({"network": weights, "metadata": {**self.metadata, "epoch": engine.state.epoch, "iteration": engine.state.iteration}}, self.weights_path)
+        trained_on = {} if self.dataset is None else {"dataset": {k: self.dataset[k] for k in ("fingerprint", "count")}}
+        _save({"network": weights, "metadata": {**self.metadata, **trained_on, "epoch": engine.state.epoch,
+                                                "iteration": engine.state.iteration}}, self.weights_path)
+
+
+def _data_difference(saved: Mapping, now: Mapping) -> str:
+    """Which cases differ between two :func:`dataset_fingerprint` records, in a few words."""
+    old, new = saved.get("cases") or {}, now.get("cases") or {}
+    parts = []
+    for label, names in (("only in the checkpoint's data", [k for k in old if k not in new]),
+                         ("only in this run's", [k for k in new if k not in old]),
+                         ("with other files", [k for k in old if k in new and old[k] != new[k]])):
+        if names:
+            parts.append(f"{len(names)} {label} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
+    return (f"the data: trained on {saved.get('count')} cases (fingerprint {saved['fingerprint'][:12]}), this run has "
+            f"{now['count']} (fingerprint {now['fingerprint'][:12]})" + (": " + ", ".join(parts) if parts else ""))
 
 
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapping | None = None) -> torch.nn.Module:
-    """Load inference weights into ``network`` (eval mode; a DDP wrapper is removed); check saved metadata against ``expect``.
+    """Load inference weights into ``network`` (eval mode; a DDP wrapper is removed); check saved metadata against
+    ``expect``.
 
-    A missing file or a metadata mismatch (e.g. a LeFusion-S MI model used for PMO) raises a clear error.
+    A missing, broken or foreign file, weights of another architecture or a metadata mismatch (e.g. a LeFusion-S MI
+    model used for PMO) raise a UserInputError naming the file and the problem.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train first (python -m monai.bundle run training ... --ckpt_dir {path.parent})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = state.get("metadata", {})
+        raise MissingInputError(f"checkpoint {path} does not exist; train first "
+                                f"(python -m monai.bundle run training ... --ckpt_dir {path.parent})")
+    state = read_checkpoint(path)
+    saved = state.get("metadata") or {}
     for key, value in (expect or {}).items():
         if key in saved and _plain(saved[key]) != _plain(value):
-            raise ValueError(f"checkpoint {path} was trained with {key}={saved[key]!r}, but this run expects {value!r}")
+            raise UserInputError(f"checkpoint {path} was trained with {key}={saved[key]!r}, "
+                                 f"but this run expects {value!r}")
     module = unwrap(network)
-    module.load_state_dict(_inference_state_dict(state, path))
+    _load_state(module, _inference_state_dict(state, path), path)
     return module.eval()  # inference never needs the DDP wrapper, whose forward would wait for the other ranks
 
 
@@ -191,7 +409,7 @@ def bundle_checkpoint(ckpt_dir: str | os.PathLike, name: str) -> str:
 def export_monai_model(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Rewrite an inference checkpoint (``{"network": ..., "metadata": ...}``) in the MONAI bundle format
     ``{"model": state_dict, "metadata": ...}``, which MONAI Label's bundle infer task loads into ``network_def``."""
-    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = read_checkpoint(source)
     _save({MONAI_MODEL_KEY: _inference_state_dict(state, source), "metadata": state.get("metadata", {})}, Path(target))
 
 
@@ -199,7 +417,7 @@ def _inference_state_dict(state: Mapping, path) -> Mapping:
     """The weights of an inference checkpoint: ours under ``network``, MONAI's (``models/model.pt``) under ``model``."""
     weights = state.get("network", state.get(MONAI_MODEL_KEY))
     if not isinstance(weights, Mapping):
-        raise ValueError(f"checkpoint {path} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict; "
+        raise UserInputError(f"checkpoint {path} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict; "
                          "pass an inference checkpoint <ckpt_dir>/<name>.pt")
     return weights
 
@@ -218,28 +436,32 @@ def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"init_weights {path} does not exist (a weights file such as <ckpt_dir>/context_encoder.pt)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and isinstance(state.get("network"), Mapping):
+        raise MissingInputError(f"init_weights {path} does not exist "
+                                "(a weights file such as <ckpt_dir>/context_encoder.pt)")
+    state = read_checkpoint(path, "init_weights")
+    if isinstance(state.get("network"), Mapping):
         state = state["network"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"init_weights {path} holds no state dict (expected {{'network': state_dict, ...}} or a state dict)")
     module = unwrap(network)
     own = module.state_dict()
     matched = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
     skipped = [k for k in own if k not in matched]
     if not matched:
-        raise ValueError(f"init_weights {path}: none of its {len(state)} tensors matches this network by name and shape "
-                         f"(network tensors e.g. {list(own)[:3]}, file tensors e.g. {list(state)[:3]}); was it trained with another network?")
+        raise UserInputError(f"init_weights {path}: none of its {len(state)} tensors matches this network by name and "
+                             f"shape (network tensors e.g. {list(own)[:3]}, file tensors e.g. {list(state)[:3]}); "
+                             "was it trained with another network?")
     module.load_state_dict(matched, strict=False)
     unused = len([k for k in state if k not in matched])
-    logger.info(f"init_weights {path}: loaded {len(matched)} of the network's {len(own)} tensors; skipped {len(skipped)} "
-                f"(kept their initial values: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}); {unused} tensors of the file unused")
+    more = " ..." if len(skipped) > 8 else ""
+    logger.info(f"init_weights {path}: loaded {len(matched)} of the network's {len(own)} tensors; skipped "
+                f"{len(skipped)} (kept their initial values: {', '.join(skipped[:8])}{more}); "
+                f"{unused} tensors of the file unused")
     return list(matched), skipped
 
 
 def _plain(value):
-    """Lists/tuples (and config wrappers of them) compared as nested lists."""
+    """Lists/tuples (and config wrappers of them) compared as nested lists, dicts by their plain values."""
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
     return value
