@@ -156,7 +156,7 @@ def test_sampler_step_is_the_ddpm_posterior_step():
         for t in (19, 7, 1, 0):
             expected, _ = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(5))
             noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
-            assert torch.allclose(LabelGuidedSampler(scheduler).step(eps, t, x, noise), expected, atol=1e-6)
+            assert torch.allclose(LabelGuidedSampler(scheduler).chain.step(eps, x, t, noise), expected, atol=1e-6)
 
 
 def test_bundle_sampler_keeps_latent_samples_in_the_declared_range(acdc, autoencoder_ckpt):

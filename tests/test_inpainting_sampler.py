@@ -30,18 +30,37 @@ def _case(channels=2, seed=0):
     return image, mask
 
 
+def _repaint_schedule_by_blocks(num_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
+    """RePaint's visiting order (official ``get_schedule_jump`` with n_sample = 1), re-derived as blocks: the chain
+    descends T-1 .. 0 one step at a time; on arriving at a jump point j (j = 0, L, 2L, ... with j < T - L) it climbs
+    to j + L and descends back to j, ``jump_n_sample - 1`` times, before going on; -1 is the clean image."""
+    points = set(range(0, num_steps - jump_length, jump_length))
+    order = []
+    for t in range(num_steps - 1, -1, -1):
+        order.append(t)
+        if t in points:
+            for _ in range(jump_n_sample - 1):
+                order += list(range(t + 1, t + jump_length + 1)) + list(range(t + jump_length - 1, t - 1, -1))
+    return order + [-1]
+
+
+@pytest.mark.parametrize("num_steps,jump_length,jump_n_sample",
+                         [(300, 5, 5), (300, 2, 2), (250, 10, 10), (20, 3, 4), (10, 1, 3), (7, 5, 2), (6, 6, 3), (1, 1, 1)])
+def test_resampling_schedule_is_repaints(num_steps, jump_length, jump_n_sample):
+    """Visit order equals the independent re-derivation; calls = T + (jump points) (n - 1) L."""
+    path = resampling_schedule(num_steps, jump_length, jump_n_sample)
+    assert path == _repaint_schedule_by_blocks(num_steps, jump_length, jump_n_sample)
+    points = len(range(0, num_steps - jump_length, jump_length))
+    assert network_evaluations(num_steps, jump_length, jump_n_sample) == num_steps + points * (jump_n_sample - 1) * jump_length
+
+
 def test_official_network_call_counts():
-    """GUIDE/official: T=300 with jumps (5,5) costs 1,480 calls per case, (2,2) costs 598, no jumps costs T."""
+    """GUIDE/official: T=300 with jumps (5,5) costs 1,480 calls per case, (2,2) costs 598, no jumps costs T; RePaint's
+    own setting (250 steps, jumps 10/10) costs 2,410."""
     assert network_evaluations(300, 5, 5) == 1480
     assert network_evaluations(300, 2, 2) == 598
     assert network_evaluations(300, 1, 1) == 300
-
-
-def test_schedule_moves_one_step_at_a_time_and_ends_clean():
-    path = resampling_schedule(20, 3, 4)
-    assert path[0] == 19 and path[-1] == -1
-    assert all(abs(b - a) == 1 for a, b in zip(path[:-1], path[1:]))
-    assert max(path) == 19
+    assert network_evaluations(250, 10, 10) == 2410
 
 
 def test_respacing_keeps_endpoints():
@@ -88,7 +107,7 @@ def test_without_background_replacement_the_background_changes():
 
 
 def test_ddpm_step_matches_monai_scheduler():
-    """Our full-length DDPM posterior step equals MONAI's DDPMScheduler.step (same noise draw)."""
+    """The sampler's full-length DDPM posterior step equals MONAI's DDPMScheduler.step (same noise draw)."""
     scheduler = DDPMScheduler(50, schedule="cosine", clip_sample=True)
     scheduler.set_timesteps(50)
     sampler = LesionInpaintingSampler(scheduler, None, 1, 1)
@@ -97,8 +116,20 @@ def test_ddpm_step_matches_monai_scheduler():
     for t in (49, 20, 1):
         expected, _ = scheduler.step(eps, t, x, generator=torch.Generator().manual_seed(2))
         noise = torch.randn(eps.shape, generator=torch.Generator().manual_seed(2))
-        ours = sampler.step_down(x, eps, t, noise)
+        ours = sampler.chain.step(eps, x, t, noise)
         assert torch.allclose(ours, expected, atol=1e-5), t
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_scheduler_clip_sample_decides_clipping(clip):
+    """Issue 18: the bundle's scheduler ``clip_sample`` key had no effect (the sampler always clipped). A denoiser whose
+    x̂0 leaves [-1, 1] now gives a clipped DDIM result only when the scheduler clips."""
+    scheduler = DDPMScheduler(20, schedule="cosine", clip_sample=clip)
+    sampler = LesionInpaintingSampler(scheduler, 5, 1, 1, eta=0.0, replace_background=False)
+    image, mask = _case(channels=1)
+    out = sampler(image, lambda x, t: -3 * torch.ones_like(x), mask=mask, generators=[torch.Generator().manual_seed(0)])
+    assert sampler.settings()["clip_sample"] == ([-1.0, 1.0] if clip else None)
+    assert (out.abs().max() <= 1.0) == clip
 
 
 def test_mask_shape_must_match():

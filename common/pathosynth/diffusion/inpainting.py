@@ -18,10 +18,12 @@ MONAI scheduler; the sampler knows nothing about the network beyond ``network(x,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
-import numpy as np
 import torch
 from monai.inferers import Inferer
+
+from .steps import ReverseChain, sample_noise
 
 
 def resampling_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> list[int]:
@@ -51,44 +53,21 @@ def resampling_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int
 def network_evaluations(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> int:
     """Network calls per sample: one per downward move of the resampling schedule."""
     path = resampling_schedule(num_steps, jump_length, jump_n_sample)
-    return sum(1 for a, b in zip(path[:-1], path[1:]) if b < a)
-
-
-def respaced_timesteps(num_train_timesteps: int, num_inference_steps: int | None) -> list[int]:
-    """Evenly spaced training timesteps (ascending), always including 0 and T-1."""
-    if num_inference_steps is None or num_inference_steps >= num_train_timesteps:
-        return list(range(num_train_timesteps))
-    if num_inference_steps < 1:
-        raise ValueError("num_inference_steps must be >= 1")
-    return sorted({int(round(v)) for v in np.linspace(0, num_train_timesteps - 1, num_inference_steps)})
-
-
-def _noise_like(x: torch.Tensor, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
-    """Per-sample noise drawn on the CPU from each sample's own generator.
-
-    One generator per batch item makes a case's result independent of batch size, batch position,
-    device and process count — the reproducibility contract of every bundle.
-    """
-    if generators is None:
-        return torch.randn_like(x)
-    if len(generators) != x.shape[0]:
-        raise ValueError(f"need one generator per batch item ({x.shape[0]}), got {len(generators)}")
-    noise = [torch.randn(x.shape[1:], generator=g, dtype=torch.float32) for g in generators]
-    return torch.stack(noise).to(device=x.device, dtype=x.dtype)
+    return sum(1 for a, b in pairwise(path) if b < a)
 
 
 class LesionInpaintingSampler(Inferer):
     """Reverse diffusion that synthesises only inside ``mask``; an Inferer-shaped sampler.
 
     Args:
-        scheduler: a MONAI scheduler; only its ``alphas_cumprod`` (the noise schedule) is used.
+        scheduler: a MONAI scheduler: its noise schedule, ``prediction_type`` and ``clip_sample`` (x̂0 clipping and
+            range) define the step (:class:`~pathosynth.diffusion.steps.ReverseChain`).
         num_inference_steps: respace the T training steps to this many (None = all T).
         jump_length, jump_n_sample: RePaint resampling (official LeFusion EMIDEC default 5, 5).
         eta: None = DDPM posterior steps (stochastic, the paper's sampler); a float = DDIM steps
             with that stochasticity (0 = deterministic), useful with few respaced steps.
         replace_background: False disables Eq. 1's background replacement (the Cond-Diffusion baseline
             generates the whole crop from its conditioning).
-        clip_denoised: clamp the predicted clean image to [-1, 1], the training intensity range.
         progress: show a progress bar over the network calls.
     """
 
@@ -100,21 +79,17 @@ class LesionInpaintingSampler(Inferer):
         jump_n_sample: int = 5,
         eta: float | None = None,
         replace_background: bool = True,
-        clip_denoised: bool = True,
         progress: bool = False,
     ) -> None:
         super().__init__()
         self.scheduler = scheduler
-        self.timesteps = respaced_timesteps(scheduler.num_train_timesteps, num_inference_steps)
+        self.chain = ReverseChain(scheduler, num_inference_steps, eta)
+        self.timesteps = self.chain.timesteps
         self.jump_length = int(jump_length)
         self.jump_n_sample = int(jump_n_sample)
-        self.eta = eta
+        self.eta = self.chain.eta
         self.replace_background = replace_background
-        self.clip_denoised = clip_denoised
         self.progress = progress
-        # ᾱ of every visited index; index -1 (the clean image) has ᾱ = 1
-        alphas = scheduler.alphas_cumprod.double()[self.timesteps]
-        self.alpha_bar = torch.cat([alphas, torch.ones(1, dtype=torch.float64)])  # alpha_bar[-1] == 1
         self.last_network_evaluations = 0
 
     @property
@@ -125,44 +100,12 @@ class LesionInpaintingSampler(Inferer):
         """Sampler settings for provenance records."""
         return {
             "sampler": type(self).__name__,
-            "num_train_timesteps": int(self.scheduler.num_train_timesteps),
-            "num_inference_steps": len(self.timesteps),
+            **self.chain.settings(),
             "jump_length": self.jump_length,
             "jump_n_sample": self.jump_n_sample,
-            "eta": self.eta,
             "replace_background": self.replace_background,
             "network_evaluations_per_sample": self.network_evaluations_per_sample,
         }
-
-    def forward_noise(self, x0: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
-        """q(x_index | x_0): the original image at the noise level of step ``index`` (x_0 itself at -1)."""
-        a = self.alpha_bar[index]
-        return (a.sqrt() * x0 + (1 - a).sqrt() * noise).to(x0.dtype)
-
-    def _jump_up(self, x: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
-        """q(x_{index+1} | x_index): re-noise the current sample by one (respaced) step."""
-        alpha = self.alpha_bar[index + 1] / self.alpha_bar[index]
-        return (alpha.sqrt() * x + (1 - alpha).sqrt() * noise).to(x.dtype)
-
-    def step_down(self, x: torch.Tensor, eps: torch.Tensor, index: int, noise: torch.Tensor) -> torch.Tensor:
-        """One reverse step from ``index`` to ``index - 1`` given the predicted noise."""
-        a_t, a_s = self.alpha_bar[index], self.alpha_bar[index - 1]
-        x = x.double()
-        eps = eps.double()
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        if self.clip_denoised:
-            x0 = x0.clamp(-1.0, 1.0)
-        if self.eta is None:  # DDPM posterior q(x_s | x_t, x0) of the (respaced) chain, fixed small variance
-            beta = 1 - a_t / a_s
-            mean = a_s.sqrt() * beta / (1 - a_t) * x0 + (1 - beta).sqrt() * (1 - a_s) / (1 - a_t) * x
-            sigma = (beta * (1 - a_s) / (1 - a_t)).sqrt()
-        else:  # DDIM
-            eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
-            sigma = self.eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).sqrt()
-            mean = a_s.sqrt() * x0 + (1 - a_s - sigma**2).clamp_min(0).sqrt() * eps
-        if index == 0:
-            return mean.float()
-        return (mean + sigma * noise.double()).float()
 
     @torch.no_grad()
     def __call__(  # type: ignore[override]
@@ -183,26 +126,26 @@ class LesionInpaintingSampler(Inferer):
         x0 = inputs.float()
         keep = (mask <= 0.5).to(x0.dtype)
         lesion = 1 - keep
-        path = resampling_schedule(len(self.timesteps), self.jump_length, self.jump_n_sample)
-        x = _noise_like(x0, generators)
+        chain = self.chain
+        path = resampling_schedule(len(chain), self.jump_length, self.jump_n_sample)
+        x = sample_noise(x0, generators)
         calls = 0
-        iterator = zip(path[:-1], path[1:])
+        iterator = pairwise(path)
         if self.progress:
             from tqdm.auto import tqdm
 
             iterator = tqdm(list(iterator), desc="sampling", leave=False)
         for index, target in iterator:
-            noise = _noise_like(x0, generators)
+            noise = sample_noise(x0, generators)
             if target > index:
-                x = self._jump_up(x, index, noise)
+                x = chain.renoise(x, index, noise, target)
                 continue
-            t = torch.full((x.shape[0],), self.timesteps[index], device=x.device, dtype=torch.long)
             net_in = x if condition is None else torch.cat([x, condition.to(x)], dim=1)
-            eps = network(net_in, t)
+            model_output = network(net_in, chain.timestep(index, x.shape[0], x.device))
             calls += 1
-            x = self.step_down(x, eps, index, noise)
+            x = chain.step(model_output, x, index, noise, target)
             if self.replace_background:
-                known = self.forward_noise(x0, target, _noise_like(x0, generators)) if target >= 0 else x0
+                known = chain.forward_noise(x0, target, sample_noise(x0, generators)) if target >= 0 else x0
                 x = x * lesion + known * keep
         self.last_network_evaluations = calls
         return x

@@ -1,4 +1,4 @@
-"""Label-map-conditioned DDPM: the training batch (Eq. 8-10) and ancestral sampling (Algorithm 1).
+"""Label-map-conditioned DDPM: the training batch (Eq. 8-10) and sampling (Algorithm 1, optionally respaced or DDIM).
 
 The denoiser is MONAI's ``SPADEDiffusionModelUNet``: the noisy features go through its encoder, the label
 map enters its decoder through SPADE normalisation (Eq. 9, ``D(E(F_t, t), l)``). The label map is given
@@ -18,6 +18,7 @@ from monai.networks.nets import SPADEDiffusionModelUNet
 
 from ..engines.distributed import unwrap
 from .latent import DiffusionSpace, _plain_tensor
+from .steps import ReverseChain, sample_noise
 
 
 def label_values_of(labels: Mapping[str, int] | Sequence[int]) -> list[int]:
@@ -104,15 +105,18 @@ class SpadeDiffusionInferer(DiffusionInferer):
 
 
 class LabelGuidedSampler:
-    """Ancestral DDPM sampling conditioned on a label map (Algorithm 1, lines 2-6), shaped like a MONAI inferer.
+    """DDPM sampling conditioned on a label map (Algorithm 1, lines 2-6), shaped like a MONAI inferer.
 
     F_T ~ N(0, I); for t = T-1 .. 0: F_{t-1} = mean(F_t, eps_theta(F_t, t, l)) + sigma_t z with the DDPM posterior
-    mean (equal to line 4 of Algorithm 1 when x0 is not clipped) and the "fixed small" variance, z = 0 at the last
-    step. All noise comes from one CPU generator per sample, so a sample depends on its generator only, never on
-    the batch it is drawn in or on the device.
+    mean (equal to line 4 of Algorithm 1 when x0 is not clipped) and the scheduler's variance, z = 0 at the last
+    step. ``num_inference_steps`` respaces the chain and ``eta`` switches to DDIM steps (the shared
+    :class:`~pathosynth.diffusion.steps.ReverseChain`). All noise comes from one CPU generator per sample, so a
+    sample depends on its generator only, never on the batch it is drawn in or on the device.
 
     Args:
-        scheduler: a MONAI ``DDPMScheduler`` (its betas, epsilon prediction, ``clip_sample`` and its range).
+        scheduler: a MONAI ``DDPMScheduler`` (its noise schedule, ``prediction_type``, ``clip_sample`` and range).
+        num_inference_steps: respace the T training steps to this many (None = all T, the paper's sampler).
+        eta: None = DDPM posterior steps (the paper); a float = DDIM steps with that stochasticity.
 
     Why clip x0: with T = 100 the cosine schedule's last beta is 0.999 (MONAI's cap), so at the first reverse step
     the x0 estimate's error is amplified ~30x; unclipped, latent samples of a briefly trained model diverge (measured
@@ -120,42 +124,17 @@ class LabelGuidedSampler:
     ±4 standard deviations of the normalised latent features.
     """
 
-    def __init__(self, scheduler) -> None:
-        if getattr(scheduler, "prediction_type", "epsilon") != "epsilon":
-            raise ValueError("LabelGuidedSampler expects an epsilon-prediction scheduler (Eq. 10)")
-        if getattr(scheduler, "variance_type", "fixed_small") != "fixed_small":
-            raise ValueError("LabelGuidedSampler implements the DDPM 'fixed_small' variance only")
+    def __init__(self, scheduler, num_inference_steps: int | None = None, eta: float | None = None) -> None:
         self.scheduler = scheduler
+        self.chain = ReverseChain(scheduler, num_inference_steps, eta)
         self.last_network_evaluations = 0
 
     @property
     def num_train_timesteps(self) -> int:
-        return int(self.scheduler.num_train_timesteps)
+        return self.chain.num_train_timesteps
 
     def settings(self) -> dict:
-        return {
-            "sampler": "ddpm_ancestral",
-            "num_train_timesteps": self.num_train_timesteps,
-            "num_inference_steps": self.num_train_timesteps,
-            "clip_sample": bool(self.scheduler.clip_sample),
-            "clip_sample_range": [float(v) for v in self.scheduler.clip_sample_values] if self.scheduler.clip_sample else None,
-        }
-
-    def step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """One reverse step F_t -> F_{t-1}; ``noise`` is z (ignored at t = 0)."""
-        s = self.scheduler
-        t = int(timestep)
-        alpha_t, beta_t = s.alphas[t].to(sample.device), s.betas[t].to(sample.device)
-        abar_t = s.alphas_cumprod[t].to(sample.device)
-        abar_prev = s.alphas_cumprod[t - 1].to(sample.device) if t > 0 else torch.ones((), device=sample.device)
-        x0 = (sample - (1 - abar_t).sqrt() * model_output) / abar_t.sqrt()
-        if s.clip_sample:
-            x0 = x0.clamp(*s.clip_sample_values)
-        mean = (abar_prev.sqrt() * beta_t / (1 - abar_t)) * x0 + (alpha_t.sqrt() * (1 - abar_prev) / (1 - abar_t)) * sample
-        if t == 0 or noise is None:
-            return mean
-        variance = ((1 - abar_prev) / (1 - abar_t) * beta_t).clamp(min=1e-20)
-        return mean + variance.sqrt() * noise.to(sample)
+        return {"sampler": "ddpm_ancestral" if self.chain.eta is None else "ddim", **self.chain.settings()}
 
     @torch.no_grad()
     def __call__(
@@ -168,18 +147,12 @@ class LabelGuidedSampler:
         """Samples (B, *shape) for the B one-hot label maps ``seg``; ``generators``: one per sample."""
         if len(generators) != seg.shape[0]:
             raise ValueError(f"need one generator per sample: {seg.shape[0]} label maps, {len(generators)} generators")
-        device = seg.device
-        shape = tuple(int(s) for s in shape)
-
-        def draw():
-            return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
-
-        x = draw()
-        calls = 0
-        for t in range(self.num_train_timesteps - 1, -1, -1):
-            timesteps = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-            eps = network(x, timesteps=timesteps, seg=seg)
-            calls += 1
-            x = self.step(eps, t, x, draw() if t > 0 else None)
-        self.last_network_evaluations = calls
+        template = torch.empty((seg.shape[0], *(int(s) for s in shape)), device=seg.device)
+        x = sample_noise(template, generators)
+        chain = self.chain
+        for index in range(len(chain) - 1, -1, -1):
+            eps = network(x, timesteps=chain.timestep(index, x.shape[0], x.device), seg=seg)
+            stochastic = index > 0 and (chain.eta is None or chain.eta > 0)
+            x = chain.step(eps, x, index, sample_noise(template, generators) if stochastic else None)
+        self.last_network_evaluations = len(chain)
         return x

@@ -25,9 +25,9 @@ built once per axis length as matrices and applied along every spatial axis, so 
 the same way: in 3-D the anti-aliasing filter is the same stretched cubic kernel applied along depth, height and
 width (a per-axis factor allows, e.g., no low-pass across thick slices).
 
-The reverse chain (respacing, DDPM posterior or DDIM steps, x_0 clipping) is the one of
-:class:`~pathosynth.diffusion.inpainting.LesionInpaintingSampler` without background replacement; all noise comes
-from one CPU generator per sample, so a sample does not depend on the batch it is drawn in.
+The reverse chain (respacing, DDPM posterior or DDIM steps, prediction type, x_0 clipping) is the shared
+:class:`~pathosynth.diffusion.steps.ReverseChain`; all noise comes from one CPU generator per sample, so a sample
+does not depend on the batch it is drawn in.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from functools import lru_cache
 import torch
 from monai.inferers import Inferer
 
-from .inpainting import LesionInpaintingSampler, _noise_like
+from .steps import ReverseChain, sample_noise
 
 
 def _cubic(x: torch.Tensor) -> torch.Tensor:
@@ -129,26 +129,24 @@ class ReferenceGuidedSampler(Inferer):
     """Unconditional DDPM sampling steered by any number of :class:`GuidanceReference` (MONAI-inferer shaped).
 
     Args:
-        scheduler: a MONAI scheduler (its ``alphas_cumprod``); epsilon prediction.
+        scheduler: a MONAI scheduler: noise schedule, ``prediction_type`` and ``clip_sample`` (clamps each predicted
+            x_0; the guided output is not clamped).
         num_inference_steps: respace the T training steps to this many (None = all T, the paper's Eq. 2).
         eta: None = DDPM posterior steps (the paper); a float = DDIM steps with that stochasticity.
-        clip_denoised: clamp each predicted x_0 to [-1, 1] (the training range); the guided output is not clamped.
         progress: show a progress bar over the steps.
     """
 
     def __init__(self, scheduler, num_inference_steps: int | None = None, eta: float | None = None,
-                 clip_denoised: bool = True, progress: bool = False) -> None:
+                 progress: bool = False) -> None:
         super().__init__()
         self.scheduler = scheduler
-        self.chain = LesionInpaintingSampler(scheduler, num_inference_steps, jump_length=1, jump_n_sample=1, eta=eta,
-                                             replace_background=False, clip_denoised=clip_denoised)
+        self.chain = ReverseChain(scheduler, num_inference_steps, eta)
         self.timesteps = self.chain.timesteps
         self.progress = progress
         self.last_network_evaluations = 0
 
     def settings(self) -> dict:
-        return {"sampler": type(self).__name__, "num_train_timesteps": int(self.scheduler.num_train_timesteps),
-                "num_inference_steps": len(self.timesteps), "eta": self.chain.eta, "clip_denoised": self.chain.clip_denoised,
+        return {"sampler": type(self).__name__, **self.chain.settings(),
                 "guidance": "x += sum_s W_s (phi_Ns(y_s,t-1) - phi_Ns(x_t-1)) while t >= a_s (t = 1..T)"}
 
     @torch.no_grad()
@@ -169,7 +167,7 @@ class ReferenceGuidedSampler(Inferer):
             raise ValueError(f"need one generator per sample ({shape[0]}), got {len(generators)}")
         device = torch.device(device) if device is not None else (references[0].image.device if references else torch.device("cpu"))
         template = torch.empty(shape, device=device)
-        x = _noise_like(template, generators)
+        x = sample_noise(template, generators)
         indices = range(len(self.timesteps) - 1, -1, -1)
         if self.progress:
             from tqdm.auto import tqdm
@@ -177,11 +175,11 @@ class ReferenceGuidedSampler(Inferer):
             indices = tqdm(indices, desc="sampling", leave=False)
         for index in indices:
             timestep = self.timesteps[index]
-            eps = network(x, torch.full((shape[0],), timestep, device=device, dtype=torch.long))
-            x = self.chain.step_down(x, eps, index, _noise_like(template, generators))
+            model_output = network(x, self.chain.timestep(index, shape[0], device))
+            x = self.chain.step(model_output, x, index, sample_noise(template, generators))
             active = []
             for reference in references:  # one noise draw per reference and step, guided or not: fixed stream
-                noise = _noise_like(template, generators)
+                noise = sample_noise(template, generators)
                 if reference.guides(timestep):
                     active.append((reference, self.chain.forward_noise(reference.image.to(x), index - 1, noise)))
             x = refine(x, active)
