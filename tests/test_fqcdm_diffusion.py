@@ -180,6 +180,22 @@ def test_bundle_sampler_keeps_latent_samples_in_the_declared_range(acdc, autoenc
     assert LabelGuidedSampler(scheduler)(wrong, seg, (3, 8, 8), generators).abs().max() > 5 * high
 
 
+def test_bundle_sampler_respaces_and_switches_to_ddim_by_config(acdc, autoencoder_ckpt):
+    """Issue 18: ``num_inference_steps`` and ``ddim_eta`` choose fewer steps and DDIM; the default is all T DDPM steps."""
+    default = _parser("inference.json", acdc, autoencoder_ckpt).get_parsed_content("sampler")
+    assert default.settings()["num_inference_steps"] == 10 and default.settings()["step"] == "ddpm"
+    sampler = _parser("inference.json", acdc, autoencoder_ckpt, num_inference_steps=4, ddim_eta=0.0).get_parsed_content("sampler")
+    assert sampler.settings()["num_inference_steps"] == 4 and sampler.settings()["step"] == "ddim"
+    seen = []
+
+    def network(x, timesteps, seg):
+        seen.append(int(timesteps[0]))
+        return 0.5 * x
+
+    sampler(network, torch.zeros(1, 4, 8, 8), (3, 8, 8), [torch.Generator().manual_seed(0)])
+    assert seen == [9, 6, 3, 0] and sampler.last_network_evaluations == 4
+
+
 def test_slice_grid_matches_training_preprocessing_and_inverts_it(acdc, autoencoder_ckpt):
     """Synthesis brings labels to the model grid exactly as the training transforms do, and returns to the label grid."""
     from pathosynth.synthesis import SliceGrid
