@@ -258,3 +258,42 @@ def test_bundle_refuses_an_unwritable_output_folder_before_synthesis(phantom_dir
     blocker.write_text("")
     message = _refused(phantom_dir, blocker / "synthetic")
     assert f"output_dir {(blocker / 'synthetic').resolve()} is not writable" in message and "assigned" not in message
+
+
+def _rank_main(rank: int, store: str, cases: list, out: str, results) -> None:
+    """One rank of a 2-process (gloo) group that runs the writer twice into ``out``: with seed 0, then seed 1;
+    reports "ok <entries> <calls>" or the refusal, per run."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        for seed in (0, 1):
+            try:
+                runner, synthesizer = _runner(cases, out, seed=seed)
+                results.put((rank, seed, f"ok {len(runner.run().get('training', []))} {synthesizer.calls}"))
+            except OutputFolderError as refusal:
+                results.put((rank, seed, f"refused {refusal}"))
+            except Exception as error:  # any other failure is reported, never left for the test to wait on
+                results.put((rank, seed, f"failed {error!r}"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_ranks_of_one_run_share_the_folder_and_a_refusal_reaches_every_rank(cases, tmp_path):
+    """torchrun-style: rank 0 holds the lock and claims the folder, rank 1 writes its share beside it; a rerun with
+    another seed is refused on both ranks with the same message (no rank is left waiting)."""
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    args = (str(tmp_path / "store"), cases, str(tmp_path / "out"), results)
+    procs = [context.Process(target=_rank_main, args=(rank, *args)) for rank in (0, 1)]
+    for proc in procs:
+        proc.start()
+    outcome = {(rank, seed): text for rank, seed, text in (results.get(timeout=120) for _ in range(4))}
+    for proc in procs:
+        proc.join(timeout=60)
+    assert outcome[0, 0] == "ok 3 2" and outcome[1, 0] == "ok 0 1", "3 cases split 2 + 1, one datalist from rank 0"
+    refusal = outcome[0, 1]
+    assert refusal.startswith("refused") and "base_seed: 0 in the folder, 1 now" in refusal and outcome[1, 1] == refusal

@@ -105,7 +105,7 @@ class SyntheticDatasetWriter:
         """Rank 0 checks the folder (writable, unlocked, same identity or ``overwrite``), takes the lock and records
         the identity; every rank raises rank 0's refusal, so nothing is synthesised anywhere."""
         rank, _ = _distributed().rank_and_world()
-        verdict = None
+        refusal: Exception | None = None
         if rank == 0:
             try:
                 check_writable(self.output_dir)
@@ -117,10 +117,13 @@ class SyntheticDatasetWriter:
                 check_writable(self.output_dir, (*self.format.folders, RECORDS_FOLDER))
             except Exception as error:  # every rank must hear of it, or the others wait forever
                 self.close()
-                verdict = error
-        verdict = _distributed().broadcast_from_rank0(verdict)
-        if verdict is not None:
-            raise verdict
+                refusal = error
+        # the message, not the exception, crosses processes (any exception type pickles as text)
+        message = _distributed().broadcast_from_rank0(None if refusal is None else str(refusal))
+        if refusal is not None:
+            raise refusal
+        if message is not None:
+            raise OutputFolderError(message)
 
     def close(self) -> None:
         if self._lock is not None:
