@@ -59,6 +59,9 @@ def test_bundle_has_the_files_model_zoo_requires(bundle):
     for entry in entries:
         assert set(entry) == {"path", "url", "hash_val", "hash_type"}, entry
         assert entry["path"].startswith("models/") and entry["hash_type"] in ZOO_HASH_TYPES
+    docs = (root / "docs" / "README.md").read_text()
+    for section in ("## Authors", "## Tags", "## System Configuration", "## Citation"):  # the zoo's README template
+        assert f"\n{section}\n" in docs, f"{bundle}: docs/README.md has no {section} section"
     readme = (root / "models" / "README.md").read_text()
     assert "pack" in readme and "--weights" in readme and "run training" in readme
     assert all(Path(p).name in readme for p in paths)
