@@ -19,15 +19,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow, verify_metadata, verify_net_in_out
-from monai.utils import get_equivalent_dtype
-
 from conftest import BUNDLES, ROOT, run_bundle
+from monai.bundle import (
+    ConfigParser,
+    ConfigWorkflow,
+    verify_metadata,
+    verify_net_in_out,
+)
+from monai.utils import get_equivalent_dtype
 from pathosynth.cli import merge_repeated_flags
 from pathosynth.deploy import PackError, pack_bundle
 from pathosynth.engines import export_monai_model
 
 ALL_BUNDLES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
+IMAGE_SHAPE_ID = "_meta_#network_data_format#inputs#image#spatial_shape"
 SCHEMA = ROOT.parent / "shared" / "monai" / "meta_schema_20240725.json"
 ZOO_HASH_TYPES = {"md5", "sha1", "sha256", "sha512"}  # what model-zoo's download step accepts
 ZOO_MAX_FILE_BYTES = 25 * 1024 * 1024  # larger files go through large_files.yml
@@ -51,7 +56,9 @@ def test_bundle_has_the_files_model_zoo_requires(bundle):
     path, url, hash_val, hash_type) since no weights are committed, models/README.md saying how to make them, and
     no committed file over the zoo's 25 MB limit."""
     root = BUNDLES / bundle
-    for required in ("configs/metadata.json", "LICENSE", "configs/inference.json", "docs/README.md", "models/README.md"):
+    required_files = ("configs/metadata.json", "LICENSE", "configs/inference.json", "docs/README.md",
+                      "models/README.md")
+    for required in required_files:
         assert (root / required).is_file(), f"{bundle}: {required} is missing"
     entries = ConfigParser.load_config_file(root / "large_files.yml")["large_files"]
     paths = [entry["path"] for entry in entries]
@@ -130,7 +137,7 @@ def test_network_def_passes_verify_net_in_out(bundle):
     verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"),
                       config_file=str(root / "configs" / "inference.json"), bundle_root=str(root), device="cpu",
                       extra_forward_args=extra,
-                      **{"_meta_#network_data_format#inputs#image#spatial_shape": _small(inputs["image"]["spatial_shape"])})
+                      **{IMAGE_SHAPE_ID: _small(inputs["image"]["spatial_shape"])})
 
 
 def _write_weights(bundle: str, configs: list[Path], overrides: dict, ckpt_dir: Path) -> dict[str, dict]:
@@ -144,7 +151,8 @@ def _write_weights(bundle: str, configs: list[Path], overrides: dict, ckpt_dir: 
     for net_id, name in INFERENCE_WEIGHTS[bundle].items():
         network = parser.get_parsed_content(net_id)
         states[net_id] = {k: v.clone() for k, v in network.state_dict().items()}
-        metadata = parser.get_parsed_content("vocabulary").metadata() if bundle == "text_edge_controlnet" and net_id == "network_def" else {}
+        with_vocabulary = bundle == "text_edge_controlnet" and net_id == "network_def"  # its prompt tokenizer
+        metadata = parser.get_parsed_content("vocabulary").metadata() if with_vocabulary else {}
         checkpoint = {"network": states[net_id], "metadata": metadata}
         if name == "model.pt":
             torch.save(checkpoint, ckpt_dir / "trained.pt")
@@ -159,8 +167,9 @@ PROPERTY_CASES = [
     ("lesion_inpainting", "train", "train.json", "phantom_dir"),
     ("lesion_mask_diffusion", "train", "train.json", "phantom_dir"),
     ("reference_guided_ddpm", "train", "train.json", "phantom_dir"),
-    pytest.param("label_guided_latent_diffusion", "train", "train_autoencoder.json", "acdc_phantom_dir", marks=pytest.mark.xfail(
-        strict=True, reason="MONAI's TrainProperties require train#inferer; the adversarial VQ trainer calls its networks directly")),
+    pytest.param("label_guided_latent_diffusion", "train", "train_autoencoder.json", "acdc_phantom_dir",
+                 marks=pytest.mark.xfail(strict=True, reason="MONAI's TrainProperties require train#inferer; the "
+                                         "adversarial VQ trainer calls its networks directly")),
     ("text_edge_controlnet", "train", "train_diffusion.json", "acdc_phantom_dir"),
     ("lesion_inpainting", "infer", "inference.json", "phantom_dir"),
     ("lesion_mask_diffusion", "infer", "inference.json", "phantom_dir"),
@@ -177,7 +186,8 @@ def test_monai_workflow_property_checks_pass(bundle, workflow_type, config, data
     optional ones use MONAI's ids; inference with untrained weights in models/, smoke-sized networks."""
     root = BUNDLES / bundle
     configs = [root / "configs" / config, root / "configs" / "smoke.json"]
-    overrides = {"dataset_dir": str(request.getfixturevalue(data)), "output_dir": str(tmp_path / "out"), "bundle_root": str(tmp_path)}
+    overrides = {"dataset_dir": str(request.getfixturevalue(data)), "output_dir": str(tmp_path / "out"),
+                 "bundle_root": str(tmp_path)}
     if workflow_type == "infer":
         _write_weights(bundle, configs, overrides, tmp_path / "models")
     else:
@@ -225,15 +235,16 @@ def test_text_edge_archive_finds_both_checkpoints(acdc_phantom_dir, tmp_path):
         metadata = parser.get_parsed_content("vocabulary").metadata() if net_id == "network_def" else {}
         trained.mkdir(exist_ok=True)
         torch.save({"network": states[net_id], "metadata": metadata}, trained / name)
-    archive = pack_bundle(BUNDLES / bundle, tmp_path / "dist", weights=[trained / "text_diffusion.pt", trained / "controlnet.pt"],
-                          overlays=["smoke.json"])
+    archive = pack_bundle(BUNDLES / bundle, tmp_path / "dist", overlays=["smoke.json"],
+                          weights=[trained / "text_diffusion.pt", trained / "controlnet.pt"])
     with zipfile.ZipFile(archive) as handle:
         handle.extractall(tmp_path / "unpacked")
     unpacked = tmp_path / "unpacked" / bundle
     assert {p.name for p in (unpacked / "models").glob("*.pt")} == {"model.pt", "controlnet.pt"}
     packed = ConfigParser()
     packed.read_config(str(unpacked / "configs" / "inference.json"))
-    packed.update({"bundle_root": str(unpacked), "dataset_dir": str(acdc_phantom_dir), "device": "$torch.device('cpu')"})
+    packed.update({"bundle_root": str(unpacked), "dataset_dir": str(acdc_phantom_dir),
+                   "device": "$torch.device('cpu')"})
     for net_id, loaded_id in (("network_def", "network"), ("controlnet_def", "controlnet")):
         loaded = packed.get_parsed_content(loaded_id).state_dict()
         assert all(torch.equal(loaded[k], v) for k, v in states[net_id].items())
@@ -251,6 +262,7 @@ def test_bundle_runs_from_another_working_directory(phantom_dir, tmp_path):
     elsewhere.mkdir()
     env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     run_bundle("inference", "lesion_inpainting", ["inference.json", "smoke.json"],
-               {"bundle_root": bundle, "dataset_dir": phantom_dir, "max_cases": 1, "progress": False}, cwd=elsewhere, env=env)
+               {"bundle_root": bundle, "dataset_dir": phantom_dir, "max_cases": 1, "progress": False},
+               cwd=elsewhere, env=env)
     assert json.loads((bundle / "eval" / "synthetic" / "datalist.json").read_text())["training"]
     assert not any(elsewhere.iterdir())
