@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UserInputError
 from .atomic import sha256_file, write_json
 
 IDENTITY_FILE = "output_identity.json"
@@ -33,7 +34,7 @@ RECORDS_FOLDER = "provenance"
 OVERWRITE_HINT = "pass --overwrite true to delete"
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(UserInputError):
     """The output folder cannot be written by this run: the message names the folder, the problem and the way out."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pathosynth
 
+from ..errors import UserInputError
 from .atomic import write_json
 from .image_formats import NiftiFormat, PngFormat, SyntheticSample
 from .output_folder import (
@@ -53,7 +54,7 @@ def _distributed():
     return distributed
 
 
-class SampleCountError(ValueError):
+class SampleCountError(UserInputError):
     """A sample-count config value is not a whole number in range; the message names the key."""
 
 

@@ -27,6 +27,7 @@ import torch
 
 from ..data.medmnist import write_medmnist_npz
 from ..diffusion.class_conditional import null_class_labels
+from ..errors import UserInputError
 from ..io.synthetic_dataset import OutputIdentity, PngFormat, SyntheticDatasetWriter, SyntheticSample, sample_count
 from ..seeding import derive_seed
 
@@ -65,7 +66,7 @@ class ClassBalancedSynthesis:
         if isinstance(num_per_class, Mapping):
             unknown = sorted(set(num_per_class) - set(self.class_names))
             if unknown:
-                raise ValueError(f"num_per_class names classes {unknown} that the model does not know "
+                raise UserInputError(f"num_per_class names classes {unknown} that the model does not know "
                                  f"({self.class_names})")
             counts = {c: sample_count(num_per_class[c], f"num_per_class[{c!r}]", minimum=0)
                       for c in self.class_names if c in num_per_class}
