@@ -50,7 +50,8 @@ def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion
 
     Each layout is checked against its own label semantics: EMIDEC's, ACDC's, a datalist's ``labels`` (EMIDEC's when it
     declares none), a MedMNIST npz's splits and classes. ``--labels`` (checked against the data's own) and
-    ``--lesion_classes`` (default: the MI / PMO classes among the labels) check the data as a bundle configured so would.
+    ``--lesion_classes`` (default: the MI / PMO classes among the labels) check the data as a bundle configured so
+    would.
     """
     from .data import dataset_labels, find_npz, label_meaning
     from .io.exports import parse_option
@@ -60,7 +61,8 @@ def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion
     declared = dataset_labels(None if datalist else dataset_dir, datalist)
     name, own = declared if declared else ("EMIDEC (the default: the data declares no labels)", EMIDEC_LABELS)
     labels = dict(parse_option(labels) or own)
-    lesions = [c for c in labels if label_meaning(c) in ("MI", "PMO")] if lesion_classes is None else _as_list(lesion_classes)
+    lesions = _as_list(lesion_classes) if lesion_classes is not None else [
+        c for c in labels if label_meaning(c) in ("MI", "PMO")]
     cases = load_cases(dataset_dir, datalist, labels=labels, lesion_classes=lesions)
     return f"{len(cases)} cases passed validation against the labels {labels} of {name}"
 
@@ -83,7 +85,8 @@ def _validate_npz(path: Path) -> str:
     names, lines = dataset_class_names(path), []
     for split in medmnist_splits(path):
         _, classes = read_medmnist_split(path, split)
-        counts = {(names[v] if names and v < len(names) else int(v)): int(n) for v, n in zip(*np.unique(classes, return_counts=True))}
+        values, numbers = np.unique(classes, return_counts=True)
+        counts = {(names[v] if names and v < len(names) else int(v)): int(n) for v, n in zip(values, numbers)}
         lines.append(f"{path} {split}: {len(classes)} images passed validation, per class {counts}")
     return "\n".join(lines)
 

@@ -125,7 +125,8 @@ def discover_acdc(dataset_dir: str | os.PathLike) -> list[dict]:
             if "image" not in files:
                 problems.append(f"{case_id}: label {files['label']} has no image {folder / (case_id + '.nii.gz')}")
                 continue
-            record = {"case_id": case_id, "image": str(files["image"].resolve()), "label": str(files["label"].resolve()),
+            record = {"case_id": case_id, "image": str(files["image"].resolve()),
+                      "label": str(files["label"].resolve()),
                       "group": info.get("Group") or None, "patient": patient, "phase": phases[int(frame)]}
             records.append({k: v for k, v in record.items() if v is not None})  # unknown facts are absent, never None
     if problems:

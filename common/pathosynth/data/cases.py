@@ -72,8 +72,8 @@ def load_cases(
     return records
 
 
-def check_data_labels(labels: Mapping[str, int], dataset_dir: str | None = None, datalist: str | os.PathLike | None = None,
-                      source: str = "") -> None:
+def check_data_labels(labels: Mapping[str, int], dataset_dir: str | None = None,
+                      datalist: str | os.PathLike | None = None, source: str = "") -> None:
     """Refuse ``labels`` that contradict the data's own: its layout's (EMIDEC, ACDC) or its datalist's ``labels``."""
     declared = dataset_labels(None if datalist else dataset_dir, datalist)
     if declared is not None:
@@ -83,11 +83,11 @@ def check_data_labels(labels: Mapping[str, int], dataset_dir: str | None = None,
 def path_list(value: str | os.PathLike | Sequence[str | os.PathLike], key: str) -> list[str]:
     """A config value naming one file or several as a list of paths: ``--train_datalists FILE`` (a string) is one
     file, not a list of characters. Anything else is a DatasetError naming the config key."""
-    if isinstance(value, (str, os.PathLike)):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, (str, os.PathLike)) and str(v) for v in value):
+    items = [value] if isinstance(value, (str, os.PathLike)) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, (str, os.PathLike)) and str(v)
+                                                                    for v in items):
         raise DatasetError(f"`{key}` must be a file path or a non-empty list of file paths, got {value!r}")
-    return [str(v) for v in value]
+    return [str(v) for v in items]
 
 
 def load_image_cases(datalist: str | os.PathLike | Sequence[str | os.PathLike], datalist_key: str = "training") -> list[dict]:

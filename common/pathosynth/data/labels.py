@@ -54,15 +54,18 @@ def parse_label_map(mapping: Mapping, source: str = "labels") -> dict[str, int]:
     """Class name -> value from either form in use: ours / nnU-Net v2 (``{"LV": 1}``) or MSD's dataset.json
     (``{"1": "LV"}``, value -> name)."""
     if not isinstance(mapping, Mapping) or not mapping:
-        raise DatasetError(f"{source} must be a non-empty mapping of class name -> value (or MSD's value -> name), got {mapping!r}")
+        raise DatasetError(f"{source} must be a non-empty mapping of class name -> value (or MSD's value -> name), "
+                           f"got {mapping!r}")
     if all(str(key).strip().isdigit() for key in mapping) and all(isinstance(v, str) for v in mapping.values()):
         return {str(name): int(key) for key, name in mapping.items()}
     if all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
         return {str(name): int(value) for name, value in mapping.items()}
-    raise DatasetError(f"{source} must map class names to integer values (or MSD's value strings to names), got {dict(mapping)}")
+    raise DatasetError(f"{source} must map class names to integer values (or MSD's value strings to names), "
+                       f"got {dict(mapping)}")
 
 
-def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str, int], dataset: str, source: str = "") -> None:
+def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str, int], dataset: str,
+                          source: str = "") -> None:
     """Refuse a config whose ``labels`` contradict what the dataset's values mean.
 
     A value named differently (by meaning) in config and dataset, or one meaning at two values, is an error naming
@@ -74,14 +77,18 @@ def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str
     problems = []
     for name, value in labels.items():
         meaning = label_meaning(name)
-        if int(value) in meaning_at and meaning_at[int(value)] != meaning:
-            problems.append(f"label {value} is the {meaning_at[int(value)]} in {dataset} but the config calls {value} '{name}'")
-        elif meaning in value_of and value_of[meaning] != int(value):
-            problems.append(f"the config calls {value} '{name}' but the {meaning} is label {value_of[meaning]} in {dataset}")
+        value = int(value)
+        if value in meaning_at and meaning_at[value] != meaning:
+            problems.append(f"label {value} is the {meaning_at[value]} in {dataset} "
+                            f"but the config calls {value} '{name}'")
+        elif meaning in value_of and value_of[meaning] != value:
+            problems.append(f"the config calls {value} '{name}' but the {meaning} is label {value_of[meaning]} "
+                            f"in {dataset}")
     if problems:
         where = f"{source}: " if source else ""
-        raise DatasetError(f"{where}" + "; ".join(problems) + f" (labels of {dataset}: {dict(dataset_labels)}; config `labels`: "
-                           f"{dict(labels)}). Set `labels` to the dataset's, or use data labelled as the config says.")
+        raise DatasetError(f"{where}" + "; ".join(problems) + f" (labels of {dataset}: {dict(dataset_labels)}; "
+                           f"config `labels`: {dict(labels)}). Set `labels` to the dataset's, or use data labelled as "
+                           "the config says.")
 
 
 def class_values(labels: Mapping[str, int], class_names: Sequence[str]) -> list[int]:

@@ -73,7 +73,8 @@ def discover_emidec(dataset_dir: str | os.PathLike) -> list[dict]:
 def read_json(path: Path, what: str = "datalist") -> object:
     """The parsed JSON file, or a DatasetError naming it (missing, a folder, unreadable, not JSON)."""
     if path.is_dir():
-        raise DatasetError(f"{what} {path} is a folder, not a JSON file; pass the datalist file itself (e.g. {path / 'datalist.json'})")
+        raise DatasetError(f"{what} {path} is a folder, not a JSON file; pass the datalist file itself "
+                           f"(e.g. {path / 'datalist.json'})")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -86,7 +87,8 @@ def read_json(path: Path, what: str = "datalist") -> object:
 
 def _entry_path(path: Path, index: int, key: str, field: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise DatasetError(f"datalist {path}: entry {index} of '{key}' has {field!r}: {value!r}; it must be a file path (a string)")
+        raise DatasetError(f"datalist {path}: entry {index} of '{key}' has {field!r}: {value!r}; "
+                           "it must be a file path (a string)")
     return value
 
 

@@ -37,8 +37,9 @@ MEDMNIST_CLASSES = {
     "octmnist": ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
 }
 
-__all__ = ["MEDMNIST_CLASSES", "as_unit_images", "check_class_names", "check_image_shape", "find_npz", "read_labelled_images", "read_medmnist_split", "stratified_fraction", "medmnist_records",
-           "write_medmnist_npz"]
+__all__ = ["MEDMNIST_CLASSES", "as_unit_images", "check_class_names", "check_image_shape", "dataset_class_names",
+           "find_npz", "medmnist_records", "medmnist_splits", "read_labelled_images", "read_medmnist_split",
+           "stratified_fraction", "write_medmnist_npz"]
 
 
 def find_npz(dataset: str | os.PathLike) -> Path:
@@ -70,7 +71,8 @@ def _read_arrays(path: Path, names: Sequence[str] | None = None) -> tuple[list[s
 def medmnist_splits(dataset: str | os.PathLike) -> list[str]:
     """The splits (``train``, ``val``, ...) an npz holds images and labels for."""
     keys = set(_read_arrays(find_npz(dataset))[0])
-    return sorted(k[: -len("_images")] for k in keys if k.endswith("_images") and k[: -len("_images")] + "_labels" in keys)
+    return sorted(k[: -len("_images")] for k in keys
+                  if k.endswith("_images") and k[: -len("_images")] + "_labels" in keys)
 
 
 def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +80,8 @@ def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tup
     path = find_npz(dataset)
     keys = _read_arrays(path)[0]
     if f"{split}_images" not in keys or f"{split}_labels" not in keys:
-        raise DatasetError(f"{path}: no split '{split}' (keys {sorted(keys)}; need '{split}_images' and '{split}_labels')")
+        raise DatasetError(f"{path}: no split '{split}' (keys {sorted(keys)}; "
+                           f"need '{split}_images' and '{split}_labels')")
     arrays = _read_arrays(path, [f"{split}_images", f"{split}_labels"])[1]
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     if images.ndim not in (3, 4) or len(images) == 0:
@@ -100,8 +103,8 @@ def _warn_degenerate(path: Path, split: str, images: np.ndarray, labels: np.ndar
     """Data that loads but teaches little: one class only (nothing to condition on or tell apart), constant images."""
     classes = np.unique(labels)
     if len(classes) == 1:
-        logger.warning(f"{path}: every one of the {len(labels)} {split} images is class {int(classes[0])}; a class-conditional "
-                       "model or a classifier learns nothing from a single class")
+        logger.warning(f"{path}: every one of the {len(labels)} {split} images is class {int(classes[0])}; "
+                       "a class-conditional model or a classifier learns nothing from a single class")
     flat = images.reshape(len(images), -1)
     constant = int((flat.min(axis=1) == flat.max(axis=1)).sum())
     if constant:
@@ -119,7 +122,8 @@ def check_class_names(dataset: str | os.PathLike, class_names: Sequence[str]) ->
     if known is None:
         return
     path = find_npz(dataset)
-    problems = [f"class {i} is '{known[i]}' in {path.stem} but the config calls {i} '{name}'" for i, name in enumerate(class_names)
+    problems = [f"class {i} is '{known[i]}' in {path.stem} but the config calls {i} '{name}'"
+                for i, name in enumerate(class_names)
                 if i < len(known) and normalise_label_name(name) != normalise_label_name(known[i])]
     if len(class_names) != len(known):
         problems.append(f"{path.stem} has {len(known)} classes but the config's class_names {len(class_names)}")
@@ -209,7 +213,8 @@ def read_labelled_images(source: str | os.PathLike, split: str = "train", datali
     images, labels = [], []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
-            raise DatasetError(f"{path}: entry {index} of '{datalist_key}' needs an 'image' file path (a string), got {entry!r}")
+            raise DatasetError(f"{path}: entry {index} of '{datalist_key}' needs an 'image' file path (a string), "
+                               f"got {entry!r}")
         file = path.parent / entry["image"]
         if not file.is_file():
             raise DatasetError(f"{path}: image {file} does not exist")

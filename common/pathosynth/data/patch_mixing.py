@@ -104,7 +104,7 @@ def _variants_of_datalist(path: str | os.PathLike, labels: Mapping[str, int], ke
     """Validated variant records ({image, label, case_id, source_image, datalist}) of one synthetic datalist, and the
     problems of entries that cannot be paired."""
     records = read_datalist(path, key)  # image/label paths resolved, ids unique
-    check_data_labels(labels, datalist=path, source=f"synthetic datalist {path}")  # the variants' labels mean what ours do
+    check_data_labels(labels, datalist=path, source=f"synthetic datalist {path}")  # variant labels mean what ours do
     validate_cases(records, labels, source=f"synthetic datalist {path}")  # loads, shapes, affines, label values
     entries = json.loads(Path(path).read_text())[key]
     base = Path(path).resolve().parent

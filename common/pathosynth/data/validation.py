@@ -42,7 +42,8 @@ def warn_if_constant(case: str, path: str, image: np.ndarray) -> None:
     """An all-constant image loads and passes every check, yet carries nothing to learn (a blank export, a wrong
     file): worth a warning that names the file, not an error (a blank slice stack can be deliberate)."""
     if image.size and np.isfinite(image).all() and image.min() == image.max():
-        logger.warning(f"{case}: image {path} is constant (every voxel {image.flat[0]}); it holds no structure to learn from")
+        logger.warning(f"{case}: image {path} is constant (every voxel {image.flat[0]}); "
+                       "it holds no structure to learn from")
 
 
 def check_case(

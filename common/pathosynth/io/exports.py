@@ -126,8 +126,8 @@ def _portable(path: str, base: Path) -> str:
     return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
 
 
-def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "training", labels: Mapping[str, int] | None = None,
-                    dataset: str | None = None) -> dict:
+def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "training",
+                    labels: Mapping[str, int] | None = None, dataset: str | None = None) -> dict:
     """A decathlon datalist of all sets, readable by MONAI ``load_decathlon_datalist`` and our ``read_datalist``.
 
     Entries: image, label, case_id (unique across sets), source_case_id, set and, when known, source_image
@@ -143,7 +143,8 @@ def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "tra
                         "source_case_id": record["case_id"], "set": name} | known)
     names = [name for name, _ in sets]
     datalist = {"description": f"pathosynth export of sets {names}; relative paths are relative to this file's folder"}
-    datalist |= ({"name": str(dataset)} if dataset else {}) | ({"labels": {str(int(v)): str(k) for k, v in labels.items()}} if labels else {})
+    datalist |= {"name": str(dataset)} if dataset else {}
+    datalist |= {"labels": {str(int(v)): str(k) for k, v in labels.items()}} if labels else {}
     datalist[key] = entries
     if _needs_write(out, content=datalist):
         write_json(out, datalist)
