@@ -186,6 +186,19 @@ def test_num_samples_per_case_must_be_a_whole_number_of_at_least_one(cases, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_the_synthetic_datalist_records_its_label_semantics_and_other_semantics_refuse_it(cases, tmp_path):
+    """A synthetic datalist says what its label values mean, so a bundle configured for other labels refuses it."""
+    from pathosynth.data import DatasetError, load_cases
+
+    runner, _ = _runner(cases, tmp_path / "out", labels={"background": 0, "MI": 1})
+    runner.run()
+    datalist = tmp_path / "out" / "datalist.json"
+    assert json.loads(datalist.read_text())["labels"] == {"0": "background", "1": "MI"}
+    assert len(load_cases(datalist=str(datalist), labels={"background": 0, "MI": 1})) == 3
+    with pytest.raises(DatasetError, match="label 1"):
+        load_cases(datalist=str(datalist), labels={"background": 0, "RV": 1})
+
+
 def test_an_unwritable_output_folder_is_an_error_before_synthesis(cases, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -64,6 +64,12 @@ def parse_label_map(mapping: Mapping, source: str = "labels") -> dict[str, int]:
                        f"got {dict(mapping)}")
 
 
+def datalist_label_map(labels: Mapping[str, int] | None) -> dict:
+    """The ``"labels"`` entry a datalist we write carries (MSD's value -> name form), so a bundle configured for labels
+    that mean something else refuses the list (:func:`check_label_semantics`); {} when the labels are unknown."""
+    return {"labels": {str(int(value)): str(name) for name, value in labels.items()}} if labels else {}
+
+
 def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str, int], dataset: str,
                           source: str = "") -> None:
     """Refuse a config whose ``labels`` contradict what the dataset's values mean.

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from ..data.labels import datalist_label_map
 from ..io.synthetic_dataset import NiftiFormat, OutputIdentity, SyntheticDatasetWriter, SyntheticSample, sample_count
 from ..seeding import derive_seed
 
@@ -48,6 +49,8 @@ class SynthesisRunner:
         preview_cases: how many cases the preview PNG shows (0 = none).
         preview_labels: label values shown in the preview's mask panel (None = every non-zero label).
         progress: show a progress bar.
+        labels: class name -> value of the written label maps, recorded in ``datalist.json`` so that a bundle
+            configured for other label semantics refuses the synthetic list.
         inputs: what else the cases came from (the datalist file, the dataset folder): never written.
         overwrite: delete the output folder's earlier synthetic outputs and start over (else a folder written with
             other settings is refused).
@@ -69,6 +72,7 @@ class SynthesisRunner:
         inputs: Sequence[str | os.PathLike | None] = (),
         overwrite: bool = False,
         settings: Mapping | None = None,
+        labels: Mapping[str, int] | None = None,
     ) -> None:
         self.num_samples = sample_count(num_samples_per_case, "num_samples_per_case")
         self.cases = list(cases)
@@ -84,7 +88,8 @@ class SynthesisRunner:
             self.output_dir, NiftiFormat(preview_cases, preview_labels), identity, inputs=[*inputs, *case_files],
             overwrite=overwrite, progress=progress, entry_keys={"source_case_id": "case_id"},
             datalist_info={"name": self.bundle.get("name", "pathosynth"), "bundle_version": self.bundle.get("version"),
-                           "description": "synthetic cases; paths are relative to this file's folder"})
+                           "description": "synthetic cases; paths are relative to this file's folder",
+                           **datalist_label_map(labels)})
 
     def jobs(self) -> list[tuple[Mapping, int]]:
         """All (case, sample index) pairs in a fixed order; rank r takes every world-th one."""

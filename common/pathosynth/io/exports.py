@@ -24,6 +24,7 @@ import nibabel as nib
 import pathosynth
 
 from ..data import EMIDEC_LABELS, load_cases, validate_cases
+from ..data.labels import datalist_label_map
 from .atomic import atomic_path, write_json
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -144,7 +145,7 @@ def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "tra
     names = [name for name, _ in sets]
     datalist = {"description": f"pathosynth export of sets {names}; relative paths are relative to this file's folder"}
     datalist |= {"name": str(dataset)} if dataset else {}
-    datalist |= {"labels": {str(int(v)): str(k) for k, v in labels.items()}} if labels else {}
+    datalist |= datalist_label_map(labels)
     datalist[key] = entries
     if _needs_write(out, content=datalist):
         write_json(out, datalist)
