@@ -66,6 +66,10 @@ def test_wrong_type_or_length_names_key_form_and_value():
     assert _problems(unet_channels=[8, "a"]) == [
         "--unet_channels expects a list of integers like its default [64, 128, 256], got [8, 'a']"]
     assert _problems(labels=3) == ["--labels expects a dict like its default {'MI': 3}, got 3"]
+    three_d = {"spatial_dims": 3, "image_size": [32, 32]}  # a 2-D smoke size under volumes_3d.json's spatial_dims
+    assert override_problems(three_d, {"image_size": [16, 16, 8]}) == []
+    assert override_problems(three_d, {"image_size": [16]}) == [
+        "--image_size expects 2 entries like its default [32, 32] or one per spatial dimension (spatial_dims 3), got [16]"]
 
 
 def test_command_line_is_read_as_monai_bundle_run_reads_it():

@@ -135,7 +135,8 @@ def override_problems(config: Mapping, overrides: Mapping, sources: Sequence[str
       reports it when built;
     - a value whose form differs from the default's: an int, float or bool default needs that type (a bool
       also takes true/false, yes/no, on/off, 1/0 as :func:`as_flag` reads them); a list default needs a list with
-      elements of the default's element type, and, for keys naming a size, spacing or range, as many entries;
+      elements of the default's element type, and, for keys naming a size, spacing or range, as many entries (or
+      ``spatial_dims`` entries, where the config has that key);
       a dict default needs a dict.
 
     A null default accepts anything, an expression default (``$...``, ``@...``) cannot be typed, and a value
@@ -144,6 +145,8 @@ def override_problems(config: Mapping, overrides: Mapping, sources: Sequence[str
     from monai.bundle import ConfigParser
 
     parser = ConfigParser(dict(config))
+    spatial_dims = overrides.get("spatial_dims", config.get("spatial_dims"))
+    spatial_dims = spatial_dims if isinstance(spatial_dims, int) and not isinstance(spatial_dims, bool) else None
     where = f" (not in {', '.join(sources)})" if sources else ""
     problems = []
     for key, value in overrides.items():
@@ -164,7 +167,7 @@ def override_problems(config: Mapping, overrides: Mapping, sources: Sequence[str
             else:
                 problems.append(f"--{key} is not a config key{where}{_suggestion(parser, key)}")
             continue
-        problem = _form_problem(parser[key], value) or _fixed_length_problem(key, parser[key], value)
+        problem = _form_problem(parser[key], value) or _fixed_length_problem(key, parser[key], value, spatial_dims)
         if problem:
             problems.append(f"--{key} {problem}, got {value!r}")
     return problems
@@ -267,8 +270,14 @@ def _form_problem(default, value) -> str | None:
     return None
 
 
-def _fixed_length_problem(key: str, default, value) -> str | None:
+def _fixed_length_problem(key: str, default, value, spatial_dims: int | None = None) -> str | None:
+    """A size, spacing or range keeps its number of entries, or takes one per spatial dimension when the config has a
+    ``spatial_dims`` (a 2-D config switched to 3-D on the command line gives its sizes a third entry)."""
     sized = key.rpartition("#")[2].endswith(_FIXED_LENGTH_SUFFIXES)
-    if sized and isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)) and len(value) != len(default):
-        return f"expects {len(default)} entries like its default {list(default)!r}"
-    return None
+    if not (sized and isinstance(default, (list, tuple)) and isinstance(value, (list, tuple))):
+        return None
+    if len(value) in (len(default), spatial_dims):
+        return None
+    switched = spatial_dims not in (None, len(default))
+    also = f" or one per spatial dimension (spatial_dims {spatial_dims})" if switched else ""
+    return f"expects {len(default)} entries like its default {list(default)!r}{also}"
