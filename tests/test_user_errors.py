@@ -61,6 +61,8 @@ def test_wrong_type_or_length_names_key_form_and_value():
     assert _problems(roi_size=[48, 48]) == ["--roi_size expects 3 entries like its default [72, 72, 10], got [48, 48]"]
     assert _problems(max_steps="abc") == ["--max_steps expects an integer like its default 50000, got 'abc'"]
     assert _problems(max_steps=1.5) == ["--max_steps expects an integer like its default 50000, got 1.5"]
+    assert _problems(max_steps=[4, 4, 1]) == []  # a number may be given per spatial dimension (a factor per axis)
+    assert _problems(max_steps=[4, 0.5]) == ["--max_steps expects an integer like its default 50000, got [4, 0.5]"]
     assert _problems(amp="maybe") == ["--amp expects true or false like its default False, got 'maybe'"]
     assert _problems(learning_rate="fast") == ["--learning_rate expects a number like its default 0.0001, got 'fast'"]
     assert _problems(unet_channels=[8, "a"]) == [

@@ -134,7 +134,8 @@ def override_problems(config: Mapping, overrides: Mapping, sources: Sequence[str
       ids are suggested). A new argument of a component (a dict with ``_target_``) is accepted: the component
       reports it when built;
     - a value whose form differs from the default's: an int, float or bool default needs that type (a bool
-      also takes true/false, yes/no, on/off, 1/0 as :func:`as_flag` reads them); a list default needs a list with
+      also takes true/false, yes/no, on/off, 1/0 as :func:`as_flag` reads them; a number also takes a list of such
+      numbers, MONAI's one value per spatial dimension); a list default needs a list with
       elements of the default's element type, and, for keys naming a size, spacing or range, as many entries (or
       ``spatial_dims`` entries, where the config has that key);
       a dict default needs a dict.
@@ -259,7 +260,9 @@ def _form_problem(default, value) -> str | None:
     kind = _kind(default)
     if kind is None or _is_expression(default) or _is_expression(value):
         return None
-    if not _fits(kind, value):
+    per_axis = kind in ("int", "float") and isinstance(value, (list, tuple)) and bool(value) and all(
+        _fits(kind, v) for v in value)  # MONAI's "a number, or one per spatial dimension" (e.g. a factor per axis)
+    if not (_fits(kind, value) or per_axis):
         return f"expects {_FORM[kind]} like its default {default!r}"
     if kind != "list":
         return None
