@@ -16,7 +16,6 @@ import pytest
 from conftest import BUNDLES, ROOT, run_bundle
 from pathosynth.deploy import PackError, declared_requirements, pack_bundle
 from pathosynth.deploy.imports import code_closure, distribution_of
-from pathosynth.io.nifti import read_nifti
 
 ALL_BUNDLES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
 
@@ -81,6 +80,21 @@ def test_pack_refuses_undeclared_imports_and_missing_changelog(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def test_pack_requires_the_packages_monai_networks_import_when_built(tmp_path):
+    """MONAI's DiffusionModelUNet imports einops only when built with attention, which the import analysis of our code
+    cannot see (issue 17: four bundles crashed from a plain install); a bundle whose config builds one must declare
+    einops, and the message says which network needs it."""
+    bundle = tmp_path / "reference_guided_ddpm"
+    shutil.copytree(BUNDLES / "reference_guided_ddpm", bundle)
+    metadata_path = bundle / "configs" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    del metadata["required_packages_version"]["einops"]
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(PackError, match=r"einops: einops \(imported by .*monai DiffusionModelUNet \(a config\)"):
+        pack_bundle(bundle, tmp_path / "out")
+    assert "einops" in code_closure((BUNDLES / "reference_guided_ddpm" / "configs").glob("*.json")).required
+
+
 def test_declared_requirements_read_the_monai_metadata_keys():
     metadata = {"monai_version": "1.6.1", "pytorch_version": "2.13.0", "numpy_version": "2.4.6",
                 "required_packages_version": {"PyTorch_Ignite": "0.5.5", "pathosynth": "0.1.0"},
@@ -105,35 +119,6 @@ def inpainting_archive(phantom_dir, tmp_path_factory) -> Path:
 def _lesion_case(phantom_dir: Path) -> tuple[Path, Path]:
     image = sorted(phantom_dir.glob("Case_P*/Images/*.nii.gz"))[0]
     return image, image.parent.parent / "Contours" / image.name
-
-
-@pytest.mark.slow
-def test_archive_runs_inference_in_a_fresh_venv_from_its_declared_requirements(inpainting_archive, phantom_dir, tmp_path):
-    """The claim of a self-contained archive: a new virtual environment with only requirements.txt installed
-    (no pathosynth, no checkout) runs `python -m monai.bundle run inference` from the unpacked folder, with the
-    packed weights (models/model.pt) and the packed code, and writes cases whose background is the source's."""
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-compile", "-r", str(inpainting_archive / "requirements.txt")],
-                             capture_output=True, text=True, timeout=900)
-    assert install.returncode == 0, install.stderr[-3000:]
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True).stdout
-    assert "pathosynth" not in {p["name"] for p in json.loads(listed)}
-    out = tmp_path / "synthetic"
-    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)), "OMP_NUM_THREADS": "1"}
-    cmd = [str(python), "-m", "monai.bundle", "run", "inference", "--config_file", "['configs/inference.json','configs/smoke.json']",
-           "--dataset_dir", str(phantom_dir), "--output_dir", str(out), "--max_cases", "2", "--progress", "false"]
-    proc = subprocess.run(cmd, cwd=inpainting_archive, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    entries = json.loads((out / "datalist.json").read_text())["training"]
-    assert len(entries) == 2
-    for entry in entries:
-        synthetic, label = read_nifti(out / entry["image"])[0], read_nifti(out / entry["label"])[0]
-        source = read_nifti(entry["source_image"])[0]
-        outside = label < 3  # background, LV, myocardium: not a lesion
-        assert np.array_equal(synthetic[outside], source[outside])
-        assert (synthetic[~outside] != source[~outside]).any()
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ Why: a packed bundle carries only the code it runs and must declare every packag
 fails in a user's fresh environment far from here. Both answers come from reading the source (``ast``), not
 from importing it: every ``import`` statement counts, also inside functions, except those guarded by
 ``try: ... except ImportError`` — those are optional by construction (e.g. LIME with an occlusion fallback).
+MONAI networks that import a package lazily (``optional_import``) and fail only when built are listed in
+:data:`MONAI_LAZY_REQUIREMENTS`: a bundle whose configs or code use one needs that package as well.
 """
 
 from __future__ import annotations
@@ -21,6 +23,20 @@ from pathlib import Path
 PACKAGE = "pathosynth"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 _CONFIG_NAME = re.compile(r"\bpathosynth(?:\.[A-Za-z_]\w*)*")
+_CONFIG_MONAI_NAME = re.compile(r"\bmonai(?:\.[A-Za-z_]\w*)+")
+_CONFIG_TARGET = re.compile(r'"_target_"\s*:\s*"([A-Za-z_]\w*)"')  # bare names, which MONAI looks up in its own modules
+
+# MONAI classes -> packages they import lazily and need at construction. Read from MONAI 1.6's source: these
+# networks build ``SABlock`` / ``CrossAttentionBlock``, whose ``einops`` import is an ``optional_import`` that fails
+# only when a network with attention (or cross-attention conditioning) is instantiated, so neither the import
+# analysis nor a small smoke network without attention sees it. tests/test_fresh_install.py is the proof that the
+# list is complete for the bundles: it builds every network of every base config in a venv made from the
+# declared requirements only.
+MONAI_LAZY_REQUIREMENTS = {
+    "DiffusionModelUNet": "einops",
+    "SPADEDiffusionModelUNet": "einops",
+    "ControlNet": "einops",
+}
 
 
 @dataclass
@@ -30,6 +46,7 @@ class ModuleImports:
     internal: set[str] = field(default_factory=set)
     required: set[str] = field(default_factory=set)
     optional: set[str] = field(default_factory=set)
+    monai_names: set[str] = field(default_factory=set)  # names imported from monai (``from monai.x import Name``)
 
 
 def module_file(name: str) -> Path | None:
@@ -85,6 +102,8 @@ def module_imports(name: str) -> ModuleImports:
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
+            if (node.module or "").split(".")[0] == "monai" and not node.level:
+                found.monai_names |= {alias.name for alias in node.names}
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
                 base = f"{base}.{node.module}" if node.module else base
@@ -115,6 +134,17 @@ def config_modules(config_files: Iterable[str | Path]) -> set[str]:
     return set().union(*(_with_parents(n) for n in names)) if names else set()
 
 
+def config_monai_names(config_files: Iterable[str | Path]) -> set[str]:
+    """Last components of the MONAI names configs use (``monai.networks.nets.ControlNet`` -> ``ControlNet``) and
+    bare ``_target_`` names."""
+    names: set[str] = set()
+    for path in config_files:
+        text = Path(path).read_text()
+        names |= {match.rsplit(".", 1)[-1] for match in _CONFIG_MONAI_NAME.findall(text)}
+        names |= set(_CONFIG_TARGET.findall(text))
+    return names
+
+
 @dataclass
 class CodeClosure:
     """The pathosynth modules a set of configs needs (transitively) and the third-party names they import."""
@@ -129,10 +159,13 @@ class CodeClosure:
 
 def code_closure(config_files: Iterable[str | Path]) -> CodeClosure:
     """Follow pathosynth imports from the modules the configs name until nothing new appears."""
+    config_files = list(config_files)
     todo = sorted(config_modules(config_files))
     seen: set[str] = set()
     required: dict[str, set[str]] = {}
     optional: dict[str, set[str]] = {}
+    for monai_name in sorted(config_monai_names(config_files) & set(MONAI_LAZY_REQUIREMENTS)):
+        required.setdefault(MONAI_LAZY_REQUIREMENTS[monai_name], set()).add(f"monai {monai_name} (a config)")
     while todo:
         name = todo.pop()
         if name in seen:
@@ -144,6 +177,8 @@ def code_closure(config_files: Iterable[str | Path]) -> CodeClosure:
             required.setdefault(top, set()).add(name)
         for top in imports.optional:
             optional.setdefault(top, set()).add(name)
+        for monai_name in sorted(imports.monai_names & set(MONAI_LAZY_REQUIREMENTS)):
+            required.setdefault(MONAI_LAZY_REQUIREMENTS[monai_name], set()).add(f"monai {monai_name} ({name})")
     return CodeClosure(seen, required, optional)
 
 
