@@ -14,7 +14,7 @@ from pathlib import Path
 
 import monai
 import pytest
-from conftest import run_bundle
+from conftest import ROOT, run_bundle
 from pathosynth.data import DatasetError
 from pathosynth.errors import UserInputError, user_error_in
 from pathosynth.options import bundle_command_line, override_problems
@@ -162,3 +162,11 @@ def test_torchrun_summary_shows_the_message(phantom_dir, tmp_path):
     assert proc.returncode != 0
     message = "pathosynth: error: --roi_sise is not a config key"
     assert f"traceback : {message}" in proc.stderr and "To enable traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_ends_with_the_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pathosynth.cli", "validate", "--dataset_dir", str(tmp_path)],
+                          capture_output=True, text=True, check=False, cwd=ROOT)
+    assert proc.returncode == 1
+    assert _last_line(proc.stderr).startswith(f"pathosynth: error: dataset_dir {tmp_path} matches no known layout")
