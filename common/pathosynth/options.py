@@ -131,14 +131,13 @@ def override_problems(config: Mapping, overrides: Mapping, sources: Sequence[str
     (the merged config files) does not accept:
 
     - an id that is not in the config: a misspelling MONAI would silently add as a new key (the closest known
-      ids are suggested). A new argument of a component (a dict with ``_target_``) is accepted: the component
-      reports it when built;
+      ids are suggested). A new argument of a component (a dict with ``_target_``) is accepted when the target's
+      signature takes it (a target taking ``**kwargs`` takes anything);
     - a value whose form differs from the default's: an int, float or bool default needs that type (a bool
-      also takes true/false, yes/no, on/off, 1/0 as :func:`as_flag` reads them; a number also takes a list of such
-      numbers, MONAI's one value per spatial dimension); a list default needs a list with
-      elements of the default's element type, and, for keys naming a size, spacing or range, as many entries (or
-      ``spatial_dims`` entries, where the config has that key);
-      a dict default needs a dict.
+      also takes true/false, yes/no, on/off, 1/0 as :func:`as_flag` reads them; a number also takes a list of
+      such numbers, MONAI's one value per spatial dimension); a list default needs a list with elements of the
+      default's element type, and, for keys naming a size, spacing or range, as many entries (or ``spatial_dims``
+      entries, where the config has that key); a dict default needs a dict.
 
     A null default accepts anything, an expression default (``$...``, ``@...``) cannot be typed, and a value
     given as an expression, reference or macro (``$...``, ``@...``, ``%...``) is not checked here.
