@@ -88,6 +88,16 @@ def test_resume_with_other_data_or_settings_stops_before_any_step(data, tmp_path
     assert inference["dataset"] == {k: dataset_fingerprint(_cases(data))[k] for k in ("fingerprint", "count")}
 
 
+def test_a_base_model_file_is_compared_by_content_not_path(data, tmp_path):
+    """A ControlNet records the diffusion checkpoint it was trained on as {path, sha256}: a moved file still resumes,
+    a retrained one does not."""
+    ckpt = tmp_path / "ckpt"
+    _train(ckpt, _cases(data), metadata={"base": {"path": "/old/diffusion.pt", "sha256": "abc"}})
+    assert _train(ckpt, _cases(data), max_epochs=3, metadata={"base": {"path": "/new/diffusion.pt", "sha256": "abc"}})
+    with pytest.raises(UserInputError, match="base: .*'sha256': 'abc'.* in the checkpoint, .*'sha256': 'def'.* now"):
+        _train(ckpt, _cases(data), max_epochs=4, metadata={"base": {"path": "/new/diffusion.pt", "sha256": "def"}})
+
+
 def test_finished_run_says_so_and_rewrites_nothing(data, tmp_path, caplog):
     ckpt = tmp_path / "ckpt"
     _train(ckpt, _cases(data))

@@ -295,6 +295,9 @@ class ResumableCheckpoint:
             for stale in self.ckpt_dir.glob(f".{self.name}*.pt.*"):
                 stale.unlink(missing_ok=True)
         state, self._resume_state = self._resume_state, None  # read and checked at construction
+        if state is None and self.resume and self.latest_path.exists():  # a second run of the same engine
+            state = read_checkpoint(self.latest_path)
+            self._check_same_training(state)
         if state is None:
             if self.init_weights is not None:
                 for module in (self.network, self.ema_network):
@@ -459,9 +462,10 @@ def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> 
 
 
 def _plain(value):
-    """Lists/tuples (and config wrappers of them) compared as nested lists, dicts by their plain values."""
+    """Lists/tuples (and config wrappers of them) compared as nested lists, dicts by their plain values; a file
+    recorded as ``{"path", "sha256"}`` by its content alone (a moved ckpt_dir holds the same base model)."""
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items() if not (k == "path" and value.get("sha256"))}
     return value
