@@ -105,7 +105,8 @@ def test_finished_run_says_so_and_rewrites_nothing(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pathosynth.engines.checkpoint"):
         engine = _train(ckpt, _cases(data))
     assert engine.state.iteration == 4
-    assert f"training already finished at step 4 of max_steps 4 in {ckpt}; nothing to do (raise max_steps or use a new ckpt_dir)" in caplog.text
+    assert (f"training already finished at step 4 of max_steps 4 in {ckpt}; "
+            "nothing to do (raise max_steps or use a new ckpt_dir)") in caplog.text
     assert tree_digest(ckpt) == saved
 
 
@@ -219,5 +220,6 @@ def test_bundle_unwritable_ckpt_dir_stops_before_training(phantom_dir, tmp_path)
     blocker.write_text("not a folder")
     proc = _train_bundle(phantom_dir, blocker / "ckpt", tmp_path)
     assert proc.returncode == 1
-    assert _last_line(proc).startswith(f"pathosynth: error: ckpt_dir {blocker / 'ckpt'} is not a folder this run can write to")
+    expected = f"pathosynth: error: ckpt_dir {blocker / 'ckpt'} is not a folder this run can write to"
+    assert _last_line(proc).startswith(expected)
     assert "Epoch[1] Complete" not in proc.stdout + proc.stderr
