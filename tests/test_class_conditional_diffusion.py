@@ -108,7 +108,8 @@ def test_briefly_trained_model_draws_samples_that_follow_their_class():
         optimizer.step()
     network.eval()
     for w, eta, strays in ((1.0, 0.0, 1), (1.0, 1.0, 0), (3.0, 0.0, 0)):
-        sampler = GuidedDDIMSampler(scheduler, num_inference_steps=10, guidance_scale=w, eta=eta, condition_key="class_labels")
+        sampler = GuidedDDIMSampler(scheduler, num_inference_steps=10, guidance_scale=w, eta=eta,
+                                    condition_key="class_labels")
         means = [SPACE.decode(sampler(network, torch.full((8,), c), null_class_labels(8, 2), (1, 4, 4), _generators(8))).mean(dim=(1, 2, 3))
                  for c in (0, 1)]
         assert int((means[0] >= 0.375).sum()) <= strays and int((means[1] <= 0.375).sum()) <= strays, (w, eta, means)

@@ -184,7 +184,8 @@ def test_bundle_sampler_respaces_and_switches_to_ddim_by_config(acdc, autoencode
     """Issue 18: ``num_inference_steps`` and ``ddim_eta`` choose fewer steps and DDIM; the default is all T DDPM steps."""
     default = _parser("inference.json", acdc, autoencoder_ckpt).get_parsed_content("sampler")
     assert default.settings()["num_inference_steps"] == 10 and default.settings()["step"] == "ddpm"
-    sampler = _parser("inference.json", acdc, autoencoder_ckpt, num_inference_steps=4, ddim_eta=0.0).get_parsed_content("sampler")
+    parser = _parser("inference.json", acdc, autoencoder_ckpt, num_inference_steps=4, ddim_eta=0.0)
+    sampler = parser.get_parsed_content("sampler")
     assert sampler.settings()["num_inference_steps"] == 4 and sampler.settings()["step"] == "ddim"
     seen = []
 

@@ -174,9 +174,13 @@ def test_samplers_give_finite_images_with_the_monai14_cosine_schedule():
     mask = torch.zeros_like(image)
     mask[..., 2:6, 2:6, 1:] = 1
     for eta in (None, 0.0):
-        out = LesionInpaintingSampler(scheduler, None, 2, 2, eta=eta)(image, lambda x, t: 0.5 * x, mask, generators=[_gen(1)])
+        sampler = LesionInpaintingSampler(scheduler, None, 2, 2, eta=eta)
+        out = sampler(image, lambda x, t: 0.5 * x, mask, generators=[_gen(1)])
         assert torch.isfinite(out).all() and torch.equal(out[mask == 0], image[mask == 0])
-    labels = LabelGuidedSampler(scheduler)(lambda x, timesteps, seg: 0.5 * x, torch.zeros(1, 2, 4, 4), (1, 4, 4), [_gen(2)])
+    def network(x, timesteps, seg):
+        return 0.5 * x
+
+    labels = LabelGuidedSampler(scheduler)(network, torch.zeros(1, 2, 4, 4), (1, 4, 4), [_gen(2)])
     assert torch.isfinite(labels).all()
 
 
@@ -228,7 +232,8 @@ def _lesion_spread(eta, steps, shrink):
     mask = torch.zeros_like(image)
     mask[..., 3:13, 3:13, :] = 1
     sampler = LesionInpaintingSampler(scheduler, steps, 1, 1, eta=eta)
-    out = sampler(image, GaussianLesionOracle(scheduler, 0.3, 0.2, shrink), mask, generators=[_gen(k) for k in range(6)])
+    oracle = GaussianLesionOracle(scheduler, 0.3, 0.2, shrink)
+    out = sampler(image, oracle, mask, generators=[_gen(k) for k in range(6)])
     assert torch.equal(out[mask == 0], image[mask == 0])
     lesion = out[mask == 1]
     return float(lesion.mean()), float(lesion.std())

@@ -140,14 +140,16 @@ class ReverseChain:
             self.timesteps = [int(t) for t in timesteps]
             if not self.timesteps or any(b <= a for a, b in zip(self.timesteps, self.timesteps[1:])) \
                     or self.timesteps[0] < 0 or self.timesteps[-1] >= self.num_train_timesteps:
-                raise ValueError(f"timesteps must increase strictly within [0, {self.num_train_timesteps}), got {timesteps}")
+                raise ValueError(f"timesteps must increase strictly within [0, {self.num_train_timesteps}), "
+                                 f"got {timesteps}")
         alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod).double()
         if not bool(((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()) or bool((alphas_cumprod.diff() > 0).any()):
             raise ValueError("the scheduler's alphas_cumprod must be non-increasing and lie in (0, 1]")
         self.alpha_bar = torch.cat([alphas_cumprod[self.timesteps], torch.ones(1, dtype=torch.float64)])  # [-1] = 1
         self.prediction_type = str(getattr(scheduler, "prediction_type", "epsilon"))
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"scheduler prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+            raise ValueError(f"scheduler prediction_type must be one of {PREDICTION_TYPES}, "
+                             f"got {self.prediction_type!r}")
         self.variance_type = str(getattr(scheduler, "variance_type", "fixed_small"))
         if self.variance_type not in VARIANCE_TYPES:
             raise ValueError(f"scheduler variance_type must be one of {VARIANCE_TYPES}, got {self.variance_type!r}")
@@ -161,7 +163,8 @@ class ReverseChain:
 
     def settings(self) -> dict:
         return {"num_train_timesteps": self.num_train_timesteps, "num_inference_steps": len(self.timesteps),
-                "step": "ddpm" if self.eta is None else "ddim", "eta": self.eta, "prediction_type": self.prediction_type,
+                "step": "ddpm" if self.eta is None else "ddim", "eta": self.eta,
+                "prediction_type": self.prediction_type,
                 "clip_sample": None if self.clip_range is None else list(self.clip_range)}
 
     def timestep(self, index: int, batch_size: int, device=None) -> torch.Tensor:
@@ -169,7 +172,7 @@ class ReverseChain:
         return torch.full((int(batch_size),), self.timesteps[index], device=device, dtype=torch.long)
 
     def denoise(self, model_output: torch.Tensor, x: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x̂0, ε̂) in float64 at chain position ``index``: converted, x̂0 clipped, ε̂ re-derived from the clipped x̂0."""
+        """(x̂0, ε̂) in float64 at chain position ``index``: converted, x̂0 clipped, ε̂ re-derived from it."""
         a_t = float(self.alpha_bar[index])
         x = x.double()
         x0, eps = x0_and_eps(model_output.double(), x, a_t, self.prediction_type)
