@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 
 import pytest
 import torch
-from conftest import run_bundle, tree_digest
+from conftest import BUNDLES, run_bundle, tree_digest
 from ignite.engine import Engine
 from pathosynth.engines.checkpoint import (
     ResumableCheckpoint,
@@ -58,6 +59,26 @@ def _train(ckpt_dir, cases, max_epochs=2, metadata=None, **kwargs):
     handler.attach(engine)
     engine.run([0, 1], max_epochs=max_epochs)
     return engine
+
+
+def test_every_training_config_gives_its_checkpoint_the_cases():
+    target = "pathosynth.engines.ResumableCheckpoint"
+    configs = [f for f in sorted(BUNDLES.glob("*/configs/*.json")) if target in f.read_text()]
+    assert len(configs) >= 11
+    for config in configs:
+        handlers = [h for h in _components(json.loads(config.read_text())) if h["_target_"] == target]
+        assert handlers and all(h.get("cases") in ("@train#cases", "@train#records") for h in handlers), config
+
+
+def _components(node):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield node
+        for value in node.values():
+            yield from _components(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _components(value)
 
 
 def test_fingerprint_follows_content_not_location_or_mtime(data, tmp_path):

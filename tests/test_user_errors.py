@@ -8,13 +8,14 @@ that fails on bad input (a UserInputError or DatasetError anywhere in the except
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import monai
 import pytest
-from conftest import ROOT, run_bundle
+from conftest import BUNDLES, ROOT, run_bundle
 from pathosynth.data import DatasetError
 from pathosynth.errors import UserInputError, user_error_in
 from pathosynth.options import bundle_command_line, override_problems
@@ -73,6 +74,16 @@ def test_wrong_type_or_length_names_key_form_and_value():
     assert override_problems(three_d, {"image_size": [16, 16, 8]}) == []
     assert override_problems(three_d, {"image_size": [16]}) == [
         "--image_size expects 2 entries like its default [32, 32] or one per spatial dimension (spatial_dims 3), got [16]"]
+
+
+def test_every_workflow_checks_its_command_line_first():
+    """Each config with an "initialize" (base workflows and the multi-GPU overlays that replace it) runs the check
+    before anything else, so no workflow starts work on a misspelt key."""
+    files = sorted(BUNDLES.glob("*/configs/**/*.json"))
+    workflows = {f: json.loads(f.read_text())["initialize"] for f in files if '"initialize"' in f.read_text()}
+    assert len(workflows) > 30
+    assert {str(f.relative_to(BUNDLES)): steps[0] for f, steps in workflows.items()
+            if steps[0] != "$pathosynth.options.check_overrides()"} == {}
 
 
 def test_command_line_is_read_as_monai_bundle_run_reads_it():
