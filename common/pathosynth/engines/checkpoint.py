@@ -261,7 +261,7 @@ class ResumableCheckpoint:
                         "resuming without comparing them")
         else:
             for key in sorted(set(saved_meta) & set(self.metadata) - {"init_weights"}):
-                if _plain(saved_meta[key]) != _plain(self.metadata[key]):
+                if not _same_setting(saved_meta[key], self.metadata[key]):
                     differences.append(f"{key}: {saved_meta[key]!r} in the checkpoint, {self.metadata[key]!r} now")
         saved_data = state.get("dataset")
         if self.dataset is not None and saved_data is None:
@@ -462,10 +462,20 @@ def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> 
 
 
 def _plain(value):
-    """Lists/tuples (and config wrappers of them) compared as nested lists, dicts by their plain values; a file
-    recorded as ``{"path", "sha256"}`` by its content alone (a moved ckpt_dir holds the same base model)."""
+    """Lists/tuples (and config wrappers of them) compared as nested lists, dicts by their plain values."""
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items() if not (k == "path" and value.get("sha256"))}
+        return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _same_setting(saved, now) -> bool:
+    """Two recorded training settings agree; a file recorded as ``{"path", "sha256"}`` compares by its content
+    alone (a moved ckpt_dir holds the same base model)."""
+    def content(value):
+        if isinstance(value, Mapping):
+            return {k: content(v) for k, v in value.items() if not (k == "path" and value.get("sha256"))}
+        return [content(v) for v in value] if isinstance(value, list) else value
+
+    return content(_plain(saved)) == content(_plain(now))
