@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pathosynth.metrics.distribution import distribution_scores, extract_features, frechet_distance, kernel_inception_distance
-from pathosynth.metrics.features import EXTRACTORS, RandomConvFeatures, make_extractor, preprocess_images
+from pathosynth.metrics.extractors import EXTRACTORS, make_extractor
+from pathosynth.metrics.features import RandomConvFeatures, preprocess_images
 from pathosynth.metrics.pretrained_features import MonaiDenseNetFeatures, TorchvisionInceptionFeatures, torchvision_available
 
 

@@ -20,7 +20,7 @@ from pathosynth.data import ACDC_LABELS, DatasetError, load_cases
 from pathosynth.data.patch_mixing import (PatchMixingInferer, RandPatchMaskd, RandSyntheticVariantd, pair_synthetic_variants,
                                           prepare_patch_mixing_batch, random_patch_mask)
 from pathosynth.engines import SynthesisRunner
-from pathosynth.io.exports import export_datalist
+from pathosynth.io.datalists import export_datalist
 from pathosynth.synthesis.results import SynthesisResult, read_case
 
 CONFIG = "train_segmentation.json"

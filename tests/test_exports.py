@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pathosynth.data import EMIDEC_LABELS, DatasetError, discover_emidec, load_cases, read_datalist
-from pathosynth.io.exports import export, export_datalist, export_emidec, export_nnunet, sets_from_sources
+from pathosynth.data.exports import export, export_emidec, export_nnunet, sets_from_sources
+from pathosynth.io.datalists import export_datalist
 
 LESIONS = ["MI", "PMO"]
 

@@ -106,7 +106,7 @@ def test_pipeline_normal_to_pathological_and_nnunet_export(phantom_dir, trained,
     record = json.loads((out / entries[0]["provenance"]).read_text())
     assert set(record["checkpoints"]) == {str(ckpt / "diffmask.pt"), str(texture / "lefusion_j.pt")}
     pytest.importorskip("nnunetv2", reason="nnunetv2 is a test-only dependency (requirements-dev.txt)")
-    from pathosynth.io.exports import export
+    from pathosynth.data.exports import export
 
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, str(tmp_path / name))

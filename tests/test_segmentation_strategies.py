@@ -16,7 +16,7 @@ from conftest import BUNDLES, run_bundle
 from pathosynth.data import ACDC_LABELS, DatasetError, load_cases, load_image_cases
 from pathosynth.data.transforms import RandRectangleMaskd
 from pathosynth.engines import ResumableCheckpoint, load_matching_weights
-from pathosynth.io.exports import export_datalist
+from pathosynth.io.datalists import export_datalist
 from pathosynth.losses import MaskedMSELoss, prepare_masked_reconstruction_batch
 from pathosynth.networks import nnunet_dynunet
 from pathosynth.options import as_flag

@@ -54,7 +54,7 @@ def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion
     would.
     """
     from .data import dataset_labels, find_npz, label_meaning
-    from .io.exports import parse_option
+    from .io.datalists import parse_option
 
     if dataset_dir and not datalist and _is_npz(dataset_dir):
         return _validate_npz(find_npz(dataset_dir))
@@ -99,7 +99,8 @@ def network_evaluations(num_steps: int = 300, jump_length: int = 5, jump_n_sampl
 def mask_report(out_dir: str, sources=(), labels=None, title: str = "Lesion mask realism") -> str:
     """Compare lesion-mask statistics of several sets (real dataset folders, synthetic datalists) side by side:
     writes mask_realism.md / .json / .png into OUT_DIR. ``sources`` as for ``export``."""
-    from .io.exports import parse_option, sets_from_sources
+    from .data.exports import sets_from_sources
+    from .io.datalists import parse_option
     from .masks.realism import realism_report
 
     labels = dict(parse_option(labels) or EMIDEC_LABELS)
@@ -113,7 +114,7 @@ def similarity_report(out_dir: str, sources=(), labels=None, classes=("MI", "PMO
     """LeFusion Tab. 2: lesion-region PSNR/SSIM of each method's synthetic cases against their real sources.
     ``sources``: a list of {"name": METHOD, "datalist": SYNTHETIC_DATALIST}; writes similarity.md/.json/.png."""
     from .evaluation import similarity_report as report
-    from .io.exports import parse_option
+    from .io.datalists import parse_option
 
     methods = {source["name"]: source["datalist"] for source in parse_option(sources)}
     report(methods, out_dir, dict(parse_option(labels) or EMIDEC_LABELS), list(classes), title)
@@ -124,7 +125,7 @@ def split(dataset_dir: str, out_dir: str, test_fraction: float = 0.25, seed: int
     """Split a dataset by case into train/test datalists in OUT_DIR: EMIDEC stratified normal / pathological,
     ACDC stratified by group with both frames of a patient on one side; ``labels`` default to the layout's."""
     from .data import write_split
-    from .io.exports import parse_option
+    from .io.datalists import parse_option
 
     paths = write_split(dataset_dir, out_dir, test_fraction, seed, dict(parse_option(labels) or {}) or None)
     return "\n".join(f"{name}: {path}" for name, path in paths.items())
@@ -244,7 +245,7 @@ def merge_repeated_flags(argv: list[str], names=REPEATABLE_FLAGS) -> list[str]:
 def main() -> None:
     import sys
 
-    from .io.exports import export
+    from .data.exports import export
 
     sys.argv[1:] = merge_repeated_flags(sys.argv[1:])
 

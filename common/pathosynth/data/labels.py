@@ -64,10 +64,24 @@ def parse_label_map(mapping: Mapping, source: str = "labels") -> dict[str, int]:
                        f"got {dict(mapping)}")
 
 
-def datalist_label_map(labels: Mapping[str, int] | None) -> dict:
-    """The ``"labels"`` entry a datalist we write carries (MSD's value -> name form), so a bundle configured for labels
-    that mean something else refuses the list (:func:`check_label_semantics`); {} when the labels are unknown."""
-    return {"labels": {str(int(value)): str(name) for name, value in labels.items()}} if labels else {}
+def foreground_classes(labels: Mapping) -> list[str]:
+    """The class names of ``labels`` (either form :func:`parse_label_map` reads) except the background, value 0 (MSD
+    and nnU-Net reserve 0 for it), in the map's order.
+
+    What a segmenter is scored on and what a preview outlines follow from the label map; configs derive them with
+    ``$pathosynth.data.labels.foreground_classes(@labels)`` so that a dataset swap overrides ``labels`` alone.
+    """
+    return [name for name, value in parse_label_map(labels).items() if value != 0]
+
+
+def lesion_classes_of(labels: Mapping) -> list[str]:
+    """The class names of ``labels`` that mean a myocardial lesion (MI, PMO by :data:`LABEL_SYNONYMS`: "scar", "mvo"
+    too), in the map's order; [] for a map without lesions (ACDC).
+
+    Where lesions only decide which cases count as pathological (the segmentation bundle checks that such a case holds
+    one), the lesion classes follow from the names; methods that synthesise lesions name theirs (``lesion_classes``).
+    """
+    return [name for name in parse_label_map(labels) if label_meaning(name) in ("MI", "PMO")]
 
 
 def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str, int], dataset: str,
@@ -116,3 +130,24 @@ def flatten_channels(channels: Sequence[Sequence[str]]) -> list[str]:
     for names in channels:
         seen.extend(n for n in names if n not in seen)
     return seen
+
+
+def lesion_values(labels: Mapping[str, int] | None, anatomy_class: str, mi_class: str, pmo_class: str) -> tuple[int, int, int]:
+    """(anatomy, MI, PMO) label values of a label map (EMIDEC's when ``labels`` is None)."""
+    anatomy, mi, pmo = class_values(EMIDEC_LABELS if labels is None else labels, [anatomy_class, mi_class, pmo_class])
+    return anatomy, mi, pmo
+
+
+def label_to_masks(
+    label: np.ndarray,
+    labels: Mapping[str, int] | None = None,
+    anatomy_class: str = "myocardium",
+    mi_class: str = "MI",
+    pmo_class: str = "PMO",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mi_extent, pmo, region)`` boolean masks of a label map: MI extent = MI ∪ PMO, region M_m = anatomy ∪ MI ∪ PMO."""
+    anatomy, mi, pmo = lesion_values(labels, anatomy_class, mi_class, pmo_class)
+    label = np.asarray(label)
+    pmo_mask = label == pmo
+    mi_extent = (label == mi) | pmo_mask
+    return mi_extent, pmo_mask, mi_extent | (label == anatomy)

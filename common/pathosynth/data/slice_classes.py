@@ -68,7 +68,7 @@ def write_lesion_slices(cases: Sequence[dict], out_dir: str | os.PathLike, lesio
     from PIL import Image
 
     from ..io.atomic import atomic_path, write_json
-    from ..io.exports import guard_sources
+    from ..io.datalists import guard_sources
 
     if not cases:
         raise DatasetError(f"no cases to slice into {out_dir}")

@@ -160,7 +160,7 @@ def write_split(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, test
     (``lesion_classes`` not empty, EMIDEC) also ``train_pathological.json``, ``train_normal.json`` and
     ``test_pathological.json``. ``group_key="patient"`` keeps the frames of one ACDC heart together.
     Settings left None take the dataset layout's defaults (:data:`SPLIT_DEFAULTS`). Returns name -> datalist path."""
-    from ..io.exports import export_datalist
+    from ..io.datalists import export_datalist
 
     records, labels, lesion_classes, group_key = _layout_records(dataset_dir, labels, lesion_classes, group_key)
     train, test = split_by_case(records, test_fraction, seed, group_key=group_key)
@@ -192,7 +192,7 @@ def write_kfold(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, k: i
     grouping). ``max_units`` first keeps a stratified seeded subset of that many units (:func:`stratified_subset`).
     Settings left None take the dataset layout's defaults (ACDC: by patient, stratified by group; EMIDEC: by case,
     stratified normal / pathological). Returns, per fold, ``{"train": path, "test": path}``."""
-    from ..io.exports import export_datalist
+    from ..io.datalists import export_datalist
 
     records, labels, lesion_classes, group_key = _layout_records(dataset_dir, labels, lesion_classes, group_key)
     if max_units is not None:

@@ -18,7 +18,7 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import MapTransform, RandomizableTransform, RandSimulateLowResolutiond
 from monai.utils import convert_to_tensor
 
-from .labels import class_values
+from .labels import class_values, label_to_masks
 
 
 def masked_context(image: torch.Tensor, union: torch.Tensor, fill: float = -1.0) -> torch.Tensor:
@@ -116,8 +116,6 @@ class LesionMaskTargetsd(MapTransform):
         self.image_key, self.weight_key, self.condition_key = image_key, weight_key, condition_key
 
     def __call__(self, data):
-        from ..masks.postprocess import label_to_masks
-
         d = dict(data)
         for key in self.key_iterator(d):
             label = np.asarray(torch.as_tensor(d[key])[0].cpu())

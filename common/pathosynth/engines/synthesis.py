@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..data.labels import datalist_label_map
+from ..io.datalists import datalist_label_map
 from ..io.synthetic_dataset import NiftiFormat, OutputIdentity, SyntheticDatasetWriter, SyntheticSample, sample_count
 from ..seeding import derive_seed
 

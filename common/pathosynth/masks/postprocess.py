@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..data.labels import EMIDEC_LABELS, class_values
+from ..data.labels import label_to_masks, lesion_values
 
 __all__ = [
     "LESION_STRUCTURE",
@@ -220,26 +220,6 @@ def postprocess_lesion_masks(mi_extent: np.ndarray, pmo: np.ndarray, region: np.
     return mi, core
 
 
-def _lesion_values(labels: Mapping[str, int] | None, anatomy_class: str, mi_class: str, pmo_class: str) -> tuple[int, int, int]:
-    anatomy, mi, pmo = class_values(EMIDEC_LABELS if labels is None else labels, [anatomy_class, mi_class, pmo_class])
-    return anatomy, mi, pmo
-
-
-def label_to_masks(
-    label: np.ndarray,
-    labels: Mapping[str, int] | None = None,
-    anatomy_class: str = "myocardium",
-    mi_class: str = "MI",
-    pmo_class: str = "PMO",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(mi_extent, pmo, region)`` boolean masks of a label map: MI extent = MI ∪ PMO, region M_m = anatomy ∪ MI ∪ PMO."""
-    anatomy, mi, pmo = _lesion_values(labels, anatomy_class, mi_class, pmo_class)
-    label = np.asarray(label)
-    pmo_mask = label == pmo
-    mi_extent = (label == mi) | pmo_mask
-    return mi_extent, pmo_mask, mi_extent | (label == anatomy)
-
-
 def write_lesions(
     label: np.ndarray,
     labels: Mapping[str, int] | None,
@@ -255,7 +235,7 @@ def write_lesions(
     ``pmo`` over it as PMO (PMO is part of the infarct by definition, so exclusive ``[MI, PMO]`` masks work too).
     Voxels outside M_m are never changed; masks reaching outside M_m raise ``ValueError``. Same dtype as ``label``.
     """
-    anatomy, mi_value, pmo_value = _lesion_values(labels, anatomy_class, mi_class, pmo_class)
+    anatomy, mi_value, pmo_value = lesion_values(labels, anatomy_class, mi_class, pmo_class)
     label = np.asarray(label)
     mi_extent = _as_mask(mi_extent, "mi_extent", label.shape)
     pmo = _as_mask(pmo, "pmo", label.shape)

@@ -7,7 +7,8 @@ Built on MONAI's metric functions; each module's docstring states the convention
 
 from .classification import classification_scores
 from .distribution import distribution_scores, extract_features, frechet_distance, kernel_inception_distance
-from .features import EXTRACTORS, FeatureExtractor, RandomConvFeatures, make_extractor
+from .extractors import EXTRACTORS, make_extractor
+from .features import FeatureExtractor, RandomConvFeatures
 from .image import IMAGE_METRICS, image_similarity, lesion_region_similarity, per_slice_ssim, ssim_map
 from .pretrained_features import MonaiDenseNetFeatures, MonaiResNetFeatures, TorchvisionInceptionFeatures
 from .segmentation import SEGMENTATION_METRICS, segmentation_scores, summarise_scores

@@ -13,7 +13,7 @@ obviously appropriate for single-channel cardiac MRI or chest X-ray slices. So e
   a distribution score must always be reported together with it, because scores from different extractors
   are not comparable.
 
-Extractors (:func:`make_extractor` names):
+Extractors (names for :func:`pathosynth.metrics.extractors.make_extractor`):
 
 =============================  ======  ===============================================================
 name                           dim     weights
@@ -33,7 +33,6 @@ Even with torchvision's ImageNet Inception weights, the numbers are *not* the pu
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -42,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["EXTRACTORS", "FeatureExtractor", "RandomConvFeatures", "make_extractor", "preprocess_images"]
+__all__ = ["FeatureExtractor", "RandomConvFeatures", "preprocess_images"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -217,35 +216,3 @@ _DENSENETS = {121: "DenseNet121", 169: "DenseNet169", 201: "DenseNet201"}
 
 
 # ------------------------------------------------------------------------------------------------- factory
-EXTRACTORS: dict[str, str] = {
-    "random-conv": "fixed-seed random conv net, no weights (RandomConvFeatures)",
-    **{f"monai-resnet{d}": f"MONAI ResNet-{d}, local weights (MonaiResNetFeatures)" for d in _RESNET_DEPTHS},
-    **{f"monai-densenet{d}": f"MONAI DenseNet-{d}, local weights (MonaiDenseNetFeatures)" for d in _DENSENETS},
-    "torchvision-inception-v3": "torchvision Inception-v3, local weights (TorchvisionInceptionFeatures)",
-}
-
-
-def make_extractor(name: str = "random-conv", weights_path: str | os.PathLike | None = None, **kwargs) -> FeatureExtractor:
-    """Build an extractor by name (for configs and the CLI); see :data:`EXTRACTORS` for the choices.
-
-    ``weights_path`` is required by every extractor except ``random-conv`` (which refuses one, so a config
-    cannot believe it is using weights it is not); ``kwargs`` go to the extractor class.
-    """
-    key = str(name).strip().lower().replace("_", "-")
-    if key == "random-conv-v1":
-        key = "random-conv"
-    if key not in EXTRACTORS:
-        raise ValueError(f"unknown feature extractor {name!r}; choices: {', '.join(EXTRACTORS)}")
-    if key == "random-conv":
-        if weights_path is not None:
-            raise ValueError("'random-conv' is weight-free and takes no weights_path; choose e.g. 'monai-resnet50' to use weights")
-        return RandomConvFeatures(**kwargs)
-    if weights_path is None:
-        raise ValueError(f"feature extractor {key!r} needs weights_path (a local state dict); nothing is downloaded")
-    from .pretrained_features import MonaiDenseNetFeatures, MonaiResNetFeatures, TorchvisionInceptionFeatures
-
-    if key.startswith("monai-resnet"):
-        return MonaiResNetFeatures(weights_path, depth=int(key[len("monai-resnet"):]), **kwargs)
-    if key.startswith("monai-densenet"):
-        return MonaiDenseNetFeatures(weights_path, depth=int(key[len("monai-densenet"):]), **kwargs)
-    return TorchvisionInceptionFeatures(weights_path, **kwargs)

@@ -1,21 +1,21 @@
 """Export real + synthetic cases for downstream training: EMIDEC layout, decathlon datalist, nnU-Net v2 raw.
 
+The datalist writer and the where-to-write rules are data-free and live in :mod:`pathosynth.io.datalists`.
+
 Why: synthesis pays off only when a segmenter is trained on real + synthetic data (LeFusion trains nnU-Net
 on P+N''), and each trainer wants its own layout. These exporters write it from the bundles' case records,
 copy files byte-for-byte (no resampling or re-encoding can sneak in), keep a ``sources.json`` tracing every
-exported case to its source files, write atomically, and never write into an input dataset (GUIDE §3).
+exported case to its source files, write atomically, and never write into an input dataset (docs/ARCHITECTURE.md, Contracts).
 """
 
 from __future__ import annotations
 
-import filecmp
 import json
 import numbers
 import os
 import re
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,50 +23,20 @@ import nibabel as nib
 
 import pathosynth
 
-from ..data import EMIDEC_LABELS, load_cases, validate_cases
-from ..data.labels import datalist_label_map
-from .atomic import atomic_path, write_json
+from ..io.atomic import atomic_path, write_json
+from ..io.datalists import CaseSets, combined_cases, export_datalist, guard_sources, needs_write, parse_option
+from .cases import load_cases
+from .labels import EMIDEC_LABELS
+from .validation import validate_cases
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 SOURCE_KEYS = ("name", "dataset_dir", "datalist", "select", "datalist_key")
-CaseSets = Sequence[tuple[str, Sequence[Mapping]]]
 
 
 def _ending(path: str | os.PathLike) -> str:
     if not str(path).endswith(NIFTI_ENDINGS):
         raise ValueError(f"{path} is not a NIfTI file (expected one of {NIFTI_ENDINGS})")
     return next(ending for ending in NIFTI_ENDINGS if str(path).endswith(ending))
-
-
-def guard_sources(records: Sequence[Mapping], out: Path, inputs_below_ok: bool = False) -> None:
-    """Refuse an output inside a source folder or holding an input file: nothing in an input dataset is ever written.
-
-    Source folders: each file's folder, the record's ``dataset_dir`` and an EMIDEC root (``ROOT/Case_X/Images/…``).
-    A datalist may sit above its inputs (that is what relative paths are for), hence ``inputs_below_ok``."""
-    out = out.resolve()
-    for record in records:
-        files = [Path(record[key]).resolve() for key in ("image", "label")]
-        folders = [f.parent for f in files] + [f.parents[2] for f in files if f.parent.name in ("Images", "Contours")]
-        folders += [Path(record["dataset_dir"]).resolve()] if record.get("dataset_dir") else []
-        for file in [] if inputs_below_ok else files:
-            if file.is_relative_to(out):
-                raise ValueError(f"output {out} contains input file {file}; choose a folder outside the source datasets")
-        for folder in folders:
-            if out.is_relative_to(folder):
-                raise ValueError(f"output {out} lies inside source folder {folder}; choose a folder outside the source datasets")
-
-
-def _needs_write(target: Path, source: Path | None = None, content=None) -> bool:
-    """False when ``target`` already holds exactly this (a rerun); FileExistsError when it holds something else."""
-    if not target.exists():
-        return True
-    try:
-        same = filecmp.cmp(source, target, shallow=False) if source is not None else json.loads(target.read_text()) == content
-    except ValueError:  # includes JSON and Unicode decoding errors
-        same = False
-    if not same:
-        raise FileExistsError(f"{target} exists with different content; refusing to overwrite it (export to a new folder or delete it)")
-    return False
 
 
 def _copy_nifti(source: str | os.PathLike, target: Path) -> None:
@@ -82,17 +52,6 @@ def _provenance(record: Mapping, set_name: str | None = None) -> dict:
     """What sources.json says about one exported case: enough to find its source files again."""
     keep = ("case_id", "image", "label", "source_image", "group", "dataset_dir")
     return {k: str(record[k]) for k in keep if record.get(k)} | ({"set": set_name} if set_name else {})
-
-
-def combined_cases(sets: CaseSets) -> list[tuple[str, str, Mapping]]:
-    """(export id, set name, record) per case; ids are ``{set}_{case_id}`` in nnU-Net's safe alphabet, the same in
-    every export format (an nnU-Net case matches its datalist entry). Colliding ids would drop cases: an error."""
-    cases = [(re.sub(r"[^A-Za-z0-9_-]", "_", f"{name}_{r['case_id']}"), name, r) for name, records in sets for r in records]
-    counts = Counter(export_id for export_id, _, _ in cases)
-    clashes = [f"{i} <- {name}:{record['case_id']}" for i, name, record in cases if counts[i] > 1]
-    if clashes:
-        raise ValueError(f"export case ids are not unique after sanitising '{{set}}_{{case_id}}': {clashes}; rename a set or its cases")
-    return cases
 
 
 def export_emidec(records: Sequence[Mapping], out_dir: str | os.PathLike, prefix: str = "Case_S") -> list[dict]:
@@ -112,44 +71,13 @@ def export_emidec(records: Sequence[Mapping], out_dir: str | os.PathLike, prefix
         sources[case_id] = _provenance(record, record.get("set"))
         exported.append({"case_id": case_id, "image": str(image.resolve()), "label": str(label.resolve()), "group": None,
                          "source_case_id": record["case_id"]})
-    todo = [(source, target) for source, target in copies if _needs_write(target, source=source)]
-    write_sources = _needs_write(out / "sources.json", content=sources)
+    todo = [(source, target) for source, target in copies if needs_write(target, source=source)]
+    write_sources = needs_write(out / "sources.json", content=sources)
     for source, target in todo:
         _copy_nifti(source, target)
     if write_sources:
         write_json(out / "sources.json", sources)
     return exported
-
-
-def _portable(path: str, base: Path) -> str:
-    """Relative to ``base`` when the file lies below it (the folder can move as a whole), else absolute."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
-
-
-def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "training",
-                    labels: Mapping[str, int] | None = None, dataset: str | None = None) -> dict:
-    """A decathlon datalist of all sets, readable by MONAI ``load_decathlon_datalist`` and our ``read_datalist``.
-
-    Entries: image, label, case_id (unique across sets), source_case_id, set and, when known, source_image
-    and group. ``labels`` (class name -> value, the semantics the cases were validated under) is recorded as MSD's
-    ``"labels": {"0": "background", ...}`` and ``dataset`` (e.g. "ACDC") as ``"name"``, so a bundle configured for other
-    labels refuses the list. Rerun-safe like the other exports: identical → kept, different → refused."""
-    out, base, cases = Path(out_path), Path(out_path).resolve().parent, combined_cases(sets)
-    guard_sources([record for _, _, record in cases], base, inputs_below_ok=True)
-    entries = []
-    for export_id, name, record in cases:
-        known = {k: record[k] for k in ("source_image", "group") if record.get(k)}
-        entries.append({"image": _portable(record["image"], base), "label": _portable(record["label"], base), "case_id": export_id,
-                        "source_case_id": record["case_id"], "set": name} | known)
-    names = [name for name, _ in sets]
-    datalist = {"description": f"pathosynth export of sets {names}; relative paths are relative to this file's folder"}
-    datalist |= {"name": str(dataset)} if dataset else {}
-    datalist |= datalist_label_map(labels)
-    datalist[key] = entries
-    if _needs_write(out, content=datalist):
-        write_json(out, datalist)
-    return datalist
 
 
 def check_nnunet_labels(labels: Mapping[str, int]) -> dict[str, int]:
@@ -227,11 +155,6 @@ def sets_from_sources(sources: Sequence[Mapping], labels: Mapping[str, int] | No
     if not sets or len({name for name, _ in sets}) != len(sets):
         raise ValueError(f"sources need distinct names (and at least one source), got {[name for name, _ in sets]}")
     return sets
-
-
-def parse_option(value):
-    """Fire passes JSON-like options as Python objects; also accept a JSON string or the path of a JSON file."""
-    return (json.loads(value) if value.lstrip()[:1] in "[{" else json.loads(Path(value).read_text())) if isinstance(value, str) else value
 
 
 def export(out: str, format: str = "nnunet", sources=(), dataset_id: int = 501, dataset_name: str = "Pathosynth",
