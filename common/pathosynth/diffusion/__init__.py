@@ -1,7 +1,8 @@
 """Training objectives (prepare-batch + loss) and samplers (MONAI-inferer shaped)."""
 
 from .steps import ReverseChain, respaced_timesteps, sample_noise
-from .inpainting import LesionInpaintingSampler, network_evaluations, resampling_schedule
+from .clean_context import CleanContextDiffusionInferer, clean_context_input
+from .inpainting import KNOWN_REGIONS, LesionInpaintingSampler, network_evaluations, resampling_schedule
 from .objectives import LesionFocusPrepareBatch, MaskedNoiseLoss
 from .label_guided import LabelConditionedPrepareBatch, LabelGuidedSampler, SpadeDiffusionInferer, label_values_of, one_hot_labels
 from .latent import PIXEL_STATS, DiffusionSpace, estimate_latent_stats

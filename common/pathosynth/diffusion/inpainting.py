@@ -11,8 +11,24 @@ denoises again, ``jump_n_sample - 1`` times per jump point, which harmonises les
 
 The schedule can be respaced to fewer steps (improved-DDPM respacing): any subsequence of the
 training timesteps defines a valid chain through its ᾱ values, so the same code runs the full
-T-step DDPM chain, a respaced DDPM chain or DDIM (``eta``) steps. The noise schedule comes from a
-MONAI scheduler; the sampler knows nothing about the network beyond ``network(x, timesteps)``.
+T-step DDPM chain, a respaced DDPM chain or DDIM (``eta``) steps, with or without jumps on the
+respaced chain. The noise schedule comes from a MONAI scheduler; the sampler knows nothing about
+the network beyond ``network(x, timesteps)``.
+
+Where the known image enters (``known_region``), the few-step candidates of issue 18:
+
+- ``"noised"`` (default, Eq. 1 above): the background of x_t is the known image forward-noised with
+  fresh noise at every step.
+- ``"x0"``: the background of the network's x̂0 is replaced by the known image before each step
+  (ε̂ re-derived from it), and x_t's background follows the chain: its noise stays coherent from
+  step to step (deterministic under DDIM η = 0) instead of being redrawn, the null-space projection
+  of DDNM-style samplers. Imposing on x̂0 *and* x_t would equal ``"noised"`` for the lesion voxels,
+  since a step acts voxel by voxel, so it is not offered.
+- ``"clean"``: for a model trained with a clean background (:mod:`~pathosynth.diffusion.clean_context`):
+  the background stays the clean known image, the masks are concatenated to the network input.
+
+Whatever the mode, the last step returns the known image outside the mask, and the synthesiser
+pastes only lesion voxels, so the written background is bit-exact.
 """
 
 from __future__ import annotations
@@ -23,7 +39,10 @@ from itertools import pairwise
 import torch
 from monai.inferers import Inferer
 
-from .steps import ReverseChain, sample_noise
+from .clean_context import clean_context_input
+from .steps import ReverseChain, eps_from_x0, sample_noise
+
+KNOWN_REGIONS = ("noised", "x0", "clean")
 
 
 def resampling_schedule(num_steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> list[int]:
@@ -68,7 +87,12 @@ class LesionInpaintingSampler(Inferer):
             with that stochasticity (0 = deterministic), useful with few respaced steps.
         replace_background: False disables Eq. 1's background replacement (the Cond-Diffusion baseline
             generates the whole crop from its conditioning).
+        known_region: where the known image is imposed: ``"noised"`` (x_t, Eq. 1), ``"x0"`` (x̂0 before each
+            step) or ``"clean"`` (a clean-context model's input); see the module docstring.
         progress: show a progress bar over the network calls.
+
+    Network calls per crop: :attr:`network_evaluations_per_sample` before sampling, :attr:`last_network_evaluations`
+    counted during the last call.
     """
 
     def __init__(
@@ -79,9 +103,15 @@ class LesionInpaintingSampler(Inferer):
         jump_n_sample: int = 5,
         eta: float | None = None,
         replace_background: bool = True,
+        known_region: str = "noised",
         progress: bool = False,
     ) -> None:
         super().__init__()
+        if known_region not in KNOWN_REGIONS:
+            raise ValueError(f"known_region must be one of {KNOWN_REGIONS}, got {known_region!r}")
+        if known_region != "noised" and not replace_background:
+            raise ValueError(f"known_region={known_region!r} imposes the known image; it needs replace_background")
+        self.known_region = known_region
         self.scheduler = scheduler
         self.chain = ReverseChain(scheduler, num_inference_steps, eta)
         self.timesteps = self.chain.timesteps
@@ -104,6 +134,7 @@ class LesionInpaintingSampler(Inferer):
             "jump_length": self.jump_length,
             "jump_n_sample": self.jump_n_sample,
             "replace_background": self.replace_background,
+            "known_region": self.known_region,
             "network_evaluations_per_sample": self.network_evaluations_per_sample,
         }
 
@@ -128,7 +159,12 @@ class LesionInpaintingSampler(Inferer):
         lesion = 1 - keep
         chain = self.chain
         path = resampling_schedule(len(chain), self.jump_length, self.jump_n_sample)
+        mode = self.known_region
         x = sample_noise(x0, generators)
+        if mode == "clean":
+            x = x * lesion + x0 * keep
+        elif mode == "x0":  # the background starts on the known image's trajectory, with the same noise
+            x = x * lesion + chain.forward_noise(x0, path[0], x) * keep
         calls = 0
         iterator = pairwise(path)
         if self.progress:
@@ -139,13 +175,25 @@ class LesionInpaintingSampler(Inferer):
             noise = sample_noise(x0, generators)
             if target > index:
                 x = chain.renoise(x, index, noise, target)
+                if mode == "clean":
+                    x = x * lesion + x0 * keep
                 continue
-            net_in = x if condition is None else torch.cat([x, condition.to(x)], dim=1)
+            net_in = clean_context_input(x, x0, mask) if mode == "clean" else x
+            net_in = net_in if condition is None else torch.cat([net_in, condition.to(x)], dim=1)
             model_output = network(net_in, chain.timestep(index, x.shape[0], x.device))
             calls += 1
-            x = chain.step(model_output, x, index, noise, target)
-            if self.replace_background:
-                known = chain.forward_noise(x0, target, sample_noise(x0, generators)) if target >= 0 else x0
-                x = x * lesion + known * keep
+            if mode == "x0":
+                x0_hat, _ = chain.denoise(model_output, x, index)
+                x0_hat = x0_hat * lesion + x0.double() * keep
+                eps = eps_from_x0(x.double(), x0_hat, float(chain.alpha_bar[index]))
+                x = chain.step_from(x0_hat, eps, x, index, noise, target)
+            else:
+                x = chain.step(model_output, x, index, noise, target)
+            if not self.replace_background:
+                continue
+            if mode == "noised" and target >= 0:
+                x = x * lesion + chain.forward_noise(x0, target, sample_noise(x0, generators)) * keep
+            elif mode == "clean" or target < 0:
+                x = x * lesion + x0 * keep
         self.last_network_evaluations = calls
         return x

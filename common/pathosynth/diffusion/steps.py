@@ -189,11 +189,18 @@ class ReverseChain:
 
         ``noise`` is z, needed when the step is stochastic (DDPM, or DDIM with η > 0) and ignored at the last step.
         """
+        x0, eps = self.denoise(model_output, x, index)
+        return self.step_from(x0, eps, x, index, noise, to_index)
+
+    def step_from(self, x0: torch.Tensor, eps: torch.Tensor, x: torch.Tensor, index: int,
+                  noise: torch.Tensor | None = None, to_index: int | None = None) -> torch.Tensor:
+        """:meth:`step` from an (x̂0, ε̂) pair instead of a network output: for samplers that edit x̂0 first (the
+        inpainting sampler imposing the known image on x̂0 re-derives ε̂ with :func:`eps_from_x0`)."""
         to_index = index - 1 if to_index is None else int(to_index)
         if not -1 <= to_index < index:
             raise ValueError(f"a reverse step goes to a lower chain position, got {index} -> {to_index}")
         a_t, a_s = float(self.alpha_bar[index]), float(self.alpha_bar[to_index])
-        x0, eps = self.denoise(model_output, x, index)
+        x0, eps = x0.double(), eps.double()
         if self.eta is None:
             c_x0, c_xt, sigma = ddpm_coefficients(a_t, a_s, self.variance_type)
             out = c_x0 * x0 + c_xt * x.double()
