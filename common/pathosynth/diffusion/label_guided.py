@@ -16,7 +16,7 @@ from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import DiffusionInferer
 from monai.networks.nets import SPADEDiffusionModelUNet
 
-from ..engines.distributed import unwrap
+from ..distributed import unwrap
 from .latent import DiffusionSpace, _plain_tensor
 from .steps import ReverseChain, sample_noise
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..engines.distributed import broadcast_from_rank0, rank_and_world
+from ..distributed import broadcast_from_rank0, rank_and_world
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch
 from monai.engines.utils import DiffusionPrepareBatch
 from monai.inferers import ControlNetDiffusionInferer
 
-from ..engines.distributed import unwrap
+from ..distributed import unwrap
 from .latent import DiffusionSpace, _plain_tensor
 
 NULL_PROMPT = ""

@@ -1,6 +1,12 @@
 """What MONAI's engines lack: resumable checkpoints, sharded synthesis with the output contract, VQ-GAN training."""
 
-from .checkpoint import ResumableCheckpoint, bundle_checkpoint, export_monai_model, load_matching_weights, load_weights
-from .distributed import barrier, broadcast_from_rank0, rank_and_world, unwrap
+from .checkpoint import (
+    ResumableCheckpoint,
+    bundle_checkpoint,
+    checkpoint_metadata,
+    export_monai_model,
+    load_matching_weights,
+    load_weights,
+)
 from .synthesis import SynthesisRunner
 from .adversarial import LOSS_TERMS, AdversarialVQTrainer, decoder_last_layer, local_perceptual_loss, vq_loss_terms

@@ -55,7 +55,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch import Tensor, nn
 
 from ..losses import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
-from .distributed import unwrap
+from ..distributed import unwrap
 
 __all__ = ["LOSS_TERMS", "AdversarialVQTrainer", "decoder_last_layer", "local_perceptual_loss", "vq_loss_terms"]
 

@@ -39,7 +39,7 @@ from ignite.engine import Engine, Events
 
 from ..errors import MissingInputError, UserInputError
 from ..io.atomic import atomic_path, sha256_file
-from .distributed import rank_and_world, unwrap
+from ..distributed import rank_and_world, unwrap
 
 logger = logging.getLogger(__name__)
 

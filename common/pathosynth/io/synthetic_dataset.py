@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pathosynth
 
+from .. import distributed
 from ..errors import UserInputError
 from .atomic import write_json
 from .image_formats import NiftiFormat, PngFormat, SyntheticSample
@@ -45,13 +46,6 @@ __all__ = ["NiftiFormat", "OutputFolderError", "OutputIdentity", "PngFormat", "S
            "SyntheticDatasetWriter", "SyntheticSample", "sample_count"]
 
 logger = logging.getLogger(__name__)
-
-
-def _distributed():
-    """The process-group helpers, imported late: ``pathosynth.engines`` imports this module (import cycle)."""
-    from ..engines import distributed
-
-    return distributed
 
 
 class SampleCountError(UserInputError):
@@ -105,7 +99,7 @@ class SyntheticDatasetWriter:
     def open(self) -> None:
         """Rank 0 checks the folder (writable, unlocked, same identity or ``overwrite``), takes the lock and records
         the identity; every rank raises rank 0's refusal, so nothing is synthesised anywhere."""
-        rank, _ = _distributed().rank_and_world()
+        rank, _ = distributed.rank_and_world()
         refusal: Exception | None = None
         if rank == 0:
             try:
@@ -120,7 +114,7 @@ class SyntheticDatasetWriter:
                 self.close()
                 refusal = error
         # the message, not the exception, crosses processes (any exception type pickles as text)
-        message = _distributed().broadcast_from_rank0(None if refusal is None else str(refusal))
+        message = distributed.broadcast_from_rank0(None if refusal is None else str(refusal))
         if refusal is not None:
             raise refusal
         if message is not None:
@@ -146,7 +140,6 @@ class SyntheticDatasetWriter:
 
         ``jobs`` is the full, fixed list (tuples); ``output_id(*job)`` names a job's sample; returns the datalist
         (rank 0; {} elsewhere)."""
-        distributed = _distributed()
         rank, world = distributed.rank_and_world()
         self.open()
         try:

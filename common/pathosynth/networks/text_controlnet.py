@@ -19,7 +19,7 @@ import torch
 from monai.networks.nets import ControlNet, DiffusionModelUNet
 from torch import nn
 
-from ..engines.distributed import unwrap
+from ..distributed import unwrap
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import torch
 
 from ..diffusion.label_guided import LabelGuidedSampler, label_values_of, one_hot_labels
 from ..diffusion.latent import DiffusionSpace
-from ..engines.distributed import unwrap
+from ..distributed import unwrap
 from ..io.nifti import cast_like, read_nifti
 from ..seeding import generator
 from .results import SynthesisResult
