@@ -1,4 +1,4 @@
-"""ACDC support (GUIDE §3 "Data in", "Validation first"): the native layout becomes one record per labelled frame,
+"""ACDC support (docs/ARCHITECTURE.md, Contracts: "Data in", "Validation first"): the native layout becomes one record per labelled frame,
 frames of one heart stay together in splits, and the ACDC-like phantom looks like cine MRI of real hearts."""
 
 from __future__ import annotations

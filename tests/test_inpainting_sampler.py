@@ -56,7 +56,7 @@ def test_resampling_schedule_is_repaints(num_steps, jump_length, jump_n_sample):
 
 
 def test_official_network_call_counts():
-    """GUIDE/official: T=300 with jumps (5,5) costs 1,480 calls per case, (2,2) costs 598, no jumps costs T; RePaint's
+    """Official code: T=300 with jumps (5,5) costs 1,480 calls per case, (2,2) costs 598, no jumps costs T; RePaint's
     own setting (250 steps, jumps 10/10) costs 2,410."""
     assert network_evaluations(300, 5, 5) == 1480
     assert network_evaluations(300, 2, 2) == 598
