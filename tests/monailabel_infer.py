@@ -3,41 +3,19 @@
 Usage: python monailabel_infer.py BUNDLE_DIR IMAGE LABEL OUT_NPZ
 
 Writes OUT_NPZ with the written result image and, for comparison, what the bundle's own synthesizer gives for the
-same arrays and seed. Runs in a subprocess of the test because of the import shim below.
+same arrays and seed. Runs in a subprocess of the test, with the shim folder on PYTHONPATH:
 
-Shim: monailabel imports ``torchvision.utils`` at module level (for 2-D pathology previews, which this task never
-calls). On these CPU machines torchvision cannot load beside torch 2.13 (PyPI only has its CUDA build), so when the
-real import fails a module whose functions raise is put in its place; the infer task code itself is monailabel's.
+tests/monailabel_shim stands in for a torchvision that cannot load on a CPU machine (see its docstring).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
 
 import numpy as np
 
 
-def _shim_torchvision_if_unloadable() -> None:
-    try:
-        importlib.import_module("torchvision.utils")
-    except Exception:
-        for name in [n for n in sys.modules if n.startswith("torchvision")]:
-            del sys.modules[name]
-
-        def unavailable(*args, **kwargs):
-            raise RuntimeError("torchvision is not loadable here (see tests/monailabel_infer.py)")
-
-        utils = types.ModuleType("torchvision.utils")
-        utils.make_grid = utils.save_image = unavailable
-        package = types.ModuleType("torchvision")
-        package.utils = utils
-        sys.modules.update({"torchvision": package, "torchvision.utils": utils})
-
-
 def main(bundle_dir: str, image: str, label: str, out_npz: str) -> None:
-    _shim_torchvision_if_unloadable()
     import nibabel as nib
     from monai.bundle import ConfigParser
     from monailabel.tasks.infer.bundle import BundleInferTask

@@ -5,17 +5,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
-
+import torch
 from conftest import BUNDLES, ROOT, run_bundle
 from pathosynth.deploy import PackError, declared_requirements, pack_bundle
 from pathosynth.deploy.imports import code_closure, distribution_of
+from pathosynth.engines import export_monai_model, load_weights
+from pathosynth.errors import UserInputError
+
+MONAILABEL_SHIM = ROOT / "tests" / "monailabel_shim"  # stands in for a torchvision that cannot load beside CPU torch
 
 ALL_BUNDLES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
 
@@ -131,7 +140,7 @@ def test_monai_label_bundle_infer_task_serves_lesion_inpainting(inpainting_archi
     image, label = _lesion_case(phantom_dir)
     result = tmp_path / "result.npz"
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "monailabel_infer.py"), str(inpainting_archive), str(image), str(label), str(result)],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+                          env=_monailabel_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
     out = np.load(result)
     assert Path(str(out["code"])).is_relative_to(inpainting_archive)
@@ -141,3 +150,177 @@ def test_monai_label_bundle_infer_task_serves_lesion_inpainting(inpainting_archi
     assert np.array_equal(written[~lesion], source[~lesion])
     assert (written[lesion] != source[lesion]).mean() > 0.5
     assert np.array_equal(written, expected)
+
+
+def _monailabel_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(MONAILABEL_SHIM), os.environ.get("PYTHONPATH")]))}
+
+
+def test_packed_model_pt_is_a_flat_state_dict_whose_metadata_inference_checks(tmp_path):
+    """models/model.pt is MONAI's flat state dict; what it was trained with lives in models/model_metadata.json,
+    and load_weights still refuses it for other settings, or when that file is gone (the checks could not be made)."""
+    network = torch.nn.Conv3d(2, 2, 1)
+    torch.save({"network": network.state_dict(), "metadata": {"texture_channels": [["MI"], ["PMO"]]}},
+               tmp_path / "lefusion_j.pt")
+    sidecar = export_monai_model(tmp_path / "lefusion_j.pt", tmp_path / "models" / "model.pt")
+    flat = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert set(flat) == set(network.state_dict()) and all(torch.equal(flat[k], v) for k, v in network.state_dict().items())
+    assert sidecar == tmp_path / "models" / "model_metadata.json"
+    assert json.loads(sidecar.read_text()) == {"texture_channels": [["MI"], ["PMO"]]}
+    fresh = torch.nn.Conv3d(2, 2, 1)
+    load_weights(fresh, tmp_path / "models" / "model.pt", {"texture_channels": (["MI"], ["PMO"])})
+    assert torch.equal(fresh.weight, network.weight)
+    with pytest.raises(UserInputError, match=r"trained with texture_channels=\[\['MI'\], \['PMO'\]\]"):
+        load_weights(fresh, tmp_path / "models" / "model.pt", {"texture_channels": [["PMO"], ["MI"]]})
+    sidecar.unlink()
+    with pytest.raises(UserInputError, match=r"flat state dict and .*model_metadata.json.*is missing"):
+        load_weights(fresh, tmp_path / "models" / "model.pt", {"texture_channels": [["MI"], ["PMO"]]})
+
+
+def _bundle_load(bundle_dir: Path) -> torch.nn.Module:
+    """``monai.bundle.load`` of an unpacked bundle folder as a user calls it (local folder, inference workflow)."""
+    from monai.bundle import load
+
+    return load(bundle_dir.name, bundle_dir=str(bundle_dir.parent), workflow_type="inference", device="cpu",
+                source="monaihosting")
+
+
+def _same_weights(network: torch.nn.Module, trained: dict) -> bool:
+    state = network.state_dict()
+    return set(state) == set(trained) and all(torch.equal(state[k], v) for k, v in trained.items())
+
+
+@pytest.mark.slow
+def test_monai_bundle_load_returns_the_packed_trained_weights(inpainting_archive, phantom_dir, tmp_path):
+    """monai.bundle.load(name, bundle_dir=<unpacked archive>, workflow_type='inference') builds network_def without
+    any dataset and returns it with exactly the trained weights of models/model.pt (lesion_inpainting trained at
+    smoke scale; reference_guided_ddpm with perturbed weights); our own inference reads the same file."""
+    trained = torch.load(inpainting_archive.parent.parent / "ckpt" / "lefusion_j.pt", weights_only=True)["network"]
+    assert _same_weights(_bundle_load(inpainting_archive), trained)
+
+    bundle = "reference_guided_ddpm"
+    configs = [str(BUNDLES / bundle / "configs" / c) for c in ("inference.json", "smoke.json")]
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(configs)
+    network = parser.get_parsed_content("network_def")
+    for parameter in network.parameters():  # distinct from any freshly initialised network
+        torch.nn.init.normal_(parameter)
+    torch.save({"network": network.state_dict(), "metadata": {}}, tmp_path / "ddpm.pt")
+    archive = pack_bundle(BUNDLES / bundle, tmp_path / "dist", weights=[tmp_path / "ddpm.pt"], overlays=["smoke.json"])
+    with zipfile.ZipFile(archive) as handle:
+        handle.extractall(tmp_path / "unpacked")
+    assert _same_weights(_bundle_load(tmp_path / "unpacked" / bundle), network.state_dict())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def monailabel_server(inpainting_archive, phantom_dir, tmp_path_factory):
+    """The real MONAI Label server (``monailabel start_server``) on 127.0.0.1 with its ``monaibundle`` sample app
+    (shipped in the monailabel wheel, run offline with a local zoo source) serving the unpacked lesion_inpainting
+    archive, and a local datastore holding one phantom image. Stopped (its whole process group) after the tests."""
+    for module in ("monailabel", "uvicorn", "fastapi", "multipart", "jwt", "dicomweb_client", "requests"):
+        pytest.importorskip(module, reason="MONAI Label server: pip install --no-deps -r requirements-monailabel.txt")
+    sample_app = Path(sysconfig.get_path("data")) / "monailabel" / "sample-apps" / "monaibundle"
+    if not sample_app.is_dir():
+        pytest.skip(f"monailabel's monaibundle sample app not found at {sample_app}")
+    work = tmp_path_factory.mktemp("monailabel")
+    app = work / "app"
+    shutil.copytree(sample_app, app, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(inpainting_archive, app / "model" / "lesion_inpainting")
+    image, label = _lesion_case(phantom_dir)
+    (work / "studies").mkdir()
+    shutil.copyfile(image, work / "studies" / image.name)
+    port = _free_port()
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
+               str(work / "studies"), "--host", "127.0.0.1", "--port", str(port), "--conf", "models",
+               "lesion_inpainting", "--conf", "zoo_source", "local", "--conf", "skip_trainers", "true",
+               "--conf", "sam2", "false"]
+    import requests
+
+    with open(work / "server.log", "w") as log:
+        server = subprocess.Popen(command, cwd=work, env=_monailabel_env(), stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # its own process group, stopped as a whole
+
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise AssertionError(f"MONAI Label server exited ({server.returncode}):\n"
+                                     f"{(work / 'server.log').read_text()[-4000:]}")
+            try:
+                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"MONAI Label server not up in 60 s:\n{(work / 'server.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield {"url": url, "image": image, "label": label, "image_id": image.name.split(".")[0], "work": work}
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
+@pytest.mark.slow
+def test_monai_label_server_synthesises_lesions_over_http(monailabel_server, tmp_path):
+    """POST /infer/lesion_inpainting?image=<datastore id> with the label map as the request's 'label' file answers
+    HTTP 200 with a NIfTI image: every voxel outside the lesions bit-identical to the datastore image, the lesions
+    re-synthesised."""
+    import requests
+
+    server = monailabel_server
+    with open(server["label"], "rb") as label_file:
+        response = requests.post(f"{server['url']}/infer/lesion_inpainting",
+                                 params={"image": server["image_id"], "output": "image"},
+                                 files={"label": (server["label"].name, label_file)}, timeout=300)
+    assert response.status_code == 200, response.text[-2000:]
+    result = tmp_path / "result.nii.gz"
+    result.write_bytes(response.content)
+    written = np.asarray(nib.load(result).dataobj)
+    source = np.asarray(nib.load(server["image"]).dataobj)
+    labels = np.asarray(nib.load(server["label"]).dataobj)
+    assert written.shape == source.shape
+    lesion = labels >= 3
+    assert lesion.any() and np.array_equal(written[~lesion], source[~lesion])
+    assert (written[lesion] != source[lesion]).mean() > 0.5
+
+
+@pytest.mark.slow
+def test_monai_label_server_refuses_a_request_without_the_label_map(monailabel_server):
+    """Without the label map the server answers 422 (not 500 with KeyError: 'label'), and says what to send."""
+    import requests
+
+    server = monailabel_server
+    response = requests.post(f"{server['url']}/infer/lesion_inpainting",
+                             params={"image": server["image_id"], "output": "image"}, timeout=120)
+    assert response.status_code == 422, response.text[-2000:]
+    detail = response.json()["detail"]
+    assert "lesion_inpainting needs 'label'" in detail and "request's 'label' file" in detail
+
+
+@pytest.mark.slow
+def test_monai_label_info_describes_a_synthesis_model(monailabel_server):
+    """/info/ lists lesion_inpainting with the bundle's version, and a description and labels that say it returns a
+    synthetic image (MONAI Label names its labels after the channels of metadata.json's first network output)."""
+    import requests
+
+    info = requests.get(f"{monailabel_server['url']}/info/", timeout=30).json()["models"]["lesion_inpainting"]
+    metadata = json.loads((BUNDLES / "lesion_inpainting" / "configs" / "metadata.json").read_text())
+    assert info["version"] == metadata["version"] and info["dimension"] == 3
+    assert [name.split(" (")[0] for name in info["labels"]] == ["synthetic image: mi lesion texture",
+                                                                "synthetic image: pmo lesion texture"]
+    assert info["description"].startswith("Synthesises")

@@ -3,10 +3,13 @@
 An archive ``<bundle>_v<version>.zip`` holds ``<bundle>/`` with the bundle's configs, docs and LICENSE, the
 pathosynth modules its configs need (at ``<bundle>/pathosynth``: ``python -m`` puts the working directory, and
 MONAI Label the bundle directory, on ``sys.path``), a ``requirements.txt`` pinned from ``metadata.json``, and
-optional weights in ``models/``. The first weights file is the bundle's main model and is stored as
-``models/model.pt`` in the MONAI format (what MONAI Label loads; the inference configs fall back to it), any
-others keep their names. Config overlays the weights were trained with (e.g. a smaller network) can be merged
-into the archive's ``inference.json``, because MONAI Label reads that one file and nothing else.
+optional weights in ``models/``. The first weights file is the bundle's main model and is stored in the MONAI
+format: ``models/model.pt`` a flat state dict of ``network_def`` (what ``monai.bundle.load`` and MONAI Label load;
+the inference configs fall back to it) and ``models/model_metadata.json`` what it was trained with (checked by
+our inference); any others keep their names and our format. Config overlays the weights were trained with (e.g.
+a smaller network) are merged into the archive's ``inference.json`` (MONAI Label reads that one file and nothing
+else) and ``train.json`` (``monai.bundle.load``'s default workflow builds ``network_def`` from it), so every
+``network_def`` of the archive fits its weights.
 
 Packing refuses what would break later: a version without a changelog entry, an archive of that version that
 already exists (versions are immutable; bump metadata.json), and code that imports a package metadata.json does
@@ -90,10 +93,10 @@ def bundle_files(bundle_dir: Path) -> list[Path]:
     return files + [bundle_dir / "LICENSE"]
 
 
-def merged_inference_config(configs_dir: Path, overlays: Sequence[str | os.PathLike]) -> bytes:
-    """``inference.json`` with the overlays applied the way ``monai.bundle run`` applies them (``a#b`` keys
-    replace nested items), as JSON bytes."""
-    files = [configs_dir / "inference.json"] + [Path(o) if Path(o).is_absolute() else configs_dir / o for o in overlays]
+def merged_config(configs_dir: Path, overlays: Sequence[str | os.PathLike], base: str = "inference.json") -> bytes:
+    """``base`` with the overlays applied the way ``monai.bundle run`` applies them (``a#b`` keys replace nested
+    items), as JSON bytes."""
+    files = [configs_dir / base] + [Path(o) if Path(o).is_absolute() else configs_dir / o for o in overlays]
     for path in files:
         if not path.is_file():
             raise PackError(f"config {path} does not exist")
@@ -130,8 +133,9 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, weigh
     packed_metadata = {**metadata, "required_packages_version": {
         k: v for k, v in (metadata.get("required_packages_version") or {}).items() if canonical(k) != PACKAGE}}
     replaced = {metadata_path: json.dumps(packed_metadata, indent=4).encode() + b"\n"}
-    if overlays:
-        replaced[bundle_dir / "configs" / "inference.json"] = merged_inference_config(bundle_dir / "configs", overlays)
+    for base in ("inference.json", "train.json") if overlays else ():  # the configs whose network_def is loaded
+        if (bundle_dir / "configs" / base).is_file():
+            replaced[bundle_dir / "configs" / base] = merged_config(bundle_dir / "configs", overlays, base)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(target) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             def add(arcname: str, data: bytes) -> None:
@@ -148,8 +152,9 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, weigh
             for index, path in enumerate(weights):
                 if index == 0:
                     exported = Path(scratch) / MONAI_MODEL_FILE
-                    export_monai_model(path, exported)
+                    metadata_file = export_monai_model(path, exported)
                     add(f"models/{MONAI_MODEL_FILE}", exported.read_bytes())
+                    add(f"models/{metadata_file.name}", metadata_file.read_bytes())
                 else:
                     add(f"models/{path.name}", path.read_bytes())
     logger.info(f"packed {name} v{metadata['version']}: {len(closure.modules)} pathosynth modules, {len(weights)} weights file(s) -> {target}")

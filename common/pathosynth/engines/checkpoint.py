@@ -26,6 +26,7 @@ truncated, corrupted or foreign file is a :class:`~pathosynth.errors.UserInputEr
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -37,14 +38,15 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from ..errors import MissingInputError, UserInputError
-from ..io.atomic import atomic_path, sha256_file
 from ..distributed import rank_and_world, unwrap
+from ..errors import MissingInputError, UserInputError
+from ..io.atomic import atomic_path, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
 
-MONAI_MODEL_FILE = "model.pt"  # MONAI bundle convention for a bundle's main weights (models/model.pt)
-MONAI_MODEL_KEY = "model"  # the state-dict key MONAI Label's infer task reads from that file
+MONAI_MODEL_FILE = "model.pt"  # MONAI bundle convention for a bundle's main weights: a flat state dict
+MONAI_MODEL_KEY = "model"  # key of the weights in models/model.pt files that archives before v0.3.0 wrote
+METADATA_SUFFIX = "_metadata.json"  # beside a flat state dict: models/model.pt -> models/model_metadata.json
 
 
 FINGERPRINT_BYTES = 1 << 16  # bytes read from each end of every file a case names
@@ -378,25 +380,65 @@ def _data_difference(saved: Mapping, now: Mapping) -> str:
             f"{now['count']} (fingerprint {now['fingerprint'][:12]})" + (": " + ", ".join(parts) if parts else ""))
 
 
+def metadata_path(weights_path: str | os.PathLike) -> Path:
+    """Where the metadata of a flat state dict lives: ``models/model.pt`` -> ``models/model_metadata.json``."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.stem + METADATA_SUFFIX)
+
+
+def _weights_and_metadata(state: Mapping, path: Path) -> tuple[Mapping, Mapping | None]:
+    """(weights, metadata) of an inference checkpoint: ours (``{"network", "metadata"}``), a pre-0.3.0 archive's
+    ``{"model", "metadata"}``, or MONAI's flat ``models/model.pt`` with its metadata in the JSON file beside it
+    (None when that file is absent)."""
+    for key in ("network", MONAI_MODEL_KEY):
+        if isinstance(state.get(key), Mapping):
+            return state[key], state.get("metadata") or {}
+    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserInputError(f"checkpoint {path} holds neither a 'network' state dict nor a flat state dict of "
+                             "tensors; pass an inference checkpoint <ckpt_dir>/<name>.pt or a bundle's models/model.pt")
+    sidecar = metadata_path(path)
+    if not sidecar.is_file():
+        return state, None
+    try:
+        return state, json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{sidecar} (the metadata of {path.name}) is not valid JSON ({err}); copy it again "
+                             "from the bundle archive") from None
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> Mapping:
+    """What an inference checkpoint records about its training (texture channels, vocabulary, ...), read from the
+    checkpoint or, for a flat ``models/model.pt``, from ``models/model_metadata.json``; {} when nothing is recorded."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"checkpoint {path} does not exist")
+    return _weights_and_metadata(read_checkpoint(path), path)[1] or {}
+
+
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapping | None = None) -> torch.nn.Module:
     """Load inference weights into ``network`` (eval mode; a DDP wrapper is removed); check saved metadata against
     ``expect``.
 
     A missing, broken or foreign file, weights of another architecture or a metadata mismatch (e.g. a LeFusion-S MI
-    model used for PMO) raise a UserInputError naming the file and the problem.
+    model used for PMO) raise a UserInputError naming the file and the problem. A flat state dict (MONAI's
+    ``models/model.pt``) is checked against the ``models/model_metadata.json`` beside it; without that file the
+    checks cannot be made, so it is refused when ``expect`` names settings.
     """
     path = Path(path)
     if not path.exists():
         raise MissingInputError(f"checkpoint {path} does not exist; train first "
                                 f"(python -m monai.bundle run training ... --ckpt_dir {path.parent})")
-    state = read_checkpoint(path)
-    saved = state.get("metadata") or {}
+    weights, saved = _weights_and_metadata(read_checkpoint(path), path)
+    if saved is None and expect:
+        raise UserInputError(f"checkpoint {path} is a flat state dict and {metadata_path(path)}, which records what it "
+                             f"was trained with ({', '.join(expect)}), is missing; copy it from the bundle archive "
+                             "(pathosynth.cli pack --weights writes both)")
     for key, value in (expect or {}).items():
-        if key in saved and _plain(saved[key]) != _plain(value):
+        if key in (saved or {}) and _plain(saved[key]) != _plain(value):
             raise UserInputError(f"checkpoint {path} was trained with {key}={saved[key]!r}, "
                                  f"but this run expects {value!r}")
     module = unwrap(network)
-    _load_state(module, _inference_state_dict(state, path), path)
+    _load_state(module, weights, path)
     return module.eval()  # inference never needs the DDP wrapper, whose forward would wait for the other ranks
 
 
@@ -409,20 +451,23 @@ def bundle_checkpoint(ckpt_dir: str | os.PathLike, name: str) -> str:
     return str(fallback if not own.exists() and fallback.exists() else own)
 
 
-def export_monai_model(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Rewrite an inference checkpoint (``{"network": ..., "metadata": ...}``) in the MONAI bundle format
-    ``{"model": state_dict, "metadata": ...}``, which MONAI Label's bundle infer task loads into ``network_def``."""
-    state = read_checkpoint(source)
-    _save({MONAI_MODEL_KEY: _inference_state_dict(state, source), "metadata": state.get("metadata", {})}, Path(target))
-
-
-def _inference_state_dict(state: Mapping, path) -> Mapping:
-    """The weights of an inference checkpoint: ours under ``network``, MONAI's (``models/model.pt``) under ``model``."""
-    weights = state.get("network", state.get(MONAI_MODEL_KEY))
-    if not isinstance(weights, Mapping):
-        raise UserInputError(f"checkpoint {path} holds neither a 'network' nor a '{MONAI_MODEL_KEY}' state dict; "
-                         "pass an inference checkpoint <ckpt_dir>/<name>.pt")
-    return weights
+def export_monai_model(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Write an inference checkpoint (``{"network": ..., "metadata": ...}``) in the MONAI bundle format: ``target``
+    (``models/model.pt``) a flat state dict, which ``monai.bundle.load``, model-zoo's ``ckpt_export`` and MONAI
+    Label's bundle infer task read as it is, and its metadata as JSON beside it (``models/model_metadata.json``),
+    which :func:`load_weights` checks. Returns the metadata file's path."""
+    source = Path(source)
+    weights, metadata = _weights_and_metadata(read_checkpoint(source), source)
+    if metadata is None:
+        raise UserInputError(f"checkpoint {source} is a flat state dict without {metadata_path(source).name} beside "
+                             "it; pack the checkpoint training wrote (<ckpt_dir>/<name>.pt)")
+    try:
+        json.dumps(_plain(dict(metadata)))
+    except TypeError as err:
+        raise UserInputError(f"checkpoint {source}: its metadata cannot be written as JSON ({err})") from None
+    _save(dict(weights), Path(target))
+    write_json(metadata_path(target), _plain(dict(metadata)))
+    return metadata_path(target)
 
 
 def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> tuple[list[str], list[str]]:

@@ -75,7 +75,9 @@ class PromptVocabulary:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist; train the text-conditioned diffusion model first")
-        meta = torch.load(path, map_location="cpu", weights_only=True).get("metadata", {})
+        from ..engines.checkpoint import checkpoint_metadata  # a flat models/model.pt keeps it in a JSON beside it
+
+        meta = checkpoint_metadata(path)
         if meta.get("vocabulary") is None or meta.get("max_length") is None:
             raise ValueError(f"checkpoint {path} records no prompt vocabulary (metadata 'vocabulary', 'max_length'); "
                              f"was it trained with a pretrained text encoder ({meta.get('text_encoder')})? then give the same "
