@@ -1,11 +1,13 @@
-# Two entry points for a fresh machine: `make demo` and `make test`. Both build .venv first.
+# Entry points for a fresh machine: `make demo`, `make test` and, on a machine with a CUDA GPU, `make gpu-check`.
+# Each builds .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_DIR ?= .demo
+GPU_CHECK ?= gpu_check.json
 BUNDLE := bundles/lesion_inpainting
 RUN := $(PY) -m monai.bundle run
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo test test-fast gpu-check clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-monailabel.txt setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +31,11 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -n 2 --dist worksteal --timeout 900 -ra
+
+# Every bundle's smoke training + inference on the GPU (AMP where a config has an `amp` key) and the paper-size
+# LeFusion network's forward time and peak memory -> $(GPU_CHECK); without CUDA the same on the CPU at smoke scale.
+gpu-check: venv
+	$(PY) -m pathosynth.gpu_check --output $(GPU_CHECK)
 
 test-fast: venv
 	$(PY) -m pytest -n 2 -m "not slow" -ra
