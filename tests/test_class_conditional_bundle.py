@@ -103,6 +103,7 @@ def test_two_processes_train_the_diffusion_model_and_shard_synthesis_bitwise_equ
     cmd[cmd.index("training")] = "inference"
     cmd[cmd.index("--config_file") + 1] = files
     cmd[cmd.index("--output_dir") + 1] = str(sharded)
+    del cmd[cmd.index("--dataset_dir"):cmd.index("--dataset_dir") + 2]  # noise-only synthesis reads no dataset
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     both = json.loads((sharded / "datalist.json").read_text())["training"]
