@@ -14,6 +14,8 @@
     python -m pathosynth.cli emit_diff_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli reference_guided_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli report RESULTS.json [--out FILE.md]
+    python -m pathosynth.cli sampler_benchmark OUT --dataset_dir DIR --ckpt_dir CKPT [--overlays A.json B.json]
+                                               [--settings FILE.json] [--seeds 0 1] [--max_cases N]
     python -m pathosynth.cli reference_guidance_grid OUT.png DATASET_DIR CKPT_DIR [--factors ... --stop_steps ...]
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
@@ -179,10 +181,46 @@ def reference_guided_study(out_dir: str, dataset_dir: str, scale: str = "cpu", j
 
 def report(results_json: str, out: str | None = None) -> str:
     """Render a study's generated report (Markdown) from its results JSON alone (lefusion_study.json, fqcdm_study.json,
-    emit_diff_study.json, the reference-guided report.json, mask_realism.json): printed, or written to --out FILE.md."""
+    emit_diff_study.json, the reference-guided report.json, mask_realism.json,
+    sampler_benchmark.json): printed, or written to --out FILE.md."""
     from .evaluation.reports import write_report
 
     return write_report(results_json, out)
+
+
+def sampler_benchmark(out_dir: str, dataset_dir: str, ckpt_dir: str, overlays=(), settings: str | None = None,
+                      seeds=(0, 1), max_cases: int | None = None, patch_size: int = 32) -> str:
+    """lesion_inpainting: re-synthesise the pathological cases of DATASET_DIR with each sampler setting (default grid:
+    the paper's 300/(5,5) = 1,480 calls per crop as the reference, 300/(2,2) = 598, and few-step candidates; or
+    --settings FILE.json) and write OUT/sampler_benchmark.json, .md and .png: lesion PSNR/SSIM per class, KID of lesion
+    patches, background exactness, wall time and paired differences against the reference. Resumable (rerun it)."""
+    import logging
+
+    from .evaluation.sampler_benchmark import sampler_benchmark as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    path = run(out_dir, dataset_dir, ckpt_dir, _as_list(overlays), settings, seeds, max_cases, patch_size)
+    return f"report: {path.with_suffix('.md')}"
+
+
+def gather_list_flags(argv: list[str], names=("seeds", "overlays")) -> list[str]:
+    """``--seeds 0 1`` / ``--overlays a.json b.json`` as one list flag (``--seeds=[0, 1]``) for ``sampler_benchmark``:
+    fire would read the second value as a positional argument. Values are the tokens up to the next ``--`` flag."""
+    rest, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        name = token[2:].replace("-", "_") if token.startswith("--") and "=" not in token else None
+        if name in names:
+            values = []
+            while i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                values.append(argv[i + 1])
+                i += 1
+            rest.append(f"--{name}={values!r}" if len(values) != 1 else f"--{name}={values[0]}")
+        else:
+            rest.append(token)
+        i += 1
+    return rest
 
 
 def reference_guidance_grid(out_png: str, dataset_dir: str, ckpt_dir: str, factors=(2, 4, 8, 16), stop_steps=None,
@@ -247,13 +285,16 @@ def main() -> None:
 
     from .data.exports import export
 
+    if sys.argv[1:2] == ["sampler_benchmark"]:
+        sys.argv[1:] = gather_list_flags(sys.argv[1:])
     sys.argv[1:] = merge_repeated_flags(sys.argv[1:])
 
     fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations, "pack": pack,
                "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
                "split": split, "lefusion_study": lefusion_study, "fqcdm_study": fqcdm_study,
                "emit_diff_study": emit_diff_study, "reference_guided_study": reference_guided_study,
-               "reference_guidance_grid": reference_guidance_grid, "report": report})
+               "reference_guidance_grid": reference_guidance_grid, "report": report,
+               "sampler_benchmark": sampler_benchmark})
 
 
 if __name__ == "__main__":

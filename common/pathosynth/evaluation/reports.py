@@ -22,11 +22,12 @@ def _renderers() -> dict[str, Callable[[Mapping], str]]:
     from .emit_diff_study_report import render_emit_diff_report
     from .fqcdm_study_report import render_fqcdm_report
     from .reference_guided_study import render_reference_guided_report
+    from .sampler_benchmark_report import render_sampler_benchmark
     from .study_report import render_lefusion_report
 
     return {"lefusion_study": render_lefusion_report, "fqcdm_study": render_fqcdm_report,
             "emit_diff_study": render_emit_diff_report, "reference_guided_study": render_reference_guided_report,
-            "mask_realism": render_mask_realism}
+            "mask_realism": render_mask_realism, "sampler_benchmark": render_sampler_benchmark}
 
 
 def render_report(results_json: str | os.PathLike) -> str:
