@@ -37,9 +37,9 @@ def test_gpu_check_runs_on_the_cpu_and_reports_every_run(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["gpu_check.json"], "the scratch folder is removed"
 
 
-def test_gpu_check_refuses_an_unknown_bundle(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pathosynth.gpu_check", "--output", str(tmp_path / "r.json"),
-                           "--bundles", "lesion_inpainting,no_such_bundle"], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.returncode != 0 and "no_such_bundle" in proc.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "r.json").exists()
+def test_gpu_check_refuses_an_unknown_bundle_before_any_run(tmp_path):
+    from pathosynth.gpu_check import main
+
+    with pytest.raises(SystemExit, match=r"--bundles names no bundle: \['no_such_bundle'\]"):
+        main(output=str(tmp_path / "r.json"), bundles="lesion_inpainting,no_such_bundle", work_dir=str(tmp_path))
+    assert not any(tmp_path.iterdir())
