@@ -131,38 +131,26 @@ def _bundle_run(python: Path, workflow: str, configs: list[Path], overrides: dic
     return None if proc.returncode == 0 else f"{' '.join(cmd)}\n--- rc {proc.returncode}, stderr:\n{proc.stderr[-3000:]}"
 
 
-def _plans(data: dict[str, Path], work: Path) -> dict[str, dict]:
-    """What each bundle's own tests run at smoke scale: training runs (in order), the inference run, the weights a
-    user packs (the inference config's main model first) and what the inference writes."""
-    def ckpt(bundle):
-        return work / "ckpt" / bundle
+# the weights a user packs per bundle (the inference config's main model first)
+WEIGHTS = {"lesion_inpainting": ["lefusion_j.pt"], "lesion_mask_diffusion": ["diffmask.pt"],
+           "reference_guided_ddpm": ["ddpm.pt"], "label_guided_latent_diffusion": ["label_diffusion.pt", "autoencoder.pt"],
+           "text_edge_controlnet": ["text_diffusion.pt", "controlnet.pt"], "class_conditional_ddpm": ["class_diffusion.pt"],
+           "downstream_segmentation": ["segmenter.pt"]}
 
-    emidec = {"dataset_dir": data["emidec"]}
-    acdc = {"dataset_dir": data["acdc"]}
-    one = {"max_cases": 1}  # inference: one case shows that it runs (the bundles' own tests check the outputs)
-    segmentation = {"train_datalists": [str(data["split"] / "train_pathological.json"), str(data["split"] / "train_normal.json")],
-                    "test_datalist": data["split"] / "test.json"}
-    plans = {
-        "lesion_inpainting": {"train": [("train.json", emidec)], "infer": {**emidec, **one}, "weights": ["lefusion_j.pt"]},
-        "lesion_mask_diffusion": {"train": [("train.json", emidec)], "infer": {**emidec, **one}, "weights": ["diffmask.pt"]},
-        "reference_guided_ddpm": {"train": [("train.json", emidec)], "infer": {**emidec, **one, "num_samples_per_case": 1},
-                                  "weights": ["ddpm.pt"]},
-        "label_guided_latent_diffusion": {"train": [("train_autoencoder.json", acdc), ("train_diffusion.json", acdc)],
-                                          "infer": {**acdc, **one}, "weights": ["label_diffusion.pt", "autoencoder.pt"]},
-        "text_edge_controlnet": {"train": [("train_diffusion.json", acdc), ("train_controlnet.json", acdc)],
-                                 "infer": {**acdc, **one, "num_samples_per_case": 1}, "weights": ["text_diffusion.pt", "controlnet.pt"]},
-        "class_conditional_ddpm": {"train": [("train.json", {"dataset_dir": data["npz"]})], "infer": {"num_per_class": 1, "preview_per_class": 1},
-                                   "weights": ["class_diffusion.pt"]},
-        # trains and scores in one "run"; its checkpoints live in output_dir
-        "downstream_segmentation": {"train": [("train.json", segmentation)], "workflow": "run",
-                                    "infer": {"datalist": data["split"] / "test.json"}, "weights": ["segmenter.pt"],
-                                    "writes": "predictions"},
-    }
+
+def _plans(data: dict[str, Path], work: Path) -> dict[str, dict]:
+    """Each bundle's smoke runs (``pathosynth.gpu_check.smoke_plans``, the ones ``make gpu-check`` makes), with the
+    weights a user packs and what the inference writes."""
+    from pathosynth.gpu_check import smoke_plans
+
+    plans = smoke_plans(data)
+    assert sorted(plans) == ALL_BUNDLES == sorted(WEIGHTS), "a new bundle needs its smoke runs in pathosynth.gpu_check"
+    # downstream_segmentation trains and scores in one "run"; its archive is checked by predicting the test list
+    plans["downstream_segmentation"].update(infer={"datalist": data["split"] / "test.json"}, writes="predictions")
     for bundle, plan in plans.items():
-        plan["ckpt"] = ckpt(bundle)
+        plan.update(ckpt=work / "ckpt" / bundle, weights=WEIGHTS[bundle])
         plan.setdefault("workflow", "training")
         plan.setdefault("writes", "datalist.json")
-    assert sorted(plans) == ALL_BUNDLES, "a new bundle needs its smoke runs here"
     return plans
 
 
