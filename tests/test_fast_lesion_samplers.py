@@ -3,6 +3,8 @@ background stays the original bit for bit whatever the sampler."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
@@ -37,8 +39,8 @@ def _sample(sampler, image, mask, net=None, seed=1):
     return sampler(image, net, mask=mask, generators=[torch.Generator().manual_seed(seed)]), net
 
 
-@pytest.mark.parametrize("steps,jumps,calls", [(25, (1, 1), 25), (50, (1, 1), 50), (20, (2, 2), 38), (None, (2, 2), 598),
-                                               (None, (5, 5), 1480)])
+@pytest.mark.parametrize("steps,jumps,calls", [(25, (1, 1), 25), (50, (1, 1), 50), (20, (2, 2), 38),
+                                               (None, (2, 2), 598), (None, (5, 5), 1480)])
 def test_network_calls_per_crop_are_counted(steps, jumps, calls):
     """Issue 18's budget: 25 respaced steps without jumps = 25 calls; the paper's 300 steps with (5, 5) jumps = 1,480,
     (2, 2) = 598; 20 steps with (2, 2) = 38. Declared before sampling, counted while sampling, and equal to the calls
@@ -51,7 +53,8 @@ def test_network_calls_per_crop_are_counted(steps, jumps, calls):
 
 
 @pytest.mark.parametrize("known_region", ["noised", "x0", "clean"])
-@pytest.mark.parametrize("eta,steps,jumps", [(None, 5, (1, 1)), (0.0, 5, (1, 1)), (0.5, 6, (2, 2)), (1.0, None, (2, 3))])
+@pytest.mark.parametrize("eta,steps,jumps", [(None, 5, (1, 1)), (0.0, 5, (1, 1)), (0.5, 6, (2, 2)),
+                                              (1.0, None, (2, 3))])
 def test_background_is_the_original_for_every_sampler(known_region, eta, steps, jumps):
     """Every few-step candidate returns the known image outside the mask exactly and synthesises inside it."""
     image, mask = _case()
@@ -108,3 +111,49 @@ def test_clean_context_input_is_shared_by_training_and_sampling():
 def test_unknown_known_region_is_refused():
     with pytest.raises(ValueError, match="known_region"):
         LesionInpaintingSampler(DDPMScheduler(20), 5, known_region="latent")
+
+
+def _sampler_of(overlays, **overrides):
+    from monai.bundle import ConfigParser
+
+    from conftest import BUNDLES
+
+    configs = BUNDLES / "lesion_inpainting" / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / c) for c in ("inference.json", *overlays)])
+    parser.update(overrides)
+    return parser.get_parsed_content("sampler")
+
+
+def test_paper_sampler_overlay_selects_1480_calls_and_stays_the_default():
+    """inference_paper_sampler.json names the paper's sampler explicitly (300 steps, (5, 5) jumps, DDPM steps, Eq. 1),
+    whatever the keys before it; inference.json's default is still that sampler (no measurement has moved it yet)."""
+    explicit = _sampler_of(["inference_paper_sampler.json"])
+    over_fast = _sampler_of(["inference_clean_context.json", "inference_paper_sampler.json"])
+    default = _sampler_of([])
+    for sampler in (explicit, default):
+        assert sampler.network_evaluations_per_sample == 1480
+        assert (sampler.eta, sampler.known_region, len(sampler.timesteps)) == (None, "noised", 300)
+    assert over_fast.network_evaluations_per_sample == 1480 and over_fast.known_region == "noised"
+    assert _sampler_of(["inference_clean_context.json"]).network_evaluations_per_sample == 25
+
+
+@pytest.mark.slow
+def test_clean_context_variant_trains_and_synthesises_with_the_background_exact(phantom_dir, tmp_path):
+    """The trained few-step variant through `python -m monai.bundle run` (smoke scale): training records
+    known_region="clean" in the checkpoint, synthesis keeps the output contract with a bit-exact background."""
+    from test_lesion_inpainting_bundle import check_synthetic_dataset
+
+    from conftest import run_bundle
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    run_bundle("training", "lesion_inpainting", ["train.json", "train_clean_context.json", "smoke.json"],
+               {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt / "logs"})
+    saved = torch.load(ckpt / "lefusion_j_clean_context.pt", weights_only=True)["metadata"]
+    assert saved["known_region"] == "clean" and saved["variant"] == "lefusion_j_clean_context"
+    run_bundle("inference", "lesion_inpainting", ["inference.json", "inference_clean_context.json", "smoke.json"],
+               {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": out, "max_cases": 2,
+                "num_inference_steps": 5, "jump_length": 1, "jump_n_sample": 1})
+    entries = check_synthetic_dataset(out, phantom_dir)
+    record = json.loads((out / entries[0]["provenance"]).read_text())["synthesis"]
+    assert record["known_region"] == "clean" and record["network_evaluations_per_sample"] == 5

@@ -1,5 +1,5 @@
-"""sampler_benchmark (issue 18) at phantom scale: a smoke-trained lesion_inpainting model, a tiny grid whose reference is
-a cheap setting. The JSON carries what the issue asks for, the call counts are the samplers', the background stays
+"""sampler_benchmark (issue 18) at phantom scale: a smoke-trained lesion_inpainting model, a tiny grid whose reference
+is a cheap setting. The JSON carries what the issue asks for, the call counts are the samplers', the background stays
 bit-exact, the Markdown is rendered from the JSON alone, and a rerun resumes or refuses to mix setups."""
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def test_rerun_resumes_and_refuses_another_setup(benchmark):
 
 @pytest.mark.parametrize("grid,message", [
     ({"reference": "x", "settings": [{"name": "a"}]}, "'reference' is 'x'"),
-    ({"reference": "a", "settings": [{"name": "a", "num_inference_step": 4}]}, r"\['num_inference_step'\] are not keys"),
+    ({"reference": "a", "settings": [{"name": "a", "num_inference_step": 4}]},
+     r"\['num_inference_step'\] are not keys"),
     ({"reference": "a", "settings": [{"name": "a"}, {"name": "a"}]}, "unique"),
     ({"reference": "a", "settings": [{"name": "a", "overlays": ["missing.json"]}]}, "missing.json: no such config"),
 ])

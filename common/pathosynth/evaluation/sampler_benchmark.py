@@ -1,12 +1,13 @@
-"""Quality against network calls of lesion-inpainting samplers (issue 18): ``python -m pathosynth.cli sampler_benchmark``.
+"""Quality against network calls of lesion-inpainting samplers (issue 18): ``pathosynth.cli sampler_benchmark``.
 
 The pathological cases of a dataset are re-synthesised by one trained lesion_inpainting model with each sampler
 setting of a grid, over the same seeds, in one process. Per (setting, case, seed) the record holds lesion-region PSNR
-and SSIM against the real image (per lesion class and over all lesions, :func:`pathosynth.metrics.lesion_region_similarity`
-on the real volume's range), the fraction of background voxels left bit-identical, the wall time of the synthesis
-and the features of the lesion patches for KID. Settings are compared with the *reference* (the paper's 300 steps
-with (5, 5) jumps = 1,480 network calls per crop) pair by pair -- the same case and seed -- so case difficulty cancels;
-the reference's own seed-to-seed spread is the noise floor a difference must exceed to mean anything.
+and SSIM against the real image (per lesion class and over all lesions,
+:func:`pathosynth.metrics.lesion_region_similarity` on the real volume's range), the fraction of background voxels
+left bit-identical, the wall time of the synthesis and the features of the lesion patches for KID. Settings are
+compared with the *reference* (the paper's 300 steps with (5, 5) jumps = 1,480 network calls per crop) pair by pair --
+the same case and seed -- so case difficulty cancels; the reference's own seed-to-seed spread is the noise floor a
+difference must exceed to mean anything.
 
 - **Setting.** ``{"name", "overlays"?, <config key>: value, ...}``: the bundle's ``inference.json`` plus the
   command's ``--overlays``, the setting's ``overlays``, then its keys as overrides. Sampler keys it leaves out take
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from ..data.labels import class_values, flatten_channels
+from ..data.labels import class_values
 from ..errors import MissingInputError, UserInputError
 from ..io.atomic import sha256_file, write_json
 from ..metrics import RandomConvFeatures, kernel_inception_distance, lesion_region_similarity
@@ -98,7 +99,8 @@ def load_settings(path: str | os.PathLike | None) -> dict:
         if isinstance(grid, list):
             grid = {"reference": grid[0].get("name") if grid and isinstance(grid[0], dict) else None, "settings": grid}
     settings = grid.get("settings") if isinstance(grid, dict) else None
-    if not isinstance(settings, list) or not settings or not all(isinstance(s, dict) and s.get("name") for s in settings):
+    if not isinstance(settings, list) or not settings \
+            or not all(isinstance(s, dict) and s.get("name") for s in settings):
         raise UserInputError(f"{source}: 'settings' must be a non-empty list of objects, each with a 'name'")
     names = [str(s["name"]) for s in settings]
     if len(set(names)) != len(names) or len({slug(n) for n in names}) != len(names):
@@ -137,7 +139,8 @@ def _setting_parsers(grid: Mapping, folder: Path, overlays: Sequence[str], base:
     parsers = {}
     for setting in grid["settings"]:
         name = str(setting["name"])
-        own = [_overlay_path(o, folder, f"{grid['source']}: setting {name!r}: overlay") for o in setting.get("overlays", [])]
+        what = f"{grid['source']}: setting {name!r}: overlay"
+        own = [_overlay_path(o, folder, what) for o in setting.get("overlays", [])]
         overrides = {**PLAIN_CHAIN, **{k: v for k, v in setting.items() if k not in ("name", "overlays")}}
         probe = _parser(folder, [*common, *own], {})
         unknown = [k for k in overrides if k not in probe]
@@ -188,7 +191,8 @@ def mean_ci(values: Sequence[float]) -> dict:
         return {"mean": math.nan, "std": math.nan, "ci95": [math.nan, math.nan], "n": 0}
     std = float(x.std(ddof=1)) if x.size > 1 else math.nan
     half = float(t.ppf(0.975, x.size - 1) * std / math.sqrt(x.size)) if x.size > 1 else math.nan
-    return {"mean": float(x.mean()), "std": std, "ci95": [float(x.mean()) - half, float(x.mean()) + half], "n": int(x.size)}
+    mean = float(x.mean())
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(x.size)}
 
 
 def _kid(synthetic: np.ndarray, real: np.ndarray) -> float:
@@ -276,8 +280,8 @@ class SamplerBenchmark:
         if path.exists():
             record = json.loads(path.read_text())
             if record.get("identity") != as_results(expected):
-                raise UserInputError(f"{path} was made with another checkpoint, sampler, case or KID extractor than this "
-                                     "run; benchmark into a new OUT folder (nothing in it is overwritten)")
+                raise UserInputError(f"{path} was made with another checkpoint, sampler, case or KID extractor than "
+                                     "this run; benchmark into a new OUT folder (nothing in it is overwritten)")
             return record
         image, label = read_case(case)
         start = time.perf_counter()
@@ -311,12 +315,8 @@ class SamplerBenchmark:
         ref_wall = sum(r["wall_s"] for r in records[reference])
         settings = []
         for name, recs in records.items():
-            def values(metric, region, rs=recs):
-                return [_score(r, region, metric) for r in rs]
-
-            paired = {metric: {region: mean_ci([_score(r, region, metric) - _score(ref_by_key[(r["case_id"], r["seed"])],
-                                                                                      region, metric) for r in recs])
-                               for region in regions} for metric in ("psnr", "ssim")}
+            paired = {m: {region: mean_ci(_paired(recs, ref_by_key, m, region)) for region in regions}
+                      for m in ("psnr", "ssim")}
             per_seed = {str(seed): _kid(_features(recs, seed), real_features) for seed in self.seeds}
             kid = {"value": _kid(_features(recs, None), real_features), "per_seed": per_seed,
                    "seed_spread": _spread(per_seed.values()), "n_synthetic": len(_features(recs, None)),
@@ -329,8 +329,8 @@ class SamplerBenchmark:
                 "network_evaluations": calls[name],
                 "network_evaluations_per_case": float(np.mean([r["network_evaluations"] for r in recs])),
                 "wall_s_per_case": wall / len(recs), "time_ratio": wall / ref_wall if ref_wall > 0 else math.nan,
-                "lesion_psnr": {region: mean_ci(values("psnr", region)) for region in regions},
-                "lesion_ssim": {region: mean_ci(values("ssim", region)) for region in regions},
+                "lesion_psnr": {region: mean_ci([_score(r, region, "psnr") for r in recs]) for region in regions},
+                "lesion_ssim": {region: mean_ci([_score(r, region, "ssim") for r in recs]) for region in regions},
                 "paired_difference": paired, "kid": kid,
                 "background_exact_fraction": exact / total if total else math.nan,
                 "seed_spread": self.seed_spread(recs),
@@ -360,7 +360,8 @@ class SamplerBenchmark:
         }
 
     def seed_spread(self, recs: Sequence[Mapping]) -> dict:
-        """Per case, max - min over seeds of the all-lesion PSNR and SSIM; mean and max over cases (None below 2 seeds)."""
+        """Per case, max - min over seeds of the all-lesion PSNR and SSIM; mean and max over cases (None below two
+        seeds)."""
         out = {}
         for metric in ("psnr", "ssim"):
             by_case: dict[str, list[float]] = {}
@@ -375,6 +376,11 @@ class SamplerBenchmark:
 def _score(record: Mapping, region: str, metric: str) -> float:
     value = record["scores"].get(region, {}).get(metric)
     return math.nan if value is None else float(value)
+
+
+def _paired(recs: Sequence[Mapping], reference: Mapping, metric: str, region: str) -> list[float]:
+    """Setting minus reference per (case, seed)."""
+    return [_score(r, region, metric) - _score(reference[(r["case_id"], r["seed"])], region, metric) for r in recs]
 
 
 def _features(recs: Sequence[Mapping], seed: int | None) -> np.ndarray:
