@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigParser
 
 from conftest import BUNDLES
@@ -34,28 +35,32 @@ CONSECUTIVE = {"background": 0, "cavity": 3, "muscle": 4, "scar": 2, "mvo": 1}
 LESIONS = {"lesion_classes": ["scar", "mvo"]}
 SCALE = {"max_cases": 2, "num_samples_per_case": 1}  # test size, not data description
 
-# bundle -> [(workflow, config files before smoke.json, data paths, the other keys a user sets)]; a data path names one of
-# the two datalists: "all" cases, or the "lesions" ones (a run that synthesises into real lesions refuses a list with
-# a case without one)
-ALL, LESIONS_ONLY = {"datalist": "all"}, {"datalist": "lesions"}
+# bundle -> [(workflow, config files before smoke.json, data paths, the other keys a user sets)]. A data path names one
+# of the datalists: "all" cases, the "lesions" ones (a run that synthesises into real lesions refuses a list holding a
+# case without one), or all cases under the "consecutive" map.
+ALL, LESION_CASES, CONSECUTIVE_CASES = {"datalist": "all"}, {"datalist": "lesions"}, {"datalist": "consecutive"}
+MASK_KEYS = {**LESIONS, "anatomy_class": "muscle"}
+SEGMENTATION_KEYS = {"labels": CONSECUTIVE}
 RUNS = {
-    "lesion_inpainting": [("training", ["train.json"], LESIONS_ONLY, LESIONS),
-                          ("inference", ["inference.json"], LESIONS_ONLY, LESIONS)],
-    "lesion_mask_diffusion": [("training", ["train.json"], LESIONS_ONLY, {**LESIONS, "anatomy_class": "muscle"}),
-                              ("inference", ["inference.json"], ALL, {**LESIONS, "anatomy_class": "muscle"})],
+    "lesion_inpainting": [("training", ["train.json"], LESION_CASES, LESIONS),
+                          ("inference", ["inference.json"], LESION_CASES, LESIONS)],
+    "lesion_mask_diffusion": [("training", ["train.json"], LESION_CASES, MASK_KEYS),
+                              ("inference", ["inference.json"], ALL, MASK_KEYS)],
     "label_guided_latent_diffusion": [("training", ["train_autoencoder.json"], ALL, {}),
                                       ("training", ["train_diffusion.json"], ALL, {}),
                                       ("inference", ["inference.json"], ALL, {})],
     "text_edge_controlnet": [("training", ["train_diffusion.json"], ALL, {}),
-                             ("training", ["train_controlnet.json"], ALL, {}), ("inference", ["inference.json"], ALL, {}),
-                             ("run", ["train_segmentation.json"], {"real_datalist": "consecutive", "synthetic_datalists": [],
-                                                                   "test_datalist": "consecutive"}, {"labels": CONSECUTIVE})],
+                             ("training", ["train_controlnet.json"], ALL, {}),
+                             ("inference", ["inference.json"], ALL, {}),
+                             ("run", ["train_segmentation.json"],
+                              {"real_datalist": "consecutive", "synthetic_datalists": [],
+                               "test_datalist": "consecutive"}, SEGMENTATION_KEYS)],
     "reference_guided_ddpm": [("training", ["train.json"], ALL, LESIONS),
                               ("inference", ["inference.json"], {**ALL, "patch_datalist": "lesions"},
                                {**LESIONS, "placement_classes": ["muscle"]})],
     "downstream_segmentation": [("run", ["train.json"], {"train_datalists": ["consecutive"],
-                                                          "test_datalist": "consecutive"}, {"labels": CONSECUTIVE}),
-                                ("inference", ["inference.json"], {"datalist": "consecutive"}, {"labels": CONSECUTIVE})],
+                                                          "test_datalist": "consecutive"}, SEGMENTATION_KEYS),
+                                ("inference", ["inference.json"], CONSECUTIVE_CASES, SEGMENTATION_KEYS)],
 }
 
 
@@ -121,7 +126,8 @@ def _values(path) -> set[int]:
 
 
 def _synthetic(out: Path) -> list[dict]:
-    """The written dataset keeps the data's label semantics: its datalist declares them, its labels use no other value."""
+    """The written dataset keeps the data's label semantics: its datalist declares them, its labels use no other
+    value."""
     content = json.loads((out / "datalist.json").read_text())
     assert {int(v): n for v, n in content["labels"].items()} == {v: n for n, v in LABELS.items()}
     assert content["training"] and (out / "preview.png").is_file()
@@ -132,7 +138,8 @@ def _synthetic(out: Path) -> list[dict]:
 
 def test_derived_classes_follow_the_label_map():
     assert foreground_classes(LABELS) == ["cavity", "muscle", "scar", "mvo"]
-    assert foreground_classes({str(v): n for n, v in LABELS.items()}) == ["cavity", "muscle", "scar", "mvo"]  # MSD form
+    msd_form = {str(v): n for n, v in LABELS.items()}
+    assert foreground_classes(msd_form) == ["cavity", "muscle", "scar", "mvo"]
     assert lesion_classes_of(LABELS) == ["scar", "mvo"] and lesion_classes_of(EMIDEC_LABELS) == ["MI", "PMO"]
     assert lesion_classes_of({"background": 0, "RV": 1, "myocardium": 2, "LV": 3}) == []
 
@@ -144,8 +151,9 @@ def test_the_command_line_check_accepts_a_swap(bundle, index, tmp_path):
     workflow, files, paths, keys = RUNS[bundle][index]
     configs = _configs(bundle, files)
     config = ConfigParser.load_config_files(configs)
-    overrides = {"labels": LABELS, "ckpt_dir": str(tmp_path), "output_dir": str(tmp_path),
-                 **_data(paths, {name: tmp_path / f"{name}.json" for name in ("all", "lesions", "consecutive")}), **keys}
+    datalists = {name: tmp_path / f"{name}.json" for name in ("all", "lesions", "consecutive")}
+    overrides = {"labels": LABELS, "ckpt_dir": str(tmp_path), "output_dir": str(tmp_path), **_data(paths, datalists),
+                 **keys}
     assert override_problems(config, overrides, [Path(c).name for c in configs]) == []
     assert override_problems(config, {**overrides, "labels": ["cavity"]})  # the check is on: a list is no label map
 
@@ -184,11 +192,15 @@ def test_lesion_mask_diffusion_synthesises_with_labels_and_lesion_keys(swapped, 
 @pytest.mark.slow
 def test_label_guided_latent_diffusion_swaps_with_labels_only(swapped, tmp_path):
     _synthetic(_run_bundle("label_guided_latent_diffusion", swapped, tmp_path)[-1])
+    assert (tmp_path / "ckpt" / "autoencoder.pt").is_file()
+    metadata = torch.load(tmp_path / "ckpt" / "label_diffusion.pt", weights_only=True)["metadata"]
+    assert metadata["labels"] == LABELS and metadata["label_channels"] == list(LABELS)  # one SPADE channel per class
 
 
 @pytest.mark.slow
 def test_text_edge_controlnet_swaps_with_labels_only(swapped, tmp_path):
     *_, synthetic, segmented = _run_bundle("text_edge_controlnet", swapped, tmp_path)
+    assert {"text_diffusion.pt", "controlnet.pt"} <= {p.name for p in (tmp_path / "ckpt").iterdir()}
     _synthetic(synthetic)
     assert json.loads((segmented / "scores.json").read_text())["classes"] == ["cavity", "muscle", "scar", "mvo"]
 
