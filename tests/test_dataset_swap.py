@@ -181,9 +181,6 @@ def test_lesion_mask_diffusion_trains_with_labels_and_lesion_keys(mask_model):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="LesionMaskSynthesizer (synthesis/lesion_masks.py) takes no anatomy/MI/PMO class names and "
-                          "looks up 'myocardium', 'MI', 'PMO'")
 def test_lesion_mask_diffusion_synthesises_with_labels_and_lesion_keys(swapped, mask_model):
     (out,) = _run_bundle("lesion_mask_diffusion", swapped, mask_model, RUNS["lesion_mask_diffusion"][1:])
     assert any(_values(out / e["label"]) & {LABELS["scar"]} for e in _synthetic(out))

@@ -32,6 +32,8 @@ class LesionMaskSynthesizer:
         labels: class name -> label value.
         roi_size: crop size the model was trained on (H, W, D).
         cavity_class: also condition on this class (the LV cavity) — must match training.
+        anatomy_class, mi_class, pmo_class: the class names of the anatomy that holds lesions (M_m) and of the two
+            lesion classes (MI extent, PMO inside it) in ``labels``.
         target_burden: None = threshold the MI score at 0; a fraction of M_m = search the threshold whose
             post-processed mask covers that fraction (the achieved value is recorded; see :meth:`generate`).
         smoothing: keyword arguments of :func:`pathosynth.masks.postprocess.postprocess_lesion_masks`.
@@ -50,6 +52,9 @@ class LesionMaskSynthesizer:
         smoothing: Mapping | None = None,
         device: str | torch.device = "cpu",
         checkpoint: str | None = None,
+        anatomy_class: str = "myocardium",
+        mi_class: str = "MI",
+        pmo_class: str = "PMO",
     ) -> None:
         if target_burden is not None and not 0 < target_burden < 1:
             raise ValueError(f"target_burden must be a fraction in (0, 1), got {target_burden}")
@@ -62,6 +67,7 @@ class LesionMaskSynthesizer:
         self.smoothing = dict(smoothing or {})
         self.device = torch.device(device)
         self.checkpoints = [str(checkpoint)] if checkpoint else []
+        self.classes = {"anatomy_class": anatomy_class, "mi_class": mi_class, "pmo_class": pmo_class}
 
     def settings(self) -> dict:
         return {"mask_source": "diffmask", "roi_size": list(self.roi_size), "target_burden": self.target_burden,
@@ -69,9 +75,9 @@ class LesionMaskSynthesizer:
 
     def scores(self, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Continuous [MI extent, PMO] scores in [-1, 1] (-1 outside M_m), the region M_m, network calls."""
-        _, _, region = label_to_masks(label, self.labels)
+        _, _, region = label_to_masks(label, self.labels, **self.classes)
         if not region.any():
-            raise ValueError("the case has no anatomy (myocardium) voxels to place lesions in")
+            raise ValueError(f"the case has no anatomy ({self.classes['anatomy_class']}) voxels to place lesions in")
         padded_region = pad_to(region, self.roi_size, False)
         condition = [padded_region]
         if self.cavity is not None:
@@ -108,7 +114,7 @@ class LesionMaskSynthesizer:
             mi_extent, pmo = self._masks(scores[0] > threshold, pmo_scores, region)
         else:
             threshold, mi_extent, pmo = self._search_threshold(scores[0], pmo_scores, region)
-        new_label = write_lesions(label, self.labels, mi_extent, pmo)
+        new_label = write_lesions(label, self.labels, mi_extent, pmo, **self.classes)
         info = {"network_evaluations": calls, "mi_threshold": threshold,
                 "lesion_burden": float(mi_extent.sum() / region.sum()), "pmo_voxels": int(pmo.sum())}
         return new_label, info
