@@ -214,3 +214,22 @@ def test_downstream_segmentation_scores_the_swapped_classes(swapped, tmp_path):
     assert json.loads((scored / "scores.json").read_text())["classes"] == ["cavity", "muscle", "scar", "mvo"]
     predictions = sorted((predicted / "predictions").glob("*.nii.gz"))
     assert predictions and all(_values(p) <= set(CONSECUTIVE.values()) for p in predictions)
+
+
+@pytest.mark.parametrize("bundle,config", [("downstream_segmentation", "train.json"),
+                                           ("text_edge_controlnet", "train_segmentation.json")])
+def test_segmentation_refuses_label_values_that_are_not_channel_indices(bundle, config):
+    """A segmenter reads a label value as its output channel: values 5..11 are refused by key before any training,
+    instead of an index error inside the first batch."""
+    parser = ConfigParser()
+    parser.read_config(_configs(bundle, [config]))
+    parser.update({"labels": LABELS})
+    check = next(step for step in parser.config["initialize"] if "consecutive_label_values" in step)
+    parser.config["initialize"] = [check]
+    parser.parse()
+    with pytest.raises(RuntimeError) as err:
+        parser.get_parsed_content("initialize")
+    assert "labels: segmentation needs 'background': 0 and the values 0..K-1" in str(err.value.__cause__)
+    parser.update({"labels": CONSECUTIVE})
+    parser.parse()
+    assert parser.get_parsed_content("initialize") == [CONSECUTIVE]

@@ -11,7 +11,6 @@ exported case to its source files, write atomically, and never write into an inp
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ import pathosynth
 from ..io.atomic import atomic_path, write_json
 from ..io.datalists import CaseSets, combined_cases, export_datalist, guard_sources, needs_write, parse_option
 from .cases import load_cases
-from .labels import EMIDEC_LABELS
+from .labels import EMIDEC_LABELS, consecutive_label_values
 from .validation import validate_cases
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -82,10 +81,7 @@ def export_emidec(records: Sequence[Mapping], out_dir: str | os.PathLike, prefix
 
 def check_nnunet_labels(labels: Mapping[str, int]) -> dict[str, int]:
     """nnU-Net v2 needs ``background: 0`` and label values 0..K-1, each once; say so before any file is written."""
-    values = {name: int(value) for name, value in labels.items() if isinstance(value, numbers.Integral)}
-    if len(values) < len(labels) or values.get("background") != 0 or sorted(values.values()) != list(range(len(values))):
-        raise ValueError(f"nnU-Net labels must hold 'background': 0 and the integers 0..K-1, each once (no gaps); got {dict(labels)}")
-    return values
+    return consecutive_label_values(labels, "an nnU-Net export")
 
 
 def export_nnunet(sets: CaseSets, out_root: str | os.PathLike, dataset_id: int, dataset_name: str, labels: Mapping[str, int],

@@ -18,6 +18,7 @@ under a lesion's name. Names are compared by meaning (:data:`LABEL_SYNONYMS`: EM
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 
@@ -62,6 +63,18 @@ def parse_label_map(mapping: Mapping, source: str = "labels") -> dict[str, int]:
         return {str(name): int(value) for name, value in mapping.items()}
     raise DatasetError(f"{source} must map class names to integer values (or MSD's value strings to names), "
                        f"got {dict(mapping)}")
+
+
+def consecutive_label_values(labels: Mapping[str, int], purpose: str = "segmentation") -> dict[str, int]:
+    """``labels`` when its values are ``background: 0`` and the integers 0..K-1, each once: what a segmenter with one
+    output channel per class (and nnU-Net) needs, since a label value is read as a channel index. Otherwise an error
+    naming the key, before training, instead of an index error deep inside the first batch."""
+    values = {name: value for name, value in labels.items() if isinstance(value, numbers.Integral) and not isinstance(value, bool)}
+    if len(values) < len(labels) or values.get("background") != 0 or sorted(values.values()) != list(range(len(values))):
+        raise DatasetError(f"labels: {purpose} needs 'background': 0 and the values 0..K-1, each once (one output "
+                           f"channel per class); got {dict(labels)}. Renumber the label maps (e.g. MONAI's "
+                           "MapLabelValued) and give labels with consecutive values")
+    return values
 
 
 def foreground_classes(labels: Mapping) -> list[str]:
