@@ -16,6 +16,7 @@
     python -m pathosynth.cli report RESULTS.json [--out FILE.md]
     python -m pathosynth.cli sampler_benchmark OUT --dataset_dir DIR --ckpt_dir CKPT [--overlays A.json B.json]
                                                [--settings FILE.json] [--seeds 0 1] [--max_cases N]
+    python -m pathosynth.cli sampler_benchmark_study OUT_DIR --dataset_dir DIR [--scale sampler_cpu|sampler_ci|F.json]
     python -m pathosynth.cli reference_guidance_grid OUT.png DATASET_DIR CKPT_DIR [--factors ... --stop_steps ...]
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
@@ -55,7 +56,8 @@ def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion
     ``--lesion_classes`` (default: the MI / PMO classes among the labels) check the data as a bundle configured so
     would.
     """
-    from .data import dataset_labels, find_npz, label_meaning
+    from .data import dataset_labels, find_npz
+    from .data.labels import lesion_classes_of
     from .io.datalists import parse_option
 
     if dataset_dir and not datalist and _is_npz(dataset_dir):
@@ -63,8 +65,7 @@ def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion
     declared = dataset_labels(None if datalist else dataset_dir, datalist)
     name, own = declared if declared else ("EMIDEC (the default: the data declares no labels)", EMIDEC_LABELS)
     labels = dict(parse_option(labels) or own)
-    lesions = _as_list(lesion_classes) if lesion_classes is not None else [
-        c for c in labels if label_meaning(c) in ("MI", "PMO")]
+    lesions = _as_list(lesion_classes) if lesion_classes is not None else lesion_classes_of(labels)
     cases = load_cases(dataset_dir, datalist, labels=labels, lesion_classes=lesions)
     return f"{len(cases)} cases passed validation against the labels {labels} of {name}"
 
@@ -188,19 +189,38 @@ def report(results_json: str, out: str | None = None) -> str:
     return write_report(results_json, out)
 
 
-def sampler_benchmark(out_dir: str, dataset_dir: str, ckpt_dir: str, overlays=(), settings: str | None = None,
-                      seeds=(0, 1), max_cases: int | None = None, patch_size: int = 32) -> str:
+def sampler_benchmark(out_dir: str, dataset_dir: str | None = None, ckpt_dir: str | None = None, overlays=(),
+                      settings: str | None = None, seeds=(0, 1), max_cases: int | None = None, patch_size: int = 32,
+                      datalist: str | None = None) -> str:
     """lesion_inpainting: re-synthesise the pathological cases of DATASET_DIR with each sampler setting (default grid:
     the paper's 300/(5,5) = 1,480 calls per crop as the reference, 300/(2,2) = 598, and few-step candidates; or
     --settings FILE.json) and write OUT/sampler_benchmark.json, .md and .png: lesion PSNR/SSIM per class, KID of lesion
-    patches, background exactness, wall time and paired differences against the reference. Resumable (rerun it)."""
+    patches, background exactness, wall time and paired differences against the reference. Resumable (rerun it).
+    ``--datalist FILE`` instead of ``--dataset_dir`` takes the cases of a datalist (e.g. a split's test set)."""
     import logging
 
     from .evaluation.sampler_benchmark import sampler_benchmark as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if ckpt_dir is None:
+        raise SystemExit("sampler_benchmark needs --ckpt_dir (the folder of the trained lesion_inpainting model)")
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    path = run(out_dir, dataset_dir, ckpt_dir, _as_list(overlays), settings, seeds, max_cases, patch_size)
+    path = run(out_dir, dataset_dir, ckpt_dir, _as_list(overlays), settings, seeds, max_cases, patch_size,
+               datalist=datalist)
+    return f"report: {path.with_suffix('.md')}"
+
+
+def sampler_benchmark_study(out_dir: str, dataset_dir: str, scale: str = "sampler_cpu",
+                            jobs: int | None = None) -> str:
+    """Issue 18's measurement in one command: split DATASET_DIR by case, train LeFusion-J and the clean-context variant
+    on the training cases, benchmark the samplers on the held-out pathological cases into OUT_DIR/benchmark/;
+    resumable (rerun the same command). ``scale``: sampler_cpu, sampler_ci, or a scale JSON file."""
+    import logging
+
+    from .evaluation.sampler_benchmark_study import SamplerBenchmarkStudy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    path = SamplerBenchmarkStudy(dataset_dir, out_dir, scale, jobs).run()
     return f"report: {path.with_suffix('.md')}"
 
 
@@ -294,7 +314,7 @@ def main() -> None:
                "split": split, "lefusion_study": lefusion_study, "fqcdm_study": fqcdm_study,
                "emit_diff_study": emit_diff_study, "reference_guided_study": reference_guided_study,
                "reference_guidance_grid": reference_guidance_grid, "report": report,
-               "sampler_benchmark": sampler_benchmark})
+               "sampler_benchmark": sampler_benchmark, "sampler_benchmark_study": sampler_benchmark_study})
 
 
 if __name__ == "__main__":
