@@ -111,3 +111,23 @@ def test_bad_settings_are_refused_before_any_work(benchmark, tmp_path, grid, mes
         sampler_benchmark(tmp_path / "out", benchmark["data"], benchmark["ckpt"], ["smoke.json"], path, [0], 1)
     assert str(path) in str(error.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_study_trains_on_the_training_cases_and_benchmarks_the_held_out_ones(phantom_dir, tmp_path):
+    """Issue 18 item 4 in one command (CI scale): split by case, LeFusion-J and clean-context trained on the training
+    cases, the grid benchmarked on held-out pathological cases only, the clean-context model with its own weights."""
+    from pathosynth.evaluation.sampler_benchmark_study import SamplerBenchmarkStudy
+
+    out = tmp_path / "study"
+    path = SamplerBenchmarkStudy(phantom_dir, out, "sampler_ci").run()
+    results = json.loads(path.read_text())
+    train = json.loads((out / "split" / "train_pathological.json").read_text())["training"]
+    test = json.loads((out / "split" / "test_pathological.json").read_text())["training"]
+    benchmarked = {c for s in results["settings"] for r in s["records"] for c in [r["case_id"]]}
+    assert benchmarked and benchmarked <= {e["case_id"] for e in test}
+    assert not benchmarked & {e["case_id"] for e in train}
+    clean = next(s for s in results["settings"] if s["name"] == "clean-context DDPM 3")
+    assert clean["sampler"]["known_region"] == "clean" and clean["network_evaluations"] == 3
+    assert clean["sampler"]["models"][0]["name"] == "lefusion_j_clean_context"
+    assert all(s["background_exact_fraction"] == 1.0 for s in results["settings"])
+    assert "sampler_benchmark_study" in results["command"] and path.with_suffix(".png").exists()

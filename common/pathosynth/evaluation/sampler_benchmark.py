@@ -10,9 +10,11 @@ the same case and seed -- so case difficulty cancels; the reference's own seed-t
 difference must exceed to mean anything.
 
 - **Setting.** ``{"name", "overlays"?, <config key>: value, ...}``: the bundle's ``inference.json`` plus the
-  command's ``--overlays``, the setting's ``overlays``, then its keys as overrides. Sampler keys it leaves out take
-  the plain chain's values (:data:`PLAIN_CHAIN`: all T steps, no jumps, DDPM steps, Eq. 1's noised background), so
-  a setting says everything that defines it. Any other key must exist in the config.
+  command's ``--overlays``, the setting's ``overlays``, then its keys as overrides. Chain keys that neither it nor
+  its own overlays set take the plain chain's values (:data:`PLAIN_CHAIN`: all T steps, no jumps, DDPM steps), so a
+  setting says everything that defines it whatever the scale overlays (e.g. smoke.json's 8 steps) hold;
+  ``known_region`` belongs to the model and defaults to the config's (Eq. 1's ``"noised"``, or ``"clean"`` after
+  ``inference_clean_context.json``). Any other key must exist in the config.
 - **KID.** Lesion patches: per slice holding lesion, a ``patch_size`` square centred on the lesion, mapped to [0, 1]
   by the real volume's range, everything outside the lesion set to 0 (so only lesion texture differs between the
   sets); synthetic patches of all seeds against the same cases' real patches, embedded by the weight-free
@@ -53,7 +55,7 @@ __all__ = ["DEFAULT_GRID", "GOAL", "PLAIN_CHAIN", "load_settings", "sampler_benc
 
 STUDY = "sampler_benchmark"
 BUNDLE = "lesion_inpainting"
-PLAIN_CHAIN = {"num_inference_steps": None, "jump_length": 1, "jump_n_sample": 1, "eta": None, "known_region": "noised"}
+PLAIN_CHAIN = {"num_inference_steps": None, "jump_length": 1, "jump_n_sample": 1, "eta": None}
 GOAL = {"max_network_evaluations": 25, "psnr_tolerance_db": 0.5, "ssim_tolerance": 0.01,
         "kid": "no worse than the reference's by more than the reference's seed-to-seed KID spread"}
 REGIONS = ("all lesions",)  # the overall region; the lesion classes are added from the config
@@ -141,7 +143,9 @@ def _setting_parsers(grid: Mapping, folder: Path, overlays: Sequence[str], base:
         name = str(setting["name"])
         what = f"{grid['source']}: setting {name!r}: overlay"
         own = [_overlay_path(o, folder, what) for o in setting.get("overlays", [])]
-        overrides = {**PLAIN_CHAIN, **{k: v for k, v in setting.items() if k not in ("name", "overlays")}}
+        own_keys = {k for path in own for k in json.loads(Path(path).read_text())}
+        chain = {k: v for k, v in PLAIN_CHAIN.items() if k not in own_keys}
+        overrides = {**chain, **{k: v for k, v in setting.items() if k not in ("name", "overlays")}}
         probe = _parser(folder, [*common, *own], {})
         unknown = [k for k in overrides if k not in probe]
         if unknown:
@@ -207,11 +211,16 @@ class SamplerBenchmark:
 
     def __init__(self, out_dir, dataset_dir, ckpt_dir, overlays: Sequence[str] = (), settings=None,
                  seeds: Sequence[int] = (0, 1), max_cases: int | None = None, patch_size: int = 32,
-                 bundle_dir=None) -> None:
+                 bundle_dir=None, datalist=None) -> None:
         self.out = Path(out_dir)
-        self.dataset_dir, self.ckpt_dir = Path(dataset_dir), Path(ckpt_dir)
-        if not self.dataset_dir.exists():
-            raise MissingInputError(f"--dataset_dir {dataset_dir}: no such folder")
+        self.ckpt_dir = Path(ckpt_dir)
+        self.dataset_dir = None if dataset_dir is None else Path(dataset_dir)
+        self.datalist = None if datalist is None else Path(datalist)
+        if (self.dataset_dir is None) == (self.datalist is None):
+            raise UserInputError("give the cases as --dataset_dir DIR (EMIDEC layout) or --datalist FILE, one of them")
+        source = self.dataset_dir or self.datalist
+        if not source.exists():
+            raise MissingInputError(f"--{'dataset_dir' if self.dataset_dir else 'datalist'} {source}: does not exist")
         if not self.ckpt_dir.is_dir():
             raise MissingInputError(f"--ckpt_dir {ckpt_dir}: no such folder")
         self.seeds = [int(s) for s in seeds]
@@ -223,17 +232,19 @@ class SamplerBenchmark:
         self.grid = load_settings(settings)
         self.overlays = list(overlays)
         self.folder = _configs_dir(bundle_dir)
-        base = {"dataset_dir": str(self.dataset_dir), "ckpt_dir": str(self.ckpt_dir), "max_cases": max_cases,
-                "progress": False}
+        base = {"dataset_dir": None if self.dataset_dir is None else str(self.dataset_dir),
+                "datalist": None if self.datalist is None else str(self.datalist), "ckpt_dir": str(self.ckpt_dir),
+                "max_cases": max_cases, "progress": False}
         self.parsers = _setting_parsers(self.grid, self.folder, self.overlays, base)
         reference = self.parsers[self.grid["reference"]]
         self.labels = dict(reference.get_parsed_content("labels"))
         self.classes = list(reference.get_parsed_content("lesion_classes"))
         self.cases = reference.get_parsed_content("cases")  # validated by load_cases before any sampling
         if not self.cases:
-            raise UserInputError(f"--dataset_dir {dataset_dir}: no pathological case to re-synthesise")
+            raise UserInputError(f"{source}: no pathological case to re-synthesise")
         self.extractor = RandomConvFeatures(intensity_range=(0.0, 1.0))
         self.run_id = uuid.uuid4().hex
+        self.command: str | None = None  # the command a study ran this from, for the report
 
     def setting_dir(self, name: str) -> Path:
         return self.out / "records" / slug(name)
@@ -346,18 +357,23 @@ class SamplerBenchmark:
             "noise_floor": by_name[reference]["seed_spread"] | {"kid": by_name[reference]["kid"]["seed_spread"]},
             "settings": settings,
             "cases": [c["case_id"] for c in self.cases], "seeds": self.seeds, "regions": regions,
-            "dataset_dir": str(self.dataset_dir), "ckpt_dir": str(self.ckpt_dir), "overlays": self.overlays,
+            "dataset_dir": str(self.dataset_dir or self.datalist), "ckpt_dir": str(self.ckpt_dir),
+            "overlays": self.overlays,
             "settings_source": self.grid["source"],
             "timing": {"single_process": len(run_ids) == 1, "processes": len(run_ids),
                        "device": str(self.parsers[reference].get_parsed_content("device")),
                        "torch_threads": torch.get_num_threads(), "host": socket.gethostname()},
             "code": code_commit(),
-            "command": "python -m pathosynth.cli sampler_benchmark OUT --dataset_dir DATA --ckpt_dir CKPT"
-                       + "".join(f" --overlays {o}" for o in self.overlays)
-                       + ("" if self.grid["source"] == "the default grid" else " --settings FILE")
-                       + " --seeds " + " ".join(map(str, self.seeds)),
+            "command": self.command or self.default_command(),
             "identity_sha256": hashlib.sha256(json.dumps(as_results(identities), sort_keys=True).encode()).hexdigest(),
         }
+
+    def default_command(self) -> str:
+        source = "--dataset_dir DATA" if self.dataset_dir else "--datalist FILE"
+        return (f"python -m pathosynth.cli sampler_benchmark OUT {source} --ckpt_dir CKPT"
+                + "".join(f" --overlays {o}" for o in self.overlays)
+                + ("" if self.grid["source"] == "the default grid" else " --settings FILE")
+                + " --seeds " + " ".join(map(str, self.seeds)))
 
     def seed_spread(self, recs: Sequence[Mapping]) -> dict:
         """Per case, max - min over seeds of the all-lesion PSNR and SSIM; mean and max over cases (None below two
@@ -394,7 +410,10 @@ def _spread(values) -> float:
 
 
 def _goal(setting: Mapping, reference: Mapping) -> dict:
-    """Issue 18's goal per criterion, None where undecidable (e.g. one seed: no KID spread)."""
+    """Issue 18's goal per criterion, None where undecidable (e.g. one seed: no KID spread); None as a whole for a
+    baseline without a diffusion sampler (e.g. the hand-crafted texture), which the goal is not about."""
+    if setting["sampler"].get("network_evaluations_per_sample") is None:
+        return None
     dpsnr = setting["paired_difference"]["psnr"]["all lesions"]["mean"]
     dssim = setting["paired_difference"]["ssim"]["all lesions"]["mean"]
     kid, ref_kid, spread = setting["kid"]["value"], reference["kid"]["value"], reference["kid"]["seed_spread"]
@@ -412,7 +431,7 @@ def _goal(setting: Mapping, reference: Mapping) -> dict:
 
 def sampler_benchmark(out_dir, dataset_dir, ckpt_dir, overlays: Sequence[str] = (), settings=None,
                       seeds: Sequence[int] = (0, 1), max_cases: int | None = None, patch_size: int = 32,
-                      bundle_dir=None) -> Path:
+                      bundle_dir=None, datalist=None) -> Path:
     """Run (or resume) the benchmark; returns the path of ``OUT/sampler_benchmark.json``."""
     return SamplerBenchmark(out_dir, dataset_dir, ckpt_dir, overlays, settings, seeds, max_cases, patch_size,
-                            bundle_dir).run()
+                            bundle_dir, datalist).run()

@@ -29,7 +29,9 @@ def _ci(stats: Mapping, digits=2, scale=1.0, signed=True) -> str:
     return text if math.isnan(low) else f"{text} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def _goal(checks: Mapping) -> str:
+def _goal(checks: Mapping | None) -> str:
+    if checks is None:
+        return "baseline"
     if checks["all"]:
         return "**yes**"
     failed = [k for k in ("calls", "psnr", "ssim", "kid") if checks[k] is False]
