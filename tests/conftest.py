@@ -57,19 +57,34 @@ def emidec_dir() -> Path:
     return path
 
 
-def run_bundle(workflow: str, bundle: str, configs: list[str], overrides: dict, cwd: Path = ROOT, env=None, timeout=600,
-               nproc: int | None = None, check: bool = True):
+def run_bundle(
+    workflow: str,
+    bundle: str,
+    configs: list[str],
+    overrides: dict,
+    cwd: Path = ROOT,
+    env=None,
+    timeout=600,
+    nproc: int | None = None,
+    check: bool = True,
+):
     """Run ``python -m monai.bundle run`` as a user would (under ``torchrun --nproc_per_node nproc`` when given);
     returns the CompletedProcess (raises on failure unless ``check`` is False)."""
     files = [str(BUNDLES / bundle / "configs" / c) for c in configs]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc
+        else [sys.executable]
+    )
     cmd = launcher + ["-m", "monai.bundle", "run", workflow, "--config_file", str(files)]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"bundle run failed ({proc.returncode}):\n{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"bundle run failed ({proc.returncode}):\n{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -84,11 +99,21 @@ def pneumoniamnist_dir() -> Path:
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file below ``root``: "the dataset is unchanged" is equality of two digests."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def datalist_patients(datalist: str | Path) -> set[str]:
     """ACDC patients whose real files a datalist reads (its images and labels, or for synthetic cases their sources)."""
     content = json.loads(Path(datalist).read_text())["training"]
-    return {part for e in content for key in ("image", "label", "source_image") if e.get(key)
-            for part in Path(e[key]).parts if part.startswith("patient") and "_" not in part}
+    return {
+        part
+        for e in content
+        for key in ("image", "label", "source_image")
+        if e.get(key)
+        for part in Path(e[key]).parts
+        if part.startswith("patient") and "_" not in part
+    }

@@ -38,8 +38,7 @@ def main(bundle_dir: str, image: str, label: str, out_npz: str) -> None:
     synthesizer = parser.get_parsed_content("synthesizer")
     image_array, label_array = read(image), read(label)
     expected = synthesizer.synthesize(image_array, label_array, int(parser["seed"])).image
-    np.savez(out_npz, written=written, expected=expected, image=image_array, label=label_array,
-             code=code)
+    np.savez(out_npz, written=written, expected=expected, image=image_array, label=label_array, code=code)
 
 
 if __name__ == "__main__":

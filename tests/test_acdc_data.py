@@ -4,7 +4,6 @@ frames of one heart stay together in splits, and the ACDC-like phantom looks lik
 from __future__ import annotations
 
 import json
-
 import shutil
 from pathlib import Path
 
@@ -13,8 +12,16 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pathosynth.data import (ACDC_LABELS, DatasetError, detect_layout, discover, discover_acdc, load_cases, split_by_case,
-                             validate_cases)
+from pathosynth.data import (
+    ACDC_LABELS,
+    DatasetError,
+    detect_layout,
+    discover,
+    discover_acdc,
+    load_cases,
+    split_by_case,
+    validate_cases,
+)
 from pathosynth.data.phantom import generate_acdc_like_dataset
 
 N_PATIENTS, SEED = 6, 0
@@ -43,11 +50,16 @@ def frames(acdc_phantom):
     """case_id -> (record, image, label) of every phantom frame."""
     out = {}
     for record in discover_acdc(acdc_phantom):
-        out[record["case_id"]] = (record, np.asarray(nib.load(record["image"]).dataobj), np.asarray(nib.load(record["label"]).dataobj))
+        out[record["case_id"]] = (
+            record,
+            np.asarray(nib.load(record["image"]).dataobj),
+            np.asarray(nib.load(record["label"]).dataobj),
+        )
     return out
 
 
 # --- discovery --------------------------------------------------------------------------------------------------------
+
 
 def test_phantom_discovers_one_record_per_frame_with_patient_group_and_phase(acdc_phantom):
     records = discover_acdc(acdc_phantom)
@@ -83,7 +95,9 @@ def test_phases_follow_info_cfg_or_frame_order(acdc_copy):
     for patient in ("patient004", "patient005", "patient006"):
         mine = sorted((r for r in by_id.values() if r["patient"] == patient), key=lambda r: r["case_id"])
         assert [r["phase"] for r in mine] == ["ED", "ES"], patient
-        assert {r.get("group") for r in mine} == ({"NOR"} if patient == "patient006" else {None})  # unknown: absent, not None
+        assert {r.get("group") for r in mine} == (
+            {"NOR"} if patient == "patient006" else {None}
+        )  # unknown: absent, not None
 
 
 def test_discover_detects_both_layouts(acdc_phantom, phantom_dir):
@@ -135,7 +149,9 @@ def test_every_layout_problem_in_one_error(acdc_copy):
     (acdc_copy / "patient001" / "patient001_frame01.nii.gz").unlink()  # label without image
     for f in (acdc_copy / "patient002").glob("*.nii.gz"):  # folder without frames
         f.unlink()
-    shutil.copy(acdc_copy / "patient004" / "patient004_frame01.nii.gz", acdc_copy / "patient004" / "patient009_frame01.nii.gz")
+    shutil.copy(
+        acdc_copy / "patient004" / "patient004_frame01.nii.gz", acdc_copy / "patient004" / "patient009_frame01.nii.gz"
+    )
     with pytest.raises(DatasetError) as info:
         discover_acdc(acdc_copy)
     message = str(info.value)
@@ -157,10 +173,21 @@ def test_validation_names_a_bad_acdc_label(acdc_copy):
 
 # --- splits by patient --------------------------------------------------------------------------------------------------
 
+
 def _fake_acdc_records(n_patients=40):
     groups = ["NOR", "DCM", "HCM", "MINF", "RV"]
-    return [{"case_id": f"patient{p:03d}_frame{f:02d}", "image": "", "label": "", "group": groups[p % 5],
-             "patient": f"patient{p:03d}", "phase": phase} for p in range(1, n_patients + 1) for f, phase in ((1, "ED"), (12, "ES"))]
+    return [
+        {
+            "case_id": f"patient{p:03d}_frame{f:02d}",
+            "image": "",
+            "label": "",
+            "group": groups[p % 5],
+            "patient": f"patient{p:03d}",
+            "phase": phase,
+        }
+        for p in range(1, n_patients + 1)
+        for f, phase in ((1, "ED"), (12, "ES"))
+    ]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -194,7 +221,9 @@ def test_default_split_is_still_by_case_record():
 
 
 def test_groups_of_one_patient_are_pooled_so_the_test_set_is_not_empty():
-    records = [r for r in _fake_acdc_records(5) if r["patient"] in ("patient001", "patient002", "patient003", "patient004")]
+    records = [
+        r for r in _fake_acdc_records(5) if r["patient"] in ("patient001", "patient002", "patient003", "patient004")
+    ]
     assert len({r["group"] for r in records}) == 4  # one patient per group
     train, test = split_by_case(records, 0.25, seed=0, group_key="patient")
     assert len({r["patient"] for r in test}) == 1 and len({r["patient"] for r in train}) == 3
@@ -217,6 +246,7 @@ def test_written_acdc_split_is_by_patient_with_acdc_labels(acdc_phantom, tmp_pat
 
 
 # --- the ACDC-like phantom ----------------------------------------------------------------------------------------------
+
 
 def test_phantom_layout_and_readme(acdc_phantom):
     patients = sorted(p.name for p in acdc_phantom.iterdir() if p.is_dir())
@@ -273,7 +303,9 @@ def test_myocardium_surrounds_the_lv_and_rv_touches_the_myocardium(frames):
             assert ndi.label(sl == MYO)[1] == 1, f"{cid} z={z}: myocardium is not one ring"
             np.testing.assert_array_equal(ndi.binary_fill_holes(sl == MYO) & (sl != MYO), lv, err_msg=f"{cid} z={z}")
             if (sl == RV).any():
-                assert (ndi.binary_dilation(sl == RV, CROSS) & (sl == MYO)).any(), f"{cid} z={z}: RV apart from the septum"
+                assert (ndi.binary_dilation(sl == RV, CROSS) & (sl == MYO)).any(), (
+                    f"{cid} z={z}: RV apart from the septum"
+                )
         assert (lab[..., 0] == RV).any() and not (lab[..., -1] == RV).any(), f"{cid}: RV should end above the LV apex"
 
 
@@ -311,6 +343,7 @@ def test_cine_contrast_blood_bright_myocardium_dark(frames):
 
 
 # --- the real data, when present ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.realdata
 def test_real_acdc_discovers_and_validates(acdc_dir):

@@ -11,8 +11,21 @@ from monai.bundle import ConfigParser
 from conftest import BUNDLES
 
 BUNDLE_DIRS = sorted(p for p in BUNDLES.iterdir() if (p / "configs").is_dir())
-REQUIRED_META = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version", "required_packages_version",
-                 "name", "task", "description", "authors", "references", "network_data_format", "intended_use")
+REQUIRED_META = (
+    "version",
+    "changelog",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "name",
+    "task",
+    "description",
+    "authors",
+    "references",
+    "network_data_format",
+    "intended_use",
+)
 
 
 def _json(path: Path):
@@ -51,8 +64,15 @@ def test_metadata_is_complete(bundle):
 
 @pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
 def test_bundle_files_exist(bundle):
-    for name in ("configs/metadata.json", "configs/inference.json", "configs/smoke.json", "configs/logging.conf",
-                 "docs/README.md", "docs/data_license.txt", "LICENSE"):
+    for name in (
+        "configs/metadata.json",
+        "configs/inference.json",
+        "configs/smoke.json",
+        "configs/logging.conf",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "LICENSE",
+    ):
         assert (bundle / name).exists(), f"{bundle.name} lacks {name}"
     assert list((bundle / "configs").glob("train*.json")), f"{bundle.name} has no train*.json"
     assert not list(bundle.rglob("*.py")), "bundles hold configs and docs; code lives in common/pathosynth"
@@ -89,14 +109,22 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
     acdc = "acdc" in str(parser.config.get("dataset_dir")) or "RV" in (parser.config.get("labels") or {})
     data = acdc_phantom_dir if acdc else phantom_dir  # the bundle's own dataset kind
     parser.update({"dataset_dir": str(data), "ckpt_dir": str(tmp_path / "ckpt"), "output_dir": str(tmp_path / "out")})
-    placeholders = [k for k in ("train_datalists", "test_datalist", "datalist", "real_datalist", "synthetic_datalists")
-                    if "/workspace/" in str(parser.config.get(k))]
+    placeholders = [
+        k
+        for k in ("train_datalists", "test_datalist", "datalist", "real_datalist", "synthetic_datalists")
+        if "/workspace/" in str(parser.config.get(k))
+    ]
     if placeholders:  # configs that take split datalists instead of a dataset folder
         from pathosynth.data import write_split
 
         split = write_split(data, tmp_path / "split", test_fraction=0.5)
-        values = {"train_datalists": [split["train"]], "test_datalist": split["test"], "datalist": split["test"],
-                  "real_datalist": split["train"], "synthetic_datalists": []}  # no synthetic set: the baseline path
+        values = {
+            "train_datalists": [split["train"]],
+            "test_datalist": split["test"],
+            "datalist": split["test"],
+            "real_datalist": split["train"],
+            "synthetic_datalists": [],
+        }  # no synthetic set: the baseline path
         parser.update({k: values[k] for k in placeholders})
     parser.parse()
     for key in parser.config:
@@ -120,4 +148,6 @@ def test_train_and_inference_networks_agree():
         for base in configs.glob("*.json"):
             content = _json(base)
             if "imports" in content and "network_def" in content:
-                assert content["network_def"] == trained, f"{bundle.name}/{base.name} network_def differs from train.json"
+                assert content["network_def"] == trained, (
+                    f"{bundle.name}/{base.name} network_def differs from train.json"
+                )

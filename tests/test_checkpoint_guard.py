@@ -16,8 +16,9 @@ import shutil
 
 import pytest
 import torch
-from conftest import BUNDLES, run_bundle, tree_digest
 from ignite.engine import Engine
+
+from conftest import BUNDLES, run_bundle, tree_digest
 from pathosynth.engines.checkpoint import (
     ResumableCheckpoint,
     dataset_fingerprint,
@@ -54,8 +55,9 @@ def _train(ckpt_dir, cases, max_epochs=2, metadata=None, **kwargs):
         optimizer.step()
 
     engine = Engine(step)
-    handler = ResumableCheckpoint(ckpt_dir, "model", network, optimizer, metadata=metadata or {"roi_size": [8, 8, 4]},
-                                  cases=cases, **kwargs)
+    handler = ResumableCheckpoint(
+        ckpt_dir, "model", network, optimizer, metadata=metadata or {"roi_size": [8, 8, 4]}, cases=cases, **kwargs
+    )
     handler.attach(engine)
     engine.run([0, 1], max_epochs=max_epochs)
     return engine
@@ -126,8 +128,10 @@ def test_finished_run_says_so_and_rewrites_nothing(data, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pathosynth.engines.checkpoint"):
         engine = _train(ckpt, _cases(data))
     assert engine.state.iteration == 4
-    assert (f"training already finished at step 4 of max_steps 4 in {ckpt}; "
-            "nothing to do (raise max_steps or use a new ckpt_dir)") in caplog.text
+    assert (
+        f"training already finished at step 4 of max_steps 4 in {ckpt}; "
+        "nothing to do (raise max_steps or use a new ckpt_dir)"
+    ) in caplog.text
     assert tree_digest(ckpt) == saved
 
 
@@ -145,7 +149,11 @@ def test_checkpoint_without_fingerprint_still_resumes(data, tmp_path, caplog):
 def _broken_files(tmp_path):
     good = tmp_path / "good.pt"
     torch.save({"network": torch.nn.Linear(2, 2).state_dict(), "metadata": {}}, good)
-    files = {"truncated or corrupted": good.read_bytes()[:300], "is empty": b"", "not a PyTorch checkpoint": b"hello world"}
+    files = {
+        "truncated or corrupted": good.read_bytes()[:300],
+        "is empty": b"",
+        "not a PyTorch checkpoint": b"hello world",
+    }
     for problem, blob in files.items():
         (tmp_path / f"{problem}.pt").write_bytes(blob)
     torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled Python objects.pt")
@@ -190,17 +198,27 @@ def test_unwritable_checkpoint_folder_is_reported_first(data, tmp_path):
 
 # --- through the bundle, as the sweep found them -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trained(phantom_dir, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("guard") / "ckpt"
-    run_bundle("training", BUNDLE, ["train.json", "smoke.json"], {"dataset_dir": phantom_dir, "ckpt_dir": ckpt,
-                                                                  "output_dir": ckpt.parent / "logs"})
+    run_bundle(
+        "training",
+        BUNDLE,
+        ["train.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt.parent / "logs"},
+    )
     return ckpt
 
 
 def _train_bundle(dataset, ckpt, tmp_path):
-    return run_bundle("training", BUNDLE, ["train.json", "smoke.json"],
-                      {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": tmp_path / "logs"}, check=False)
+    return run_bundle(
+        "training",
+        BUNDLE,
+        ["train.json", "smoke.json"],
+        {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": tmp_path / "logs"},
+        check=False,
+    )
 
 
 def _last_line(proc) -> str:
@@ -218,8 +236,12 @@ def test_bundle_rerun_on_a_finished_ckpt_dir(phantom_dir, trained, tmp_path):
     shutil.rmtree(other / "Case_P004")
     proc = _train_bundle(other, trained, tmp_path)
     assert proc.returncode == 1
-    assert _last_line(proc).startswith(f"pathosynth: error: ckpt_dir {trained} holds a lefusion_j training that differs")
-    assert "1 only in the checkpoint's data (Case_P004)" in _last_line(proc) and "Give a new --ckpt_dir" in _last_line(proc)
+    assert _last_line(proc).startswith(
+        f"pathosynth: error: ckpt_dir {trained} holds a lefusion_j training that differs"
+    )
+    assert "1 only in the checkpoint's data (Case_P004)" in _last_line(proc) and "Give a new --ckpt_dir" in _last_line(
+        proc
+    )
     assert "Epoch[1] Complete" not in proc.stdout + proc.stderr
     assert tree_digest(trained) == saved
 
@@ -229,10 +251,17 @@ def test_bundle_inference_names_a_truncated_checkpoint(phantom_dir, trained, tmp
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "lefusion_j.pt").write_bytes((trained / "lefusion_j.pt").read_bytes()[:1000])
-    proc = run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"],
-                      {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": tmp_path / "out"}, check=False)
+    proc = run_bundle(
+        "inference",
+        BUNDLE,
+        ["inference.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": tmp_path / "out"},
+        check=False,
+    )
     assert proc.returncode == 1
-    assert _last_line(proc).startswith(f"pathosynth: error: checkpoint {ckpt / 'lefusion_j.pt'} is truncated or corrupted")
+    assert _last_line(proc).startswith(
+        f"pathosynth: error: checkpoint {ckpt / 'lefusion_j.pt'} is truncated or corrupted"
+    )
 
 
 @pytest.mark.slow

@@ -40,12 +40,24 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("class_ddpm")
     data = _toy_npz(root / "data").parent
     ckpt, synthetic, evaluation = root / "ckpt", root / "synthetic", root / "evaluation"
-    run_bundle("training", BUNDLE, ["train.json", "smoke.json"], {"dataset_dir": data, "ckpt_dir": ckpt, "output_dir": root / "logs"})
+    run_bundle(
+        "training",
+        BUNDLE,
+        ["train.json", "smoke.json"],
+        {"dataset_dir": data, "ckpt_dir": ckpt, "output_dir": root / "logs"},
+    )
     run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"], {"ckpt_dir": ckpt, "output_dir": synthetic})
-    common = {"dataset_dir": data, "synthetic_dir": synthetic, "ckpt_dir": ckpt / "classifiers", "output_dir": evaluation,
-              "training_data": "real+synthetic"}
+    common = {
+        "dataset_dir": data,
+        "synthetic_dir": synthetic,
+        "ckpt_dir": ckpt / "classifiers",
+        "output_dir": evaluation,
+        "training_data": "real+synthetic",
+    }
     run_bundle("training", BUNDLE, ["train_classifier.json", "smoke.json"], common)
-    run_bundle("evaluating", BUNDLE, ["train_classifier.json", "evaluate.json", "smoke.json"], {**common, "test_split": "val"})
+    run_bundle(
+        "evaluating", BUNDLE, ["train_classifier.json", "evaluate.json", "smoke.json"], {**common, "test_split": "val"}
+    )
     return {"data": data, "ckpt": ckpt, "synthetic": synthetic, "evaluation": evaluation}
 
 
@@ -87,9 +99,28 @@ def test_two_processes_train_the_diffusion_model_and_shard_synthesis_bitwise_equ
     data = _toy_npz(tmp_path / "data").parent
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     files = str([str(CONFIGS / c) for c in ("train.json", "multi_gpu_train.json", "smoke.json")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
-           "--config_file", files, "--dataset_dir", str(data), "--ckpt_dir", str(ckpt), "--output_dir", str(tmp_path / "logs")]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        files,
+        "--dataset_dir",
+        str(data),
+        "--ckpt_dir",
+        str(ckpt),
+        "--output_dir",
+        str(tmp_path / "logs"),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     weights = torch.load(ckpt / "class_diffusion.pt", weights_only=True)
     assert weights["metadata"]["iteration"] == SMOKE["max_steps"]
@@ -103,8 +134,10 @@ def test_two_processes_train_the_diffusion_model_and_shard_synthesis_bitwise_equ
     cmd[cmd.index("training")] = "inference"
     cmd[cmd.index("--config_file") + 1] = files
     cmd[cmd.index("--output_dir") + 1] = str(sharded)
-    del cmd[cmd.index("--dataset_dir"):cmd.index("--dataset_dir") + 2]  # noise-only synthesis reads no dataset
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    del cmd[cmd.index("--dataset_dir") : cmd.index("--dataset_dir") + 2]  # noise-only synthesis reads no dataset
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     both = json.loads((sharded / "datalist.json").read_text())["training"]
     assert [(e["image"], e["label"]) for e in both] == [(e["image"], e["label"]) for e in single]

@@ -9,8 +9,15 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.diffusion import (PIXEL_STATS, ClassConditionedDiffusionInferer, ClassConditionedPrepareBatch, DiffusionSpace,
-                                  GuidedDDIMSampler, drop_class_labels, null_class_labels)
+from pathosynth.diffusion import (
+    PIXEL_STATS,
+    ClassConditionedDiffusionInferer,
+    ClassConditionedPrepareBatch,
+    DiffusionSpace,
+    GuidedDDIMSampler,
+    drop_class_labels,
+    null_class_labels,
+)
 
 SPACE = DiffusionSpace(None, PIXEL_STATS["latent_shift"], PIXEL_STATS["latent_scale"])
 
@@ -19,8 +26,16 @@ def _unet(num_classes: int = 2, reinit: bool = True) -> DiffusionModelUNet:
     """A tiny class-conditional UNet; MONAI zero-initialises each block's last convolution, so a fresh network ignores
     its class until trained -- re-initialised here to make the class matter from the start."""
     torch.manual_seed(0)
-    network = DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=[8, 16], attention_levels=[False, False],
-                                 num_res_blocks=1, norm_num_groups=8, num_class_embeds=num_classes + 1)
+    network = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=[8, 16],
+        attention_levels=[False, False],
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_class_embeds=num_classes + 1,
+    )
     if reinit:
         for module in network.modules():
             if module is not network and callable(getattr(module, "reset_parameters", None)):
@@ -93,7 +108,10 @@ def test_briefly_trained_model_draws_samples_that_follow_their_class():
 
     Deterministic DDIM (eta = 0) keeps part of a briefly trained model's noise-prediction error in the sample (issue 18),
     so at w = 1 one sample in 8 may stray across the midpoint; the stochastic step (eta = 1) and guidance do not."""
-    network, scheduler = _unet(reinit=False).train(), DDPMScheduler(num_train_timesteps=50, schedule="cosine", clip_sample=True)
+    network, scheduler = (
+        _unet(reinit=False).train(),
+        DDPMScheduler(num_train_timesteps=50, schedule="cosine", clip_sample=True),
+    )
     prepare = ClassConditionedPrepareBatch(50, num_classes=2, space=SPACE, p_uncond=0.2)
     inferer = ClassConditionedDiffusionInferer(scheduler)
     optimizer = torch.optim.AdamW(network.parameters(), lr=5e-3)
@@ -102,15 +120,22 @@ def test_briefly_trained_model_draws_samples_that_follow_their_class():
     for _ in range(600):
         images, labels = _two_intensity_classes(32, data)
         x0, noise, _, kwargs = prepare({"image": images, "label": labels})
-        loss = torch.nn.functional.mse_loss(inferer(x0, network, noise, kwargs["timesteps"], kwargs["condition"]), noise)
+        loss = torch.nn.functional.mse_loss(
+            inferer(x0, network, noise, kwargs["timesteps"], kwargs["condition"]), noise
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     network.eval()
     for w, eta, strays in ((1.0, 0.0, 1), (1.0, 1.0, 0), (3.0, 0.0, 0)):
-        sampler = GuidedDDIMSampler(scheduler, num_inference_steps=10, guidance_scale=w, eta=eta,
-                                    condition_key="class_labels")
-        means = [SPACE.decode(sampler(network, torch.full((8,), c), null_class_labels(8, 2), (1, 4, 4), _generators(8))).mean(dim=(1, 2, 3))
-                 for c in (0, 1)]
+        sampler = GuidedDDIMSampler(
+            scheduler, num_inference_steps=10, guidance_scale=w, eta=eta, condition_key="class_labels"
+        )
+        means = [
+            SPACE.decode(
+                sampler(network, torch.full((8,), c), null_class_labels(8, 2), (1, 4, 4), _generators(8))
+            ).mean(dim=(1, 2, 3))
+            for c in (0, 1)
+        ]
         assert int((means[0] >= 0.375).sum()) <= strays and int((means[1] <= 0.375).sum()) <= strays, (w, eta, means)
         assert abs(means[0].mean() - 0.25) < 0.08 and abs(means[1].mean() - 0.5) < 0.08, (w, eta, means)

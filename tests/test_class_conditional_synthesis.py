@@ -23,8 +23,16 @@ CLASSES = ["normal", "pneumonia"]
 @pytest.fixture(scope="module")
 def network():
     torch.manual_seed(0)
-    unet = DiffusionModelUNet(spatial_dims=2, in_channels=1, out_channels=1, channels=[8, 16], attention_levels=[False, False],
-                              num_res_blocks=1, norm_num_groups=8, num_class_embeds=3)
+    unet = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=[8, 16],
+        attention_levels=[False, False],
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_class_embeds=3,
+    )
     for module in unet.modules():  # MONAI zero-initialises block outputs; random weights make samples non-trivial
         if module is not unet and callable(getattr(module, "reset_parameters", None)):
             module.reset_parameters()
@@ -32,11 +40,26 @@ def network():
 
 
 def _synthesis(network, out, num_per_class, batch_size=4, guidance_scale=2.0, seed=0):
-    sampler = GuidedDDIMSampler(DDPMScheduler(num_train_timesteps=20), num_inference_steps=4, guidance_scale=guidance_scale,
-                                condition_key="class_labels")
-    return ClassBalancedSynthesis(network, sampler, CLASSES, num_per_class, (1, 8, 8), DiffusionSpace(None, **{
-        "shift": PIXEL_STATS["latent_shift"], "scale": PIXEL_STATS["latent_scale"]}), out, seed=seed, batch_size=batch_size,
-        bundle={"name": "class_conditional_ddpm", "version": "0.1.0"}, preview_per_class=2, progress=False)
+    sampler = GuidedDDIMSampler(
+        DDPMScheduler(num_train_timesteps=20),
+        num_inference_steps=4,
+        guidance_scale=guidance_scale,
+        condition_key="class_labels",
+    )
+    return ClassBalancedSynthesis(
+        network,
+        sampler,
+        CLASSES,
+        num_per_class,
+        (1, 8, 8),
+        DiffusionSpace(None, **{"shift": PIXEL_STATS["latent_shift"], "scale": PIXEL_STATS["latent_scale"]}),
+        out,
+        seed=seed,
+        batch_size=batch_size,
+        bundle={"name": "class_conditional_ddpm", "version": "0.1.0"},
+        preview_per_class=2,
+        progress=False,
+    )
 
 
 def _pixels(folder, entry):
@@ -53,7 +76,9 @@ def test_dataset_has_exactly_n_images_per_class_with_their_labels(network, tmp_p
     from_datalist, datalist_labels = read_labelled_images(tmp_path / "datalist.json")
     assert np.allclose(from_datalist[:, 0], images / 255.0, atol=1e-6) and np.array_equal(datalist_labels, labels)
     record = json.loads((tmp_path / entries[0]["provenance"]).read_text())
-    assert record["synthesis"]["sampler"]["guidance_scale"] == 2.0 and record["bundle"]["name"] == "class_conditional_ddpm"
+    assert (
+        record["synthesis"]["sampler"]["guidance_scale"] == 2.0 and record["bundle"]["name"] == "class_conditional_ddpm"
+    )
     assert (tmp_path / "preview.png").is_file()
     only = _synthesis(network, tmp_path / "only", {"pneumonia": 2}).run()["training"]
     assert [(e["class_name"], e["label"]) for e in only] == [("pneumonia", 1)] * 2
@@ -65,7 +90,10 @@ def test_a_sample_depends_on_its_seed_not_on_the_batch_size(network, tmp_path):
     one = _synthesis(network, tmp_path / "one", 3, batch_size=1).run()["training"]
     six = _synthesis(network, tmp_path / "six", 3, batch_size=6).run()["training"]
     for a, b in zip(one, six):
-        assert a["case_id"] == b["case_id"] and np.abs(_pixels(tmp_path / "one", a) - _pixels(tmp_path / "six", b)).max() <= 1
+        assert (
+            a["case_id"] == b["case_id"]
+            and np.abs(_pixels(tmp_path / "one", a) - _pixels(tmp_path / "six", b)).max() <= 1
+        )
     other = _synthesis(network, tmp_path / "other", 3, seed=1).run()["training"]
     assert np.abs(_pixels(tmp_path / "one", one[0]) - _pixels(tmp_path / "other", other[0])).max() > 10
 

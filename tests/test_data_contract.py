@@ -41,7 +41,10 @@ def test_emidec_layout_and_selection(phantom_dir):
 
 
 def test_decathlon_datalist_with_relative_paths(phantom_dir, tmp_path):
-    entries = [{"image": str(_files(phantom_dir, c)[0]), "label": str(_files(phantom_dir, c)[1])} for c in ("Case_P001", "Case_P002")]
+    entries = [
+        {"image": str(_files(phantom_dir, c)[0]), "label": str(_files(phantom_dir, c)[1])}
+        for c in ("Case_P001", "Case_P002")
+    ]
     path = tmp_path / "list.json"
     path.write_text(json.dumps({"training": entries}))
     cases = load_cases(datalist=str(path), labels=EMIDEC_LABELS, lesion_classes=LESIONS, select="with_lesion")

@@ -12,9 +12,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import BUNDLES, run_bundle
 from monai.bundle import ConfigParser
 from monai.data import list_data_collate
+
+from conftest import BUNDLES, run_bundle
 from pathosynth.cli import validate
 from pathosynth.data import (
     EMIDEC_LABELS,

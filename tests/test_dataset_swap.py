@@ -42,25 +42,48 @@ ALL, LESION_CASES, CONSECUTIVE_CASES = {"datalist": "all"}, {"datalist": "lesion
 MASK_KEYS = {**LESIONS, "anatomy_class": "muscle"}
 SEGMENTATION_KEYS = {"labels": CONSECUTIVE}
 RUNS = {
-    "lesion_inpainting": [("training", ["train.json"], LESION_CASES, LESIONS),
-                          ("inference", ["inference.json"], LESION_CASES, LESIONS)],
-    "lesion_mask_diffusion": [("training", ["train.json"], LESION_CASES, MASK_KEYS),
-                              ("inference", ["inference.json"], ALL, MASK_KEYS)],
-    "label_guided_latent_diffusion": [("training", ["train_autoencoder.json"], ALL, {}),
-                                      ("training", ["train_diffusion.json"], ALL, {}),
-                                      ("inference", ["inference.json"], ALL, {})],
-    "text_edge_controlnet": [("training", ["train_diffusion.json"], ALL, {}),
-                             ("training", ["train_controlnet.json"], ALL, {}),
-                             ("inference", ["inference.json"], ALL, {}),
-                             ("run", ["train_segmentation.json"],
-                              {"real_datalist": "consecutive", "synthetic_datalists": [],
-                               "test_datalist": "consecutive"}, SEGMENTATION_KEYS)],
-    "reference_guided_ddpm": [("training", ["train.json"], ALL, LESIONS),
-                              ("inference", ["inference.json"], {**ALL, "patch_datalist": "lesions"},
-                               {**LESIONS, "placement_classes": ["muscle"]})],
-    "downstream_segmentation": [("run", ["train.json"], {"train_datalists": ["consecutive"],
-                                                          "test_datalist": "consecutive"}, SEGMENTATION_KEYS),
-                                ("inference", ["inference.json"], CONSECUTIVE_CASES, SEGMENTATION_KEYS)],
+    "lesion_inpainting": [
+        ("training", ["train.json"], LESION_CASES, LESIONS),
+        ("inference", ["inference.json"], LESION_CASES, LESIONS),
+    ],
+    "lesion_mask_diffusion": [
+        ("training", ["train.json"], LESION_CASES, MASK_KEYS),
+        ("inference", ["inference.json"], ALL, MASK_KEYS),
+    ],
+    "label_guided_latent_diffusion": [
+        ("training", ["train_autoencoder.json"], ALL, {}),
+        ("training", ["train_diffusion.json"], ALL, {}),
+        ("inference", ["inference.json"], ALL, {}),
+    ],
+    "text_edge_controlnet": [
+        ("training", ["train_diffusion.json"], ALL, {}),
+        ("training", ["train_controlnet.json"], ALL, {}),
+        ("inference", ["inference.json"], ALL, {}),
+        (
+            "run",
+            ["train_segmentation.json"],
+            {"real_datalist": "consecutive", "synthetic_datalists": [], "test_datalist": "consecutive"},
+            SEGMENTATION_KEYS,
+        ),
+    ],
+    "reference_guided_ddpm": [
+        ("training", ["train.json"], ALL, LESIONS),
+        (
+            "inference",
+            ["inference.json"],
+            {**ALL, "patch_datalist": "lesions"},
+            {**LESIONS, "placement_classes": ["muscle"]},
+        ),
+    ],
+    "downstream_segmentation": [
+        (
+            "run",
+            ["train.json"],
+            {"train_datalists": ["consecutive"], "test_datalist": "consecutive"},
+            SEGMENTATION_KEYS,
+        ),
+        ("inference", ["inference.json"], CONSECUTIVE_CASES, SEGMENTATION_KEYS),
+    ],
 }
 
 
@@ -87,18 +110,26 @@ def swapped(phantom_dir, tmp_path_factory) -> dict[str, Path]:
     (normal first), those with "lesions", and all cases under the consecutive map ("consecutive")."""
     root = tmp_path_factory.mktemp("swapped")
     entries, consecutive = _relabel(phantom_dir, root, LABELS), _relabel(phantom_dir, root, CONSECUTIVE)
-    lists = {"all": (entries, LABELS), "lesions": ([e for e in entries if e["group"] == "pathological"], LABELS),
-             "consecutive": (consecutive, CONSECUTIVE)}
+    lists = {
+        "all": (entries, LABELS),
+        "lesions": ([e for e in entries if e["group"] == "pathological"], LABELS),
+        "consecutive": (consecutive, CONSECUTIVE),
+    }
     for name, (chosen, labels) in lists.items():
-        (root / f"{name}.json").write_text(json.dumps({"name": "relabelled phantom", "training": chosen,
-                                                       "labels": {str(v): k for k, v in labels.items()}}))
+        (root / f"{name}.json").write_text(
+            json.dumps(
+                {"name": "relabelled phantom", "training": chosen, "labels": {str(v): k for k, v in labels.items()}}
+            )
+        )
     return {name: root / f"{name}.json" for name in lists}
 
 
 def _data(paths: dict, datalists: dict[str, Path]) -> dict:
     """The data-path overrides of one run, each list named in ``paths`` replaced by its file."""
-    return {key: [str(datalists[v]) for v in value] if isinstance(value, list) else str(datalists[value])
-            for key, value in paths.items()}
+    return {
+        key: [str(datalists[v]) for v in value] if isinstance(value, list) else str(datalists[value])
+        for key, value in paths.items()
+    }
 
 
 def _configs(bundle: str, files) -> list[str]:
@@ -115,8 +146,14 @@ def _run_bundle(bundle: str, datalists: dict[str, Path], root: Path, steps=None)
         configs = _configs(bundle, files)
         scale = {k: v for k, v in SCALE.items() if k in ConfigParser.load_config_files(configs)}
         outputs.append(root / f"{index}_{workflow}")
-        overrides = {"labels": LABELS, "ckpt_dir": str(root / "ckpt"), "output_dir": str(outputs[-1]),
-                     **_data(paths, datalists), **keys, **scale}
+        overrides = {
+            "labels": LABELS,
+            "ckpt_dir": str(root / "ckpt"),
+            "output_dir": str(outputs[-1]),
+            **_data(paths, datalists),
+            **keys,
+            **scale,
+        }
         run(workflow, config_file=configs, **overrides)
     return outputs
 
@@ -152,8 +189,13 @@ def test_the_command_line_check_accepts_a_swap(bundle, index, tmp_path):
     configs = _configs(bundle, files)
     config = ConfigParser.load_config_files(configs)
     datalists = {name: tmp_path / f"{name}.json" for name in ("all", "lesions", "consecutive")}
-    overrides = {"labels": LABELS, "ckpt_dir": str(tmp_path), "output_dir": str(tmp_path), **_data(paths, datalists),
-                 **keys}
+    overrides = {
+        "labels": LABELS,
+        "ckpt_dir": str(tmp_path),
+        "output_dir": str(tmp_path),
+        **_data(paths, datalists),
+        **keys,
+    }
     assert override_problems(config, overrides, [Path(c).name for c in configs]) == []
     assert override_problems(config, {**overrides, "labels": ["cavity"]})  # the check is on: a list is no label map
 
@@ -216,8 +258,9 @@ def test_downstream_segmentation_scores_the_swapped_classes(swapped, tmp_path):
     assert predictions and all(_values(p) <= set(CONSECUTIVE.values()) for p in predictions)
 
 
-@pytest.mark.parametrize("bundle,config", [("downstream_segmentation", "train.json"),
-                                           ("text_edge_controlnet", "train_segmentation.json")])
+@pytest.mark.parametrize(
+    "bundle,config", [("downstream_segmentation", "train.json"), ("text_edge_controlnet", "train_segmentation.json")]
+)
 def test_segmentation_refuses_label_values_that_are_not_channel_indices(bundle, config):
     """A segmenter reads a label value as its output channel: values 5..11 are refused by key before any training,
     instead of an index error inside the first batch."""

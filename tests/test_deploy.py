@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+
 from conftest import BUNDLES, ROOT, run_bundle
 from pathosynth.deploy import PackError, declared_requirements, pack_bundle
 from pathosynth.deploy.imports import code_closure, distribution_of
@@ -43,7 +44,14 @@ def test_every_bundle_packs_with_the_code_and_requirements_it_needs(bundle, tmp_
     metadata = json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())
     assert archive.name == f"{bundle}_v{metadata['version']}.zip"
     members = _members(archive)
-    for required in ("configs/inference.json", "configs/metadata.json", "docs/README.md", "LICENSE", "requirements.txt", "pathosynth/__init__.py"):
+    for required in (
+        "configs/inference.json",
+        "configs/metadata.json",
+        "docs/README.md",
+        "LICENSE",
+        "requirements.txt",
+        "pathosynth/__init__.py",
+    ):
         assert f"{bundle}/{required}" in members, required
     closure = code_closure((BUNDLES / bundle / "configs").rglob("*.json"))
     packed_code = {m for m in members if m.startswith(f"{bundle}/pathosynth/")}
@@ -105,11 +113,20 @@ def test_pack_requires_the_packages_monai_networks_import_when_built(tmp_path):
 
 
 def test_declared_requirements_read_the_monai_metadata_keys():
-    metadata = {"monai_version": "1.6.1", "pytorch_version": "2.13.0", "numpy_version": "2.4.6",
-                "required_packages_version": {"PyTorch_Ignite": "0.5.5", "pathosynth": "0.1.0"},
-                "optional_packages_version": {"lime": "0.2.0.1"}}
-    assert declared_requirements(metadata) == {"monai": "1.6.1", "torch": "2.13.0", "numpy": "2.4.6",
-                                               "pytorch-ignite": "0.5.5", "lime": "0.2.0.1"}
+    metadata = {
+        "monai_version": "1.6.1",
+        "pytorch_version": "2.13.0",
+        "numpy_version": "2.4.6",
+        "required_packages_version": {"PyTorch_Ignite": "0.5.5", "pathosynth": "0.1.0"},
+        "optional_packages_version": {"lime": "0.2.0.1"},
+    }
+    assert declared_requirements(metadata) == {
+        "monai": "1.6.1",
+        "torch": "2.13.0",
+        "numpy": "2.4.6",
+        "pytorch-ignite": "0.5.5",
+        "lime": "0.2.0.1",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +134,15 @@ def inpainting_archive(phantom_dir, tmp_path_factory) -> Path:
     """lesion_inpainting trained at smoke scale, packed with its weights and the smoke overlay merged into
     inference.json (the network size the weights have), unpacked into a fresh folder outside the repository."""
     work = tmp_path_factory.mktemp("archive")
-    run_bundle("training", "lesion_inpainting", ["train.json", "smoke.json"],
-               {"dataset_dir": phantom_dir, "ckpt_dir": work / "ckpt", "output_dir": work / "logs"})
-    archive = pack_bundle(BUNDLES / "lesion_inpainting", work / "dist", weights=[work / "ckpt" / "lefusion_j.pt"], overlays=["smoke.json"])
+    run_bundle(
+        "training",
+        "lesion_inpainting",
+        ["train.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": work / "ckpt", "output_dir": work / "logs"},
+    )
+    archive = pack_bundle(
+        BUNDLES / "lesion_inpainting", work / "dist", weights=[work / "ckpt" / "lefusion_j.pt"], overlays=["smoke.json"]
+    )
     with zipfile.ZipFile(archive) as handle:
         handle.extractall(work / "unpacked")
     return work / "unpacked" / "lesion_inpainting"
@@ -139,8 +162,20 @@ def test_monai_label_bundle_infer_task_serves_lesion_inpainting(inpainting_archi
     pytest.importorskip("monailabel", reason="test dependency: pip install --no-deps -r requirements-monailabel.txt")
     image, label = _lesion_case(phantom_dir)
     result = tmp_path / "result.npz"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "monailabel_infer.py"), str(inpainting_archive), str(image), str(label), str(result)],
-                          env=_monailabel_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "monailabel_infer.py"),
+            str(inpainting_archive),
+            str(image),
+            str(label),
+            str(result),
+        ],
+        env=_monailabel_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     out = np.load(result)
     assert Path(str(out["code"])).is_relative_to(inpainting_archive)
@@ -153,19 +188,26 @@ def test_monai_label_bundle_infer_task_serves_lesion_inpainting(inpainting_archi
 
 
 def _monailabel_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(MONAILABEL_SHIM), os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(MONAILABEL_SHIM), os.environ.get("PYTHONPATH")])),
+    }
 
 
 def test_packed_model_pt_is_a_flat_state_dict_whose_metadata_inference_checks(tmp_path):
     """models/model.pt is MONAI's flat state dict; what it was trained with lives in models/model_metadata.json,
     and load_weights still refuses it for other settings, or when that file is gone (the checks could not be made)."""
     network = torch.nn.Conv3d(2, 2, 1)
-    torch.save({"network": network.state_dict(), "metadata": {"texture_channels": [["MI"], ["PMO"]]}},
-               tmp_path / "lefusion_j.pt")
+    torch.save(
+        {"network": network.state_dict(), "metadata": {"texture_channels": [["MI"], ["PMO"]]}},
+        tmp_path / "lefusion_j.pt",
+    )
     sidecar = export_monai_model(tmp_path / "lefusion_j.pt", tmp_path / "models" / "model.pt")
     flat = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
-    assert set(flat) == set(network.state_dict()) and all(torch.equal(flat[k], v) for k, v in network.state_dict().items())
+    assert set(flat) == set(network.state_dict()) and all(
+        torch.equal(flat[k], v) for k, v in network.state_dict().items()
+    )
     assert sidecar == tmp_path / "models" / "model_metadata.json"
     assert json.loads(sidecar.read_text()) == {"texture_channels": [["MI"], ["PMO"]]}
     fresh = torch.nn.Conv3d(2, 2, 1)
@@ -182,8 +224,13 @@ def _bundle_load(bundle_dir: Path) -> torch.nn.Module:
     """``monai.bundle.load`` of an unpacked bundle folder as a user calls it (local folder, inference workflow)."""
     from monai.bundle import load
 
-    return load(bundle_dir.name, bundle_dir=str(bundle_dir.parent), workflow_type="inference", device="cpu",
-                source="monaihosting")
+    return load(
+        bundle_dir.name,
+        bundle_dir=str(bundle_dir.parent),
+        workflow_type="inference",
+        device="cpu",
+        source="monaihosting",
+    )
 
 
 def _same_weights(network: torch.nn.Module, trained: dict) -> bool:
@@ -239,23 +286,47 @@ def monailabel_server(inpainting_archive, phantom_dir, tmp_path_factory):
     (work / "studies").mkdir()
     shutil.copyfile(image, work / "studies" / image.name)
     port = _free_port()
-    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies",
-               str(work / "studies"), "--host", "127.0.0.1", "--port", str(port), "--conf", "models",
-               "lesion_inpainting", "--conf", "zoo_source", "local", "--conf", "skip_trainers", "true",
-               "--conf", "sam2", "false"]
+    command = [
+        sys.executable,
+        "-m",
+        "monailabel.main",
+        "start_server",
+        "--app",
+        str(app),
+        "--studies",
+        str(work / "studies"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--conf",
+        "models",
+        "lesion_inpainting",
+        "--conf",
+        "zoo_source",
+        "local",
+        "--conf",
+        "skip_trainers",
+        "true",
+        "--conf",
+        "sam2",
+        "false",
+    ]
     import requests
 
     with open(work / "server.log", "w") as log:
-        server = subprocess.Popen(command, cwd=work, env=_monailabel_env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # its own process group, stopped as a whole
+        server = subprocess.Popen(
+            command, cwd=work, env=_monailabel_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )  # its own process group, stopped as a whole
 
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if server.poll() is not None:
-                raise AssertionError(f"MONAI Label server exited ({server.returncode}):\n"
-                                     f"{(work / 'server.log').read_text()[-4000:]}")
+                raise AssertionError(
+                    f"MONAI Label server exited ({server.returncode}):\n{(work / 'server.log').read_text()[-4000:]}"
+                )
             try:
                 if requests.get(f"{url}/info/", timeout=2).status_code == 200:
                     break
@@ -284,9 +355,12 @@ def test_monai_label_server_synthesises_lesions_over_http(monailabel_server, tmp
 
     server = monailabel_server
     with open(server["label"], "rb") as label_file:
-        response = requests.post(f"{server['url']}/infer/lesion_inpainting",
-                                 params={"image": server["image_id"], "output": "image"},
-                                 files={"label": (server["label"].name, label_file)}, timeout=300)
+        response = requests.post(
+            f"{server['url']}/infer/lesion_inpainting",
+            params={"image": server["image_id"], "output": "image"},
+            files={"label": (server["label"].name, label_file)},
+            timeout=300,
+        )
     assert response.status_code == 200, response.text[-2000:]
     result = tmp_path / "result.nii.gz"
     result.write_bytes(response.content)
@@ -305,8 +379,9 @@ def test_monai_label_server_refuses_a_request_without_the_label_map(monailabel_s
     import requests
 
     server = monailabel_server
-    response = requests.post(f"{server['url']}/infer/lesion_inpainting",
-                             params={"image": server["image_id"], "output": "image"}, timeout=120)
+    response = requests.post(
+        f"{server['url']}/infer/lesion_inpainting", params={"image": server["image_id"], "output": "image"}, timeout=120
+    )
     assert response.status_code == 422, response.text[-2000:]
     detail = response.json()["detail"]
     assert "lesion_inpainting needs 'label'" in detail and "request's 'label' file" in detail
@@ -321,6 +396,8 @@ def test_monai_label_info_describes_a_synthesis_model(monailabel_server):
     info = requests.get(f"{monailabel_server['url']}/info/", timeout=30).json()["models"]["lesion_inpainting"]
     metadata = json.loads((BUNDLES / "lesion_inpainting" / "configs" / "metadata.json").read_text())
     assert info["version"] == metadata["version"] and info["dimension"] == 3
-    assert [name.split(" (")[0] for name in info["labels"]] == ["synthetic image: mi lesion texture",
-                                                                "synthetic image: pmo lesion texture"]
+    assert [name.split(" (")[0] for name in info["labels"]] == [
+        "synthetic image: mi lesion texture",
+        "synthetic image: pmo lesion texture",
+    ]
     assert info["description"].startswith("Synthesises")

@@ -1,14 +1,24 @@
 """Claims about FID/KID (pathosynth.metrics.distribution) and the feature extractors (pathosynth.metrics.features)."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from pathosynth.metrics.distribution import distribution_scores, extract_features, frechet_distance, kernel_inception_distance
+from pathosynth.metrics.distribution import (
+    distribution_scores,
+    extract_features,
+    frechet_distance,
+    kernel_inception_distance,
+)
 from pathosynth.metrics.extractors import EXTRACTORS, make_extractor
 from pathosynth.metrics.features import RandomConvFeatures, preprocess_images
-from pathosynth.metrics.pretrained_features import MonaiDenseNetFeatures, TorchvisionInceptionFeatures, torchvision_available
+from pathosynth.metrics.pretrained_features import (
+    MonaiDenseNetFeatures,
+    TorchvisionInceptionFeatures,
+    torchvision_available,
+)
 
 
 def _exact_gaussian_sample(n, mean, cov, seed):
@@ -152,7 +162,9 @@ def test_distribution_scores_see_noise_more_than_a_new_sample_of_the_same_distri
     assert same["extractor"] == "random-conv-v1 seed=0 dim=128 size=64"
     assert (same["n_a"], same["n_b"], same["feature_dim"], same["kid_subset_size"]) == (96, 96, 128, 48)
     # batch size does not change the features
-    np.testing.assert_allclose(extract_features(a[:10], ext, batch_size=3), extract_features(a[:10], ext, batch_size=10), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        extract_features(a[:10], ext, batch_size=3), extract_features(a[:10], ext, batch_size=10), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_missing_local_weights_raise_file_not_found_naming_the_path(tmp_path):
@@ -230,7 +242,9 @@ def test_monai_densenet_extractor_accepts_torchvision_key_layout_and_repeats_gra
     torch.testing.assert_close(f_monai, f_tv)
 
 
-@pytest.mark.skipif(torchvision_available(), reason="torchvision imports here; the ImportError path cannot be exercised")
+@pytest.mark.skipif(
+    torchvision_available(), reason="torchvision imports here; the ImportError path cannot be exercised"
+)
 def test_torchvision_extractor_raises_a_clear_import_error_when_torchvision_is_unusable(tmp_path):
     with pytest.raises(ImportError, match="torchvision.*monai-resnet50"):
         TorchvisionInceptionFeatures(tmp_path / "inception.pt")

@@ -38,7 +38,9 @@ def test_plain_resizer_misses_the_low_resolution_image_on_white_noise(factor):
     def low_res_error(projection):
         filtered = projection @ noise @ projection.T
         target = down @ noise @ down.T
-        return ((down @ filtered @ down.T - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)).mean().item()
+        return (
+            ((down @ filtered @ down.T - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)).mean().item()
+        )
 
     assert 0.275 <= low_res_error(up @ down) <= 0.345  # "28–34 %"
     assert low_res_error(low_pass_matrix(length, factor)) < 1e-10

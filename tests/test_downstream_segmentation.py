@@ -13,7 +13,7 @@ from monai.losses import DiceCELoss
 from monai.transforms import CenterSpatialCropd, Compose, EnsureChannelFirstd, LoadImaged, SpatialPadd
 
 from conftest import run_bundle
-from pathosynth.data import DatasetError, EMIDEC_LABELS, load_cases, split_by_case, write_split
+from pathosynth.data import EMIDEC_LABELS, DatasetError, load_cases, split_by_case, write_split
 from pathosynth.evaluation import SegmentationScorer
 from pathosynth.networks import StackedDeepSupervisionLoss, nnunet_dynunet, plan_dynunet
 
@@ -60,8 +60,9 @@ def test_stacked_deep_supervision_loss_is_the_weighted_sum_of_head_losses():
 
 
 def _records(n_normal, n_path):
-    return ([{"case_id": f"Case_N{i:03d}", "group": "normal"} for i in range(n_normal)]
-            + [{"case_id": f"Case_P{i:03d}", "group": "pathological"} for i in range(n_path)])
+    return [{"case_id": f"Case_N{i:03d}", "group": "normal"} for i in range(n_normal)] + [
+        {"case_id": f"Case_P{i:03d}", "group": "pathological"} for i in range(n_path)
+    ]
 
 
 def test_split_is_by_case_stratified_and_seeded():
@@ -78,19 +79,25 @@ def test_split_is_by_case_stratified_and_seeded():
 
 def test_write_split_datalists_partition_the_dataset(phantom_dir, tmp_path):
     paths = write_split(phantom_dir, tmp_path / "split", test_fraction=0.5, seed=3)
-    read = {name: {r["case_id"].split("_", 1)[1] for r in load_cases(datalist=p, labels=EMIDEC_LABELS)} for name, p in paths.items()}
+    read = {
+        name: {r["case_id"].split("_", 1)[1] for r in load_cases(datalist=p, labels=EMIDEC_LABELS)}
+        for name, p in paths.items()
+    }
     assert read["train_pathological"].isdisjoint(read["test"]) and read["train_normal"].isdisjoint(read["test"])
     assert read["test_pathological"] <= read["test"]
     assert len(read["train_pathological"] | read["train_normal"] | read["test"]) == 6
     split = json.loads((tmp_path / "split" / "split.json").read_text())
-    assert split["seed"] == 3 and sorted(split["train"] + split["test"]) == sorted(p.name for p in phantom_dir.iterdir() if p.is_dir())
+    assert split["seed"] == 3 and sorted(split["train"] + split["test"]) == sorted(
+        p.name for p in phantom_dir.iterdir() if p.is_dir()
+    )
 
 
 def test_load_cases_combines_datalists_and_names_the_bad_one(phantom_dir, tmp_path):
     paths = write_split(phantom_dir, tmp_path / "split", test_fraction=0.5)
     both = load_cases(datalist=[paths["train_pathological"], paths["train_normal"]], labels=EMIDEC_LABELS)
     assert len(both) == len(load_cases(datalist=paths["train_pathological"], labels=EMIDEC_LABELS)) + len(
-        load_cases(datalist=paths["train_normal"], labels=EMIDEC_LABELS))
+        load_cases(datalist=paths["train_normal"], labels=EMIDEC_LABELS)
+    )
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"training": [{"image": "missing.nii.gz", "label": "missing_label.nii.gz"}]}))
     with pytest.raises(DatasetError, match="missing"):
@@ -123,23 +130,43 @@ def test_scorer_maps_predictions_back_to_the_original_grid(tmp_path):
     is the reference label voxel for voxel, and distances use the file's spacing."""
     record, label = _label_case(tmp_path)
     keys = ["image", "label"]
-    preprocessing = Compose([LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
-                             CenterSpatialCropd(keys, [32, 32, -1]), SpatialPadd(keys, [48, 32, -1])])
-    scorer = SegmentationScorer(IntensityOracle(), [record], preprocessing, _slicewise, EMIDEC_LABELS, ["LV", "myocardium", "MI", "PMO"],
-                                tmp_path / "out", save_predictions=True, metadata={"seed": 5})
+    preprocessing = Compose(
+        [
+            LoadImaged(keys, image_only=True),
+            EnsureChannelFirstd(keys),
+            CenterSpatialCropd(keys, [32, 32, -1]),
+            SpatialPadd(keys, [48, 32, -1]),
+        ]
+    )
+    scorer = SegmentationScorer(
+        IntensityOracle(),
+        [record],
+        preprocessing,
+        _slicewise,
+        EMIDEC_LABELS,
+        ["LV", "myocardium", "MI", "PMO"],
+        tmp_path / "out",
+        save_predictions=True,
+        metadata={"seed": 5},
+    )
     report = scorer.run()
     for cls in ("LV", "myocardium", "MI", "PMO"):
         assert report["cases"][0][cls]["dice"] == pytest.approx(1.0)
         assert report["cases"][0][cls]["hd95"] == pytest.approx(0.0)
     saved = np.asarray(nib.load(tmp_path / "out" / "predictions" / "case.nii.gz").dataobj)
     np.testing.assert_array_equal(saved, label)
-    assert report["seed"] == 5 and json.loads((tmp_path / "out" / "scores.json").read_text())["summary"]["LV"]["dice"]["n"] == 1
+    assert (
+        report["seed"] == 5
+        and json.loads((tmp_path / "out" / "scores.json").read_text())["summary"]["LV"]["dice"]["n"] == 1
+    )
 
     class Exploding(torch.nn.Module):
         def forward(self, x):
             raise AssertionError("a finished scoring must not run the network again")
 
-    again = SegmentationScorer(Exploding(), [record], preprocessing, _slicewise, EMIDEC_LABELS, ["LV"], tmp_path / "out").run()
+    again = SegmentationScorer(
+        Exploding(), [record], preprocessing, _slicewise, EMIDEC_LABELS, ["LV"], tmp_path / "out"
+    ).run()
     assert again["summary"] == report["summary"]
 
 
@@ -151,8 +178,12 @@ def test_scorer_counts_what_the_crop_cuts_off_as_missed(tmp_path):
     """Foreground outside the network's field of view is predicted background on the original grid, not dropped."""
     record, label = _label_case(tmp_path)
     keys = ["image", "label"]
-    preprocessing = Compose([LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), CenterSpatialCropd(keys, [12, 36, -1])])
-    report = SegmentationScorer(IntensityOracle(), [record], preprocessing, _slicewise, EMIDEC_LABELS, ["myocardium"], tmp_path / "out").run()
+    preprocessing = Compose(
+        [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys), CenterSpatialCropd(keys, [12, 36, -1])]
+    )
+    report = SegmentationScorer(
+        IntensityOracle(), [record], preprocessing, _slicewise, EMIDEC_LABELS, ["myocardium"], tmp_path / "out"
+    ).run()
     visible = np.zeros_like(label, bool)
     visible[14:26] = True  # the centred 12 of 40 rows
     expected_recall = (label[visible] == 2).sum() / (label == 2).sum()
@@ -162,11 +193,17 @@ def test_scorer_counts_what_the_crop_cuts_off_as_missed(tmp_path):
 
 def test_segmentation_bundle_trains_scores_and_resumes(phantom_dir, tmp_path):
     paths = write_split(phantom_dir, tmp_path / "split", test_fraction=0.5)
-    overrides = {"train_datalists": json.dumps([paths["train_pathological"], paths["train_normal"]]), "test_datalist": paths["test"],
-                 "output_dir": str(tmp_path / "seg"), "seed": 3}
+    overrides = {
+        "train_datalists": json.dumps([paths["train_pathological"], paths["train_normal"]]),
+        "test_datalist": paths["test"],
+        "output_dir": str(tmp_path / "seg"),
+        "seed": 3,
+    }
     run_bundle("run", "downstream_segmentation", ["train.json", "smoke.json"], overrides)
     scores = json.loads((tmp_path / "seg" / "scores.json").read_text())
-    assert scores["seed"] == 3 and [c["case_id"] for c in scores["cases"]] == [r["case_id"] for r in load_cases(datalist=paths["test"], labels=EMIDEC_LABELS)]
+    assert scores["seed"] == 3 and [c["case_id"] for c in scores["cases"]] == [
+        r["case_id"] for r in load_cases(datalist=paths["test"], labels=EMIDEC_LABELS)
+    ]
     assert {d["path"] for d in scores["train_datalists"]} == {paths["train_pathological"], paths["train_normal"]}
     assert all(len(d["sha256"]) == 64 for d in scores["train_datalists"] + scores["test_datalist"])
     assert set(scores["summary"]) == {"LV", "myocardium", "MI", "PMO"}
@@ -180,20 +217,41 @@ def test_segmentation_bundle_trains_scores_and_resumes(phantom_dir, tmp_path):
     assert json.loads((tmp_path / "seg" / "scores.json").read_text()) == scores
 
     # inference.json segments images without labels the same way the scorer does, and resumes per case
-    run_bundle("inference", "downstream_segmentation", ["inference.json", "smoke.json"],
-               {"datalist": paths["test"], "ckpt_dir": str(tmp_path / "seg"), "output_dir": str(tmp_path / "pred")})
-    run_bundle("evaluating", "downstream_segmentation", ["train.json", "smoke.json"],
-               {**overrides, "ckpt_dir": str(tmp_path / "seg"), "output_dir": str(tmp_path / "scored"), "save_predictions": "true"})
+    run_bundle(
+        "inference",
+        "downstream_segmentation",
+        ["inference.json", "smoke.json"],
+        {"datalist": paths["test"], "ckpt_dir": str(tmp_path / "seg"), "output_dir": str(tmp_path / "pred")},
+    )
+    run_bundle(
+        "evaluating",
+        "downstream_segmentation",
+        ["train.json", "smoke.json"],
+        {
+            **overrides,
+            "ckpt_dir": str(tmp_path / "seg"),
+            "output_dir": str(tmp_path / "scored"),
+            "save_predictions": "true",
+        },
+    )
     cases = load_cases(datalist=paths["test"], labels=EMIDEC_LABELS)
     for case in cases:
         written = nib.load(tmp_path / "pred" / "predictions" / f"{case['case_id']}.nii.gz")
         source = nib.load(case["image"])
-        assert written.shape == source.shape and np.allclose(written.affine, source.affine) and written.get_data_dtype() == np.uint8
+        assert (
+            written.shape == source.shape
+            and np.allclose(written.affine, source.affine)
+            and written.get_data_dtype() == np.uint8
+        )
         scored = np.asarray(nib.load(tmp_path / "scored" / "predictions" / f"{case['case_id']}.nii.gz").dataobj)
         np.testing.assert_array_equal(np.asarray(written.dataobj), scored)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "pred" / "predictions").iterdir()}
-    run_bundle("inference", "downstream_segmentation", ["inference.json", "smoke.json"],
-               {"datalist": paths["test"], "ckpt_dir": str(tmp_path / "seg"), "output_dir": str(tmp_path / "pred")})
+    run_bundle(
+        "inference",
+        "downstream_segmentation",
+        ["inference.json", "smoke.json"],
+        {"datalist": paths["test"], "ckpt_dir": str(tmp_path / "seg"), "output_dir": str(tmp_path / "pred")},
+    )
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "pred" / "predictions").iterdir()} == stamps
 
 

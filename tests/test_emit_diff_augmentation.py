@@ -27,15 +27,27 @@ EXPECTED = {
     "RandomMirror": ["RandFlipd", "RandFlipd"],
     "RandomRotate": ["RandRotated"],
     "RandomScale": ["RandZoomd"],
-    "DeepStack": ["RandRotated", "RandZoomd", "RandGaussianNoised", "RandGaussianSmoothd", "RandScaleIntensityd",
-                  "RandScaleIntensityFixedMeand", "JointRandSimulateLowResolutiond", "RandAdjustContrastd", "RandAdjustContrastd",
-                  "RandFlipd", "RandFlipd"],
+    "DeepStack": [
+        "RandRotated",
+        "RandZoomd",
+        "RandGaussianNoised",
+        "RandGaussianSmoothd",
+        "RandScaleIntensityd",
+        "RandScaleIntensityFixedMeand",
+        "JointRandSimulateLowResolutiond",
+        "RandAdjustContrastd",
+        "RandAdjustContrastd",
+        "RandFlipd",
+        "RandFlipd",
+    ],
 }
 
 
 def _parser(overlay: str | None, mixing: bool) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train_segmentation.json")] + ([str(CONFIGS / "augmentation" / overlay)] if overlay else []))
+    parser.read_config(
+        [str(CONFIGS / "train_segmentation.json")] + ([str(CONFIGS / "augmentation" / overlay)] if overlay else [])
+    )
     parser["synthetic_datalists"] = ["variants.json"] if mixing else []
     return parser
 
@@ -59,9 +71,13 @@ def test_overlay_inserts_exactly_its_transform(row, mixing):
     assert _names(transforms) == base[:at] + EXPECTED[row] + base[at:]
     images = ["image", "variant"] if mixing else ["image"]
     labels = ["label", "variant_label"] if mixing else ["label"]
-    for transform in transforms[at:at + len(EXPECTED[row])]:
+    for transform in transforms[at : at + len(EXPECTED[row])]:
         keys = list(transform.keys)
-        assert keys == (images + labels if type(transform).__name__ in SPATIAL else images), (row, type(transform).__name__, keys)
+        assert keys == (images + labels if type(transform).__name__ in SPATIAL else images), (
+            row,
+            type(transform).__name__,
+            keys,
+        )
     assert parser.get_parsed_content("test#scorer#metadata#augmentation") == row  # recorded in scores.json
     assert parser.get_parsed_content("test#scorer#metadata#augment") is True
 
@@ -86,16 +102,23 @@ def test_real_image_and_variant_get_the_same_draw_and_labels_follow(row):
     label = ((grid > 40) & (grid < 80)).float() + ((grid > 60) & (grid < 70)).float()
     image = label * 2.0 + torch.sin(grid / 5.0)  # structure that a flip or rotation visibly moves
     for _ in range(4):
-        out = chain({"image": image.clone(), "variant": image.clone(), "label": label.clone(), "variant_label": label.clone()})
+        out = chain(
+            {"image": image.clone(), "variant": image.clone(), "label": label.clone(), "variant_label": label.clone()}
+        )
         assert torch.allclose(torch.as_tensor(out["image"]), torch.as_tensor(out["variant"]), atol=1e-5), row
         assert torch.equal(torch.as_tensor(out["label"]), torch.as_tensor(out["variant_label"])), row
         assert set(torch.as_tensor(out["label"]).unique().tolist()) <= {0.0, 1.0, 2.0}  # nearest interpolation
     if any(type(t).__name__ in SPATIAL for t in transforms):
-        moved = chain({"image": image.clone(), "variant": image.clone(), "label": label.clone(), "variant_label": label.clone()})
+        moved = chain(
+            {"image": image.clone(), "variant": image.clone(), "label": label.clone(), "variant_label": label.clone()}
+        )
         assert not torch.equal(torch.as_tensor(moved["label"]), label)  # the label was transformed with the image
 
 
 def test_overlays_are_plain_config_keys():
     for path in (CONFIGS / "augmentation").glob("*.json"):
         content = json.loads(path.read_text())
-        assert set(content) == {"augment", "augmentation_name", "train#classic_augmentation"} and content["augment"] is True
+        assert (
+            set(content) == {"augment", "augmentation_name", "train#classic_augmentation"}
+            and content["augment"] is True
+        )

@@ -19,7 +19,12 @@ from pathosynth.io.atomic import sha256_file
 BUNDLE = "text_edge_controlnet"
 CONFIGS = BUNDLES / BUNDLE / "configs"
 SMOKE = json.loads((CONFIGS / "smoke.json").read_text())
-CATEGORY = {"NOR": "normal", "DCM": "dilated cardiomyopathy", "HCM": "hypertrophic cardiomyopathy", "MINF": "myocardial infarction"}
+CATEGORY = {
+    "NOR": "normal",
+    "DCM": "dilated cardiomyopathy",
+    "HCM": "hypertrophic cardiomyopathy",
+    "MINF": "myocardial infarction",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,9 @@ def run(acdc_phantom_dir, tmp_path_factory):
 def test_checkpoints_carry_the_vocabulary_and_the_stage1_hash(run):
     stage1 = torch.load(run["ckpt"] / "text_diffusion.pt", weights_only=True)
     meta = stage1["metadata"]
-    assert meta["vocabulary"][:2] == ["<pad>", "<bos>"] and {"mri", "heart", "normal", "enhanced", "resolution"} <= set(meta["vocabulary"])
+    assert meta["vocabulary"][:2] == ["<pad>", "<bos>"] and {"mri", "heart", "normal", "enhanced", "resolution"} <= set(
+        meta["vocabulary"]
+    )
     assert meta["text_encoder"]["text_encoder"] == "learned" and meta["p_uncond"] == 0.1
     assert any(k.startswith("text_encoder.") for k in stage1["network"])  # the prompt encoder is trained with the UNet
     stage2 = torch.load(run["ckpt"] / "controlnet.pt", weights_only=True)["metadata"]
@@ -61,7 +68,9 @@ def test_inference_writes_n_variants_per_case_with_unchanged_labels_and_provenan
         assert np.array_equal(np.asanyarray(label.dataobj), np.asanyarray(source_label.dataobj))
         assert np.asanyarray(label.dataobj).dtype == np.asanyarray(source_label.dataobj).dtype
         assert image.shape == source_label.shape and np.allclose(image.affine, source_label.affine)
-        assert entry["source_image"] == record["source_image"] and entry["source_image"].endswith(entry["source_case_id"] + ".nii.gz")
+        assert entry["source_image"] == record["source_image"] and entry["source_image"].endswith(
+            entry["source_case_id"] + ".nii.gz"
+        )
         patient = entry["source_case_id"].split("_")[0]
         group = read_info_cfg(run["data"] / patient / "Info.cfg")["Group"]
         synthesis = record["synthesis"]
@@ -70,7 +79,10 @@ def test_inference_writes_n_variants_per_case_with_unchanged_labels_and_provenan
         assert {p.rsplit(", ", 1)[1] for p in synthesis["slice_prompts"]} <= {"enhanced contrast", "high resolution"}
         assert synthesis["guidance_scale"] == 9.0 and synthesis["num_inference_steps"] == SMOKE["num_inference_steps"]
         assert synthesis["sampler"] == "ddim" and synthesis["controlnet"] is True and isinstance(record["seed"], int)
-        assert set(record["checkpoints"]) == {str(run["ckpt"] / "text_diffusion.pt"), str(run["ckpt"] / "controlnet.pt")}
+        assert set(record["checkpoints"]) == {
+            str(run["ckpt"] / "text_diffusion.pt"),
+            str(run["ckpt"] / "controlnet.pt"),
+        }
         images.append(np.asanyarray(image.dataobj))
     assert not np.array_equal(images[0], images[1])  # two variants of one case differ
     assert (out / "preview.png").stat().st_size > 0
@@ -80,10 +92,18 @@ def test_inference_refuses_an_augmentation_word_the_model_never_learned(run):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "smoke.json")])
     parser.read_meta(str(CONFIGS / "metadata.json"))
-    parser.update({"dataset_dir": str(run["data"]), "ckpt_dir": str(run["ckpt"]), "output_dir": str(run["ckpt"] / "never"),
-                   "augmentation_phrases": ["purple contrast"]})
+    parser.update(
+        {
+            "dataset_dir": str(run["data"]),
+            "ckpt_dir": str(run["ckpt"]),
+            "output_dir": str(run["ckpt"] / "never"),
+            "augmentation_phrases": ["purple contrast"],
+        }
+    )
     parser.parse()
-    parser.get_parsed_content("initialize")  # needs no dataset (monai.bundle load); the prompts are checked first in run
+    parser.get_parsed_content(
+        "initialize"
+    )  # needs no dataset (monai.bundle load); the prompts are checked first in run
     with pytest.raises(Exception) as err:
         parser.get_parsed_content("run")
     chain, cause = [], err.value
@@ -112,9 +132,15 @@ def test_two_processes_train_both_stages_and_synthesise_the_same_cases(run, tmp_
         assert not any(k.startswith("module.") for k in weights["network"])  # saved unwrapped
 
     out = tmp_path / "synthetic"
-    _torchrun("inference", ["inference.json", "multi_gpu_inference.json", "smoke.json"], {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": out})
+    _torchrun(
+        "inference",
+        ["inference.json", "multi_gpu_inference.json", "smoke.json"],
+        {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": out},
+    )
     entries = json.loads((out / "datalist.json").read_text())["training"]
     assert len(entries) == SMOKE["num_samples_per_case"] * SMOKE["max_cases"]
     for entry in entries:
-        assert np.array_equal(np.asanyarray(nib.load(out / entry["image"]).dataobj),
-                              np.asanyarray(nib.load(run["out"] / entry["image"]).dataobj))
+        assert np.array_equal(
+            np.asanyarray(nib.load(out / entry["image"]).dataobj),
+            np.asanyarray(nib.load(run["out"] / entry["image"]).dataobj),
+        )

@@ -11,19 +11,44 @@ from monai.networks.nets import ControlNet, DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
 from pathosynth.data import ACDC_LABELS, load_cases
-from pathosynth.diffusion import (PIXEL_STATS, DiffusionSpace, EdgeControlPrepareBatch, FrozenUNetControlNetInferer,
-                                  GuidedDDIMSampler)
+from pathosynth.diffusion import (
+    PIXEL_STATS,
+    DiffusionSpace,
+    EdgeControlPrepareBatch,
+    FrozenUNetControlNetInferer,
+    GuidedDDIMSampler,
+)
 from pathosynth.io.nifti import read_nifti
-from pathosynth.networks import EdgeCondition, TextConditionedUNet, canny_edges, controlnet_from_unet, freeze, label_boundaries
+from pathosynth.networks import (
+    EdgeCondition,
+    TextConditionedUNet,
+    canny_edges,
+    controlnet_from_unet,
+    freeze,
+    label_boundaries,
+)
 from pathosynth.networks.text_controlnet import encoder_tensor_names
 from pathosynth.synthesis import SliceGrid, TextEdgeSynthesizer
 from pathosynth.text import CasePrompts, PromptVocabulary, build_text_encoder
 
 FOV, SIZE = (64, 64), (32, 32)
-SIZES = dict(spatial_dims=2, in_channels=1, channels=[16, 32], attention_levels=[False, True], num_res_blocks=1,
-             num_head_channels=8, norm_num_groups=8, with_conditioning=True, cross_attention_dim=16)
-PROMPTS = ["MRI, heart, normal", "MRI, heart, dilated cardiomyopathy", "MRI, heart, hypertrophic cardiomyopathy",
-           "MRI, heart, myocardial infarction"]
+SIZES = dict(
+    spatial_dims=2,
+    in_channels=1,
+    channels=[16, 32],
+    attention_levels=[False, True],
+    num_res_blocks=1,
+    num_head_channels=8,
+    norm_num_groups=8,
+    with_conditioning=True,
+    cross_attention_dim=16,
+)
+PROMPTS = [
+    "MRI, heart, normal",
+    "MRI, heart, dilated cardiomyopathy",
+    "MRI, heart, hypertrophic cardiomyopathy",
+    "MRI, heart, myocardial infarction",
+]
 PHRASES = ["enhanced contrast", "high resolution"]
 
 
@@ -32,7 +57,9 @@ def _denoiser(seed: int = 0) -> TextConditionedUNet:
     convolution, so a fresh UNet predicts exactly 0 whatever its inputs)."""
     torch.manual_seed(seed)
     vocab = PromptVocabulary.build(PROMPTS, PHRASES)
-    network = TextConditionedUNet(DiffusionModelUNet(out_channels=1, **SIZES), build_text_encoder(vocab, dim=16, num_layers=1, num_heads=2))
+    network = TextConditionedUNet(
+        DiffusionModelUNet(out_channels=1, **SIZES), build_text_encoder(vocab, dim=16, num_layers=1, num_heads=2)
+    )
     for module in network.modules():
         if module is not network and callable(getattr(module, "reset_parameters", None)):
             module.reset_parameters()
@@ -41,8 +68,9 @@ def _denoiser(seed: int = 0) -> TextConditionedUNet:
 
 def _controlnet(denoiser) -> ControlNet:
     torch.manual_seed(1)
-    return controlnet_from_unet(ControlNet(conditioning_embedding_in_channels=1, conditioning_embedding_num_channels=[8], **SIZES),
-                                denoiser)
+    return controlnet_from_unet(
+        ControlNet(conditioning_embedding_in_channels=1, conditioning_embedding_num_channels=[8], **SIZES), denoiser
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +91,22 @@ def test_controlnet_starts_as_a_copy_of_the_unet_encoder():
     controlnet = _controlnet(denoiser)
     unet_state, cn_state = denoiser.unet.state_dict(), controlnet.state_dict()
     copied = encoder_tensor_names(controlnet)
-    assert any(k.startswith("down_blocks.1.attentions") for k in copied) and any(k.startswith("middle_block") for k in copied)
+    assert any(k.startswith("down_blocks.1.attentions") for k in copied) and any(
+        k.startswith("middle_block") for k in copied
+    )
     assert {"conv_in.conv.weight", "time_embed.0.weight"} <= set(copied)
     assert all(torch.equal(cn_state[k], unet_state[k]) for k in copied)
     # what is not copied is the ControlNet's own: its condition embedding and the zero convolutions
-    zero = [k for k in cn_state if k.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out"))]
+    zero = [
+        k
+        for k in cn_state
+        if k.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out"))
+    ]
     assert zero and all(not cn_state[k].any() for k in zero)
     with pytest.raises(ValueError, match="does not match the UNet"):
-        controlnet_from_unet(ControlNet(**{**SIZES, "channels": [16, 48]}, conditioning_embedding_num_channels=[8]), denoiser)
+        controlnet_from_unet(
+            ControlNet(**{**SIZES, "channels": [16, 48]}, conditioning_embedding_num_channels=[8]), denoiser
+        )
 
 
 def test_zero_initialised_controlnet_leaves_the_stage1_prediction_unchanged(slices):
@@ -146,15 +182,18 @@ def test_guidance_scale_one_is_the_conditional_and_zero_the_unconditional_predic
         unconditional = GuidedDDIMSampler.predict(denoiser, x, t, null, controlnet, edges)
 
         def guided(w):
-            return GuidedDDIMSampler(scheduler, 4, guidance_scale=w).guided_noise(denoiser, x, t, context, null, controlnet, edges)
+            return GuidedDDIMSampler(scheduler, 4, guidance_scale=w).guided_noise(
+                denoiser, x, t, context, null, controlnet, edges
+            )
 
         assert not torch.allclose(conditional, unconditional)  # the prompt matters
         assert torch.equal(guided(1.0), conditional)
         assert torch.equal(guided(0.0), unconditional)
         # w > 1 evaluates both branches in one batch: the formula holds exactly on that batch's predictions, and
         # batching changes the predictions only by float rounding (oneDNN picks kernels by batch size)
-        eps_null, eps_prompt = GuidedDDIMSampler.predict(denoiser, torch.cat([x, x]), t, torch.cat([null, context]), controlnet,
-                                                         torch.cat([edges, edges])).chunk(2)
+        eps_null, eps_prompt = GuidedDDIMSampler.predict(
+            denoiser, torch.cat([x, x]), t, torch.cat([null, context]), controlnet, torch.cat([edges, edges])
+        ).chunk(2)
         assert torch.allclose(guided(9.0), eps_null + 9.0 * (eps_prompt - eps_null), atol=1e-6)
         assert torch.allclose(eps_null, unconditional, atol=1e-4) and torch.allclose(eps_prompt, conditional, atol=1e-4)
 
@@ -183,9 +222,18 @@ def test_synthesis_depends_on_the_seed_not_on_the_slice_batch(acdc_phantom_dir, 
     image, label = read_nifti(case["image"])[0], read_nifti(case["label"])[0]
 
     def synthesizer(batch):
-        return TextEdgeSynthesizer(denoiser, controlnet, GuidedDDIMSampler(DDPMScheduler(num_train_timesteps=20), 3, 9.0),
-                                   EdgeCondition(), CasePrompts(), PHRASES, DiffusionSpace(None, 0.5, 2.0), FOV, SIZE,
-                                   slice_batch_size=batch)
+        return TextEdgeSynthesizer(
+            denoiser,
+            controlnet,
+            GuidedDDIMSampler(DDPMScheduler(num_train_timesteps=20), 3, 9.0),
+            EdgeCondition(),
+            CasePrompts(),
+            PHRASES,
+            DiffusionSpace(None, 0.5, 2.0),
+            FOV,
+            SIZE,
+            slice_batch_size=batch,
+        )
 
     one = synthesizer(1).synthesize(image, label, "MRI, heart, normal", seed=5)
     four = synthesizer(4).synthesize(image, label, "MRI, heart, normal", seed=5)

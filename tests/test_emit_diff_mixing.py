@@ -17,24 +17,39 @@ from monai.utils import set_determinism
 
 from conftest import BUNDLES, run_bundle
 from pathosynth.data import ACDC_LABELS, DatasetError, load_cases
-from pathosynth.data.patch_mixing import (PatchMixingInferer, RandPatchMaskd, RandSyntheticVariantd, pair_synthetic_variants,
-                                          prepare_patch_mixing_batch, random_patch_mask)
+from pathosynth.data.patch_mixing import (
+    PatchMixingInferer,
+    RandPatchMaskd,
+    RandSyntheticVariantd,
+    pair_synthetic_variants,
+    prepare_patch_mixing_batch,
+    random_patch_mask,
+)
 from pathosynth.engines import SynthesisRunner
 from pathosynth.io.datalists import export_datalist
 from pathosynth.synthesis.results import SynthesisResult, read_case
 
 CONFIG = "train_segmentation.json"
 # CPU-sized keys of train_segmentation.json (what configs/smoke.json should carry for it)
-SMOKE = {"in_plane_size": "[64, 64]", "segmenter_channels": "[4, 8, 16]", "patch_size": 16, "slices_per_volume": 2,
-         "batch_size": 4, "max_steps": 4, "steps_per_epoch": 2, "num_workers": 0}
+SMOKE = {
+    "in_plane_size": "[64, 64]",
+    "segmenter_channels": "[4, 8, 16]",
+    "patch_size": 16,
+    "slices_per_volume": 2,
+    "batch_size": 4,
+    "max_steps": 4,
+    "steps_per_epoch": 2,
+    "num_workers": 0,
+}
 
 
 # --- the patch mask ------------------------------------------------------------------------------------------------
 
+
 def _blocks(mask: torch.Tensor, patch: int):
     for i in range(0, mask.shape[0], patch):
         for j in range(0, mask.shape[1], patch):
-            yield mask[i:i + patch, j:j + patch]
+            yield mask[i : i + patch, j : j + patch]
 
 
 def test_patch_mask_is_constant_on_every_patch_aligned_block_and_not_coarser():
@@ -47,7 +62,7 @@ def test_patch_mask_is_constant_on_every_patch_aligned_block_and_not_coarser():
     differ = np.mean([float(m[0, 16 * k] != m[0, 16 * (k + 1)]) for m in masks for k in (0, 2)])
     assert abs(differ - 0.5) < 0.1
     per_axis = random_patch_mask((8, 12), (4, 3), 0.5, torch.Generator().manual_seed(1))
-    assert all(per_axis[i:i + 4, j:j + 3].unique().numel() == 1 for i in range(0, 8, 4) for j in range(0, 12, 3))
+    assert all(per_axis[i : i + 4, j : j + 3].unique().numel() == 1 for i in range(0, 8, 4) for j in range(0, 12, 3))
 
 
 def test_patch_mask_real_fraction_is_alpha_over_many_draws():
@@ -80,6 +95,7 @@ def test_same_seed_gives_the_same_mask():
 
 
 # --- the mixing step -----------------------------------------------------------------------------------------------
+
 
 def _batch(reuse_label: bool):
     g = torch.Generator().manual_seed(4)
@@ -121,7 +137,11 @@ def test_prediction_mixing_mixes_the_two_predictions_pixel_by_pixel():
     inputs, target, args, kwargs = prepare_patch_mixing_batch(batch)
     network = Recorder()
     prediction = PatchMixingInferer("prediction")(inputs, network, *args, **kwargs)
-    assert len(network.seen) == 2 and torch.equal(network.seen[0], batch["image"]) and torch.equal(network.seen[1], batch["variant"])
+    assert (
+        len(network.seen) == 2
+        and torch.equal(network.seen[0], batch["image"])
+        and torch.equal(network.seen[1], batch["variant"])
+    )
     reference = Recorder()
     expected = m * reference(batch["image"]) + (1 - m) * reference(batch["variant"])  # m broadcast over both channels
     assert prediction.shape == (3, 2, 32, 32) and torch.equal(prediction, expected)
@@ -142,13 +162,18 @@ def test_unknown_mix_mode_is_refused_and_plain_calls_pass_through():
 
 # --- pairing real cases with their variants ------------------------------------------------------------------------
 
+
 def _perturbed_copy(record, seed):
     """A stand-in for a ControlNet variant: same grid and label, other intensities (gain, offset, noise)."""
     image, label = read_case(record)
     rng = np.random.default_rng(seed % 2**32)
     scale = float(image.std())
-    values = image.astype(np.float32) * rng.uniform(0.6, 1.4) + scale * (rng.uniform(-0.5, 0.5) + rng.normal(0, 0.05, image.shape))
-    return SynthesisResult(values.astype(image.dtype), label.copy(), np.ones(image.shape, bool), {"perturbation": "gain+offset+noise"})
+    values = image.astype(np.float32) * rng.uniform(0.6, 1.4) + scale * (
+        rng.uniform(-0.5, 0.5) + rng.normal(0, 0.05, image.shape)
+    )
+    return SynthesisResult(
+        values.astype(image.dtype), label.copy(), np.ones(image.shape, bool), {"perturbation": "gain+offset+noise"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +185,23 @@ def acdc_sets(acdc_phantom_dir, tmp_path_factory):
     train = [c for c in cases if c["patient"] != "patient004"]
     export_datalist([("train", train)], root / "train.json")
     export_datalist([("test", [c for c in cases if c["patient"] == "patient004"])], root / "test.json")
-    SynthesisRunner(train, _perturbed_copy, root / "synthetic", num_samples_per_case=2, seed=0,
-                    bundle={"name": "test", "version": "0"}, preview_cases=0, progress=False).run()
-    return {"root": root, "train": str(root / "train.json"), "test": str(root / "test.json"),
-            "synthetic": str(root / "synthetic" / "datalist.json"), "dataset": acdc_phantom_dir}
+    SynthesisRunner(
+        train,
+        _perturbed_copy,
+        root / "synthetic",
+        num_samples_per_case=2,
+        seed=0,
+        bundle={"name": "test", "version": "0"},
+        preview_cases=0,
+        progress=False,
+    ).run()
+    return {
+        "root": root,
+        "train": str(root / "train.json"),
+        "test": str(root / "test.json"),
+        "synthetic": str(root / "synthetic" / "datalist.json"),
+        "dataset": acdc_phantom_dir,
+    }
 
 
 def test_pairing_picks_only_variants_of_the_same_source(acdc_sets, caplog):
@@ -171,16 +209,22 @@ def test_pairing_picks_only_variants_of_the_same_source(acdc_sets, caplog):
     paired = pair_synthetic_variants(real, [acdc_sets["synthetic"]], ACDC_LABELS)
     written = json.loads((acdc_sets["root"] / "synthetic" / "datalist.json").read_text())["training"]
     source_of = {str(acdc_sets["root"] / "synthetic" / e["image"]): e["source_image"] for e in written}
-    assert [p["case_id"] for p in paired] == [r["case_id"] for r in real] and all(len(p["variants"]) == 2 for p in paired)
+    assert [p["case_id"] for p in paired] == [r["case_id"] for r in real] and all(
+        len(p["variants"]) == 2 for p in paired
+    )
     for case in paired:  # each real case holds exactly the variants whose source_image is its own image
-        assert sorted(v["image"] for v in case["variants"]) == sorted(i for i, s in source_of.items() if s == case["image"])
+        assert sorted(v["image"] for v in case["variants"]) == sorted(
+            i for i, s in source_of.items() if s == case["image"]
+        )
     chooser = RandSyntheticVariantd()
     chooser.set_random_state(0)
     picks = [chooser(paired[0])["variant"] for _ in range(40)]
     assert set(picks) == {v["image"] for v in paired[0]["variants"]}  # i ~ 1..n, only this case's variants
     chooser.set_random_state(0)
     assert [chooser(paired[0])["variant"] for _ in range(40)] == picks  # seeded
-    first_only = pair_synthetic_variants(real, acdc_sets["synthetic"], ACDC_LABELS, variants_per_case=1)  # Sec. 6.1 ratio n = 1
+    first_only = pair_synthetic_variants(
+        real, acdc_sets["synthetic"], ACDC_LABELS, variants_per_case=1
+    )  # Sec. 6.1 ratio n = 1
     assert [p["variants"] for p in first_only] == [p["variants"][:1] for p in paired]
     with caplog.at_level(logging.WARNING, logger="pathosynth.data.patch_mixing"):  # variants of images not trained on
         subset = pair_synthetic_variants(real[:2], acdc_sets["synthetic"], ACDC_LABELS)
@@ -201,20 +245,35 @@ def test_pairing_refuses_a_misaligned_variant_and_a_case_without_variants(acdc_s
     image_ref, label_ref = nib.load(real[0]["image"]), nib.load(real[0]["label"])
     image, label = read_case(real[0])
     misaligned = [  # each variant's own image and label agree; only the grid of its source differs
-        {"image": _write_like(tmp_path / "cropped.nii.gz", image[8:, 8:], image_ref),
-         "label": _write_like(tmp_path / "cropped_gt.nii.gz", label[8:, 8:], label_ref), "source_image": real[0]["image"]},
-        {"image": _write_like(tmp_path / "shifted.nii.gz", image, image_ref, shift=3.0),
-         "label": _write_like(tmp_path / "shifted_gt.nii.gz", label, label_ref, shift=3.0), "source_image": real[0]["image"]},
+        {
+            "image": _write_like(tmp_path / "cropped.nii.gz", image[8:, 8:], image_ref),
+            "label": _write_like(tmp_path / "cropped_gt.nii.gz", label[8:, 8:], label_ref),
+            "source_image": real[0]["image"],
+        },
+        {
+            "image": _write_like(tmp_path / "shifted.nii.gz", image, image_ref, shift=3.0),
+            "label": _write_like(tmp_path / "shifted_gt.nii.gz", label, label_ref, shift=3.0),
+            "source_image": real[0]["image"],
+        },
     ]
     synthetic = acdc_sets["root"] / "synthetic"
-    others = [{**e, "image": str(synthetic / e["image"]), "label": str(synthetic / e["label"])}
-              for e in entries if e["source_image"] != real[1]["image"]]  # no variant of the second case
+    others = [
+        {**e, "image": str(synthetic / e["image"]), "label": str(synthetic / e["label"])}
+        for e in entries
+        if e["source_image"] != real[1]["image"]
+    ]  # no variant of the second case
     (tmp_path / "bad.json").write_text(json.dumps({"training": misaligned + others}))
     with pytest.raises(DatasetError) as error:
         pair_synthetic_variants(real, [str(tmp_path / "bad.json")], ACDC_LABELS)
     message = str(error.value)
-    assert f"synthetic variant {tmp_path / 'cropped.nii.gz'} (datalist {tmp_path / 'bad.json'}) has shape (88, 88, 6)" in message
-    assert f"synthetic variant {tmp_path / 'shifted.nii.gz'} (datalist {tmp_path / 'bad.json'}) has another affine" in message
+    assert (
+        f"synthetic variant {tmp_path / 'cropped.nii.gz'} (datalist {tmp_path / 'bad.json'}) has shape (88, 88, 6)"
+        in message
+    )
+    assert (
+        f"synthetic variant {tmp_path / 'shifted.nii.gz'} (datalist {tmp_path / 'bad.json'}) has another affine"
+        in message
+    )
     assert "pixel-aligned" in message and message.startswith("3 problem(s)")
     assert f"real case {real[1]['case_id']}: no synthetic variant has source_image {real[1]['image']}" in message
     with pytest.raises(DatasetError, match="no synthetic datalist given"):
@@ -223,13 +282,24 @@ def test_pairing_refuses_a_misaligned_variant_and_a_case_without_variants(acdc_s
 
 # --- the bundle ----------------------------------------------------------------------------------------------------
 
+
 def test_slice_sampling_and_augmentation_keep_real_variant_and_label_aligned(acdc_sets):
     """Real image, variant and labels share every spatial transform: the reused label stays equal to the real one
     and the (intensity-perturbed) variant stays correlated with the image; a variant flipped on its own would not."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLES / "text_edge_controlnet" / "configs" / CONFIG))
-    parser.update({"real_datalist": acdc_sets["train"], "synthetic_datalists": [acdc_sets["synthetic"]], "test_datalist": acdc_sets["test"],
-                   "in_plane_size": [64, 64], "patch_size": 16, "num_workers": 0, "augment": True, "slices_per_volume": 8})
+    parser.update(
+        {
+            "real_datalist": acdc_sets["train"],
+            "synthetic_datalists": [acdc_sets["synthetic"]],
+            "test_datalist": acdc_sets["test"],
+            "in_plane_size": [64, 64],
+            "patch_size": 16,
+            "num_workers": 0,
+            "augment": True,
+            "slices_per_volume": 8,
+        }
+    )
     set_determinism(0)
     try:
         dataset = parser.get_parsed_content("train#dataset")
@@ -260,13 +330,26 @@ def test_defaults_are_the_official_ones_and_emidec_labels_work_by_key_override()
 
 # --- the bundle run ------------------------------------------------------------------------------------------------
 
+
 def test_bundle_mixes_trains_and_scores_and_the_baseline_runs_from_the_same_config(acdc_sets, tmp_path):
     dataset_files = {p: p.stat().st_mtime_ns for p in acdc_sets["dataset"].rglob("*.nii.gz")}
     mixed, baseline = tmp_path / "mixed", tmp_path / "baseline"
     common = {**SMOKE, "real_datalist": acdc_sets["train"], "test_datalist": acdc_sets["test"]}
-    run_bundle("run", "text_edge_controlnet", [CONFIG], {**common, "synthetic_datalists": json.dumps([acdc_sets["synthetic"]]),
-                                                        "mix": "prediction", "alpha": 0.5, "output_dir": str(mixed)})
-    run_bundle("run", "text_edge_controlnet", [CONFIG], {**common, "synthetic_datalists": "[]", "output_dir": str(baseline)})
+    run_bundle(
+        "run",
+        "text_edge_controlnet",
+        [CONFIG],
+        {
+            **common,
+            "synthetic_datalists": json.dumps([acdc_sets["synthetic"]]),
+            "mix": "prediction",
+            "alpha": 0.5,
+            "output_dir": str(mixed),
+        },
+    )
+    run_bundle(
+        "run", "text_edge_controlnet", [CONFIG], {**common, "synthetic_datalists": "[]", "output_dir": str(baseline)}
+    )
     for out in (mixed, baseline):
         scores = json.loads((out / "scores.json").read_text())
         assert scores["classes"] == ["RV", "myocardium", "LV"] and set(scores["summary"]) == {"RV", "myocardium", "LV"}
@@ -279,15 +362,23 @@ def test_bundle_mixes_trains_and_scores_and_the_baseline_runs_from_the_same_conf
     scores = json.loads((baseline / "scores.json").read_text())
     recorded = (scores["mixing"], scores["alpha"], scores["patch_size"], scores["mix"], scores["synthetic_datalists"])
     assert recorded == (False, None, None, None, [])
-    assert {p: p.stat().st_mtime_ns for p in acdc_sets["dataset"].rglob("*.nii.gz")} == dataset_files  # inputs untouched
+    assert {
+        p: p.stat().st_mtime_ns for p in acdc_sets["dataset"].rglob("*.nii.gz")
+    } == dataset_files  # inputs untouched
 
 
 @pytest.mark.slow
 def test_two_processes_train_algorithm_1_with_the_multi_gpu_overlay(acdc_sets, tmp_path):
     """torchrun, 2 CPU processes (gloo), multi_gpu_train_segmentation.json: DDP Algorithm 1 training writes one
     unwrapped checkpoint after the requested steps and rank 0 scores the test cases."""
-    overrides = {**SMOKE, "real_datalist": acdc_sets["train"], "test_datalist": acdc_sets["test"], "max_steps": 2,
-                 "synthetic_datalists": json.dumps([acdc_sets["synthetic"]]), "output_dir": str(tmp_path)}
+    overrides = {
+        **SMOKE,
+        "real_datalist": acdc_sets["train"],
+        "test_datalist": acdc_sets["test"],
+        "max_steps": 2,
+        "synthetic_datalists": json.dumps([acdc_sets["synthetic"]]),
+        "output_dir": str(tmp_path),
+    }
     run_bundle("run", "text_edge_controlnet", [CONFIG, "multi_gpu_train_segmentation.json"], overrides, nproc=2)
     saved = torch.load(tmp_path / "segmenter.pt", weights_only=True)
     assert saved["metadata"]["iteration"] == 2 and not any(k.startswith("module.") for k in saved["network"])

@@ -9,18 +9,31 @@ import pytest
 import torch
 
 from pathosynth.data import ACDC_LABELS, EMIDEC_LABELS, load_cases, read_info_cfg
-from pathosynth.text import (CasePrompts, LearnedPromptEncoder, LocalPretrainedTextEncoder, PromptVocabulary, augmented_prompt,
-                             build_text_encoder, with_prompts)
+from pathosynth.text import (
+    CasePrompts,
+    LearnedPromptEncoder,
+    LocalPretrainedTextEncoder,
+    PromptVocabulary,
+    augmented_prompt,
+    build_text_encoder,
+    with_prompts,
+)
 
 
 def test_acdc_groups_give_the_expected_triplets(acdc_phantom_dir):
     cases = with_prompts(load_cases(acdc_phantom_dir, labels=ACDC_LABELS), CasePrompts(modality="MRI", organ="heart"))
-    expected = {"NOR": "MRI, heart, normal", "DCM": "MRI, heart, dilated cardiomyopathy",
-                "HCM": "MRI, heart, hypertrophic cardiomyopathy", "MINF": "MRI, heart, myocardial infarction",
-                "RV": "MRI, heart, abnormal right ventricle"}
+    expected = {
+        "NOR": "MRI, heart, normal",
+        "DCM": "MRI, heart, dilated cardiomyopathy",
+        "HCM": "MRI, heart, hypertrophic cardiomyopathy",
+        "MINF": "MRI, heart, myocardial infarction",
+        "RV": "MRI, heart, abnormal right ventricle",
+    }
     groups = set()
     for case in cases:
-        group = read_info_cfg(acdc_phantom_dir / case["patient"] / "Info.cfg")["Group"]  # the metadata as written on disk
+        group = read_info_cfg(acdc_phantom_dir / case["patient"] / "Info.cfg")[
+            "Group"
+        ]  # the metadata as written on disk
         groups.add(group)
         assert case["prompt"] == expected[group]
     assert groups == {"NOR", "DCM", "HCM", "MINF"}  # the 4-patient phantom cycles through these groups
@@ -72,7 +85,9 @@ def test_vocabulary_round_trips_through_checkpoint_metadata(tmp_path):
     path = tmp_path / "text_diffusion.pt"
     torch.save({"network": {}, "metadata": vocab.metadata()}, path)
     again = PromptVocabulary.from_checkpoint(path)
-    assert again.tokens == vocab.tokens and torch.equal(again.encode(["MRI, heart, normal"]), vocab.encode(["MRI, heart, normal"]))
+    assert again.tokens == vocab.tokens and torch.equal(
+        again.encode(["MRI, heart, normal"]), vocab.encode(["MRI, heart, normal"])
+    )
     # a resumed run / stage 2 uses the saved vocabulary and refuses data with words it never learned
     assert PromptVocabulary.build(["MRI, heart, normal"], [], checkpoint=path).tokens == vocab.tokens
     with pytest.raises(ValueError, match="infarction"):

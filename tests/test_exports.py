@@ -24,7 +24,11 @@ def _real(phantom_dir, select="all"):
 
 def _tree(folder: Path) -> dict[str, tuple[int, int]]:
     """(inode, mtime) of every file: a rename or rewrite changes one of them."""
-    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +48,15 @@ def synthetic_dir(phantom_dir, tmp_path_factory) -> Path:
         brighter = np.where(data < 255, data + 1, data).astype(data.dtype)  # differs from its source, same geometry
         nib.save(nib.Nifti1Image(brighter, image.affine, image.header), out / "images" / f"{output_id}.nii")
         nib.save(label, out / "labels" / f"{output_id}.nii")
-        entries.append({"image": f"images/{output_id}.nii", "label": f"labels/{output_id}.nii", "source_image": case["image"],
-                        "case_id": output_id, "source_case_id": case["case_id"]})
+        entries.append(
+            {
+                "image": f"images/{output_id}.nii",
+                "label": f"labels/{output_id}.nii",
+                "source_image": case["image"],
+                "case_id": output_id,
+                "source_case_id": case["case_id"],
+            }
+        )
     (out / "datalist.json").write_text(json.dumps({"name": "fake", "training": entries}))
     return out
 
@@ -53,8 +64,12 @@ def synthetic_dir(phantom_dir, tmp_path_factory) -> Path:
 @pytest.fixture()
 def p_and_n2(phantom_dir, synthetic_dir):
     """The LeFusion training mix: real pathological cases P plus synthetic N''."""
-    return sets_from_sources([{"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"},
-                              {"name": "N2", "datalist": str(synthetic_dir / "datalist.json")}])
+    return sets_from_sources(
+        [
+            {"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"},
+            {"name": "N2", "datalist": str(synthetic_dir / "datalist.json")},
+        ]
+    )
 
 
 def test_emidec_export_is_the_emidec_layout_with_byte_identical_files(phantom_dir, tmp_path):
@@ -68,8 +83,15 @@ def test_emidec_export_is_the_emidec_layout_with_byte_identical_files(phantom_di
         assert Path(copy["image"]).read_bytes() == Path(source["image"]).read_bytes()
         assert Path(copy["label"]).read_bytes() == Path(source["label"]).read_bytes()
     sources = json.loads((tmp_path / "out" / "sources.json").read_text())
-    assert sources["Case_S0001"] == {"case_id": real[0]["case_id"], "image": real[0]["image"], "label": real[0]["label"], "group": real[0]["group"]}
-    assert load_cases(str(tmp_path / "out"), labels=EMIDEC_LABELS, lesion_classes=LESIONS)  # the copy validates like the source
+    assert sources["Case_S0001"] == {
+        "case_id": real[0]["case_id"],
+        "image": real[0]["image"],
+        "label": real[0]["label"],
+        "group": real[0]["group"],
+    }
+    assert load_cases(
+        str(tmp_path / "out"), labels=EMIDEC_LABELS, lesion_classes=LESIONS
+    )  # the copy validates like the source
 
 
 def test_emidec_export_rerun_changes_nothing(phantom_dir, tmp_path):
@@ -104,15 +126,23 @@ def test_no_export_writes_into_a_source_folder(phantom_dir, synthetic_dir, tmp_p
         export_datalist(sets, synthetic_dir / "combined.json")  # would sit in the synthetic dataset's own folder
     with pytest.raises(ValueError, match="inside source folder"):
         export_emidec(sets[0][1], synthetic_dir / "emidec")
-    assert _tree(dataset) == before and not (synthetic_dir / "combined.json").exists() and not (synthetic_dir / "emidec").exists()
+    assert (
+        _tree(dataset) == before
+        and not (synthetic_dir / "combined.json").exists()
+        and not (synthetic_dir / "emidec").exists()
+    )
 
 
 def test_datalist_export_is_read_by_monai_and_by_read_datalist(phantom_dir, synthetic_dir, tmp_path):
     from monai.data import load_decathlon_datalist
 
     shutil.copytree(synthetic_dir, tmp_path / "synthetic")  # below the JSON's folder: its paths become relative
-    sets = sets_from_sources([{"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"},
-                              {"name": "N2", "datalist": str(tmp_path / "synthetic" / "datalist.json")}])
+    sets = sets_from_sources(
+        [
+            {"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"},
+            {"name": "N2", "datalist": str(tmp_path / "synthetic" / "datalist.json")},
+        ]
+    )
     written = export_datalist(sets, tmp_path / "combined.json")
     entries = written["training"]
     assert len(entries) == sum(len(r) for _, r in sets) and len({e["case_id"] for e in entries}) == len(entries)
@@ -139,7 +169,9 @@ def test_nnunet_export_structure_and_dataset_json(p_and_n2, tmp_path):
     meta = json.loads((folder / "dataset.json").read_text())
     images, labels = sorted((folder / "imagesTr").iterdir()), sorted((folder / "labelsTr").iterdir())
     assert meta["numTraining"] == len(images) == len(labels) == sum(len(r) for _, r in p_and_n2)
-    assert meta["channel_names"] == {"0": "LGE"} and meta["file_ending"] == ".nii.gz" and meta["labels"] == EMIDEC_LABELS
+    assert (
+        meta["channel_names"] == {"0": "LGE"} and meta["file_ending"] == ".nii.gz" and meta["labels"] == EMIDEC_LABELS
+    )
     assert [p.name.replace("_0000", "") for p in images] == [p.name for p in labels]
     real_first = p_and_n2[0][1][0]
     copy = folder / "imagesTr" / f"P_{real_first['case_id']}_0000.nii.gz"
@@ -147,7 +179,9 @@ def test_nnunet_export_structure_and_dataset_json(p_and_n2, tmp_path):
     synthetic_first = p_and_n2[1][1][0]
     resaved = nib.load(folder / "imagesTr" / f"N2_{synthetic_first['case_id']}_0000.nii.gz")  # .nii source: re-saved
     source = nib.load(synthetic_first["image"])
-    assert np.array_equal(np.asanyarray(resaved.dataobj), np.asanyarray(source.dataobj)) and np.allclose(resaved.affine, source.affine)
+    assert np.array_equal(np.asanyarray(resaved.dataobj), np.asanyarray(source.dataobj)) and np.allclose(
+        resaved.affine, source.affine
+    )
     sources = json.loads((folder / "sources.json").read_text())
     assert sources[f"N2_{synthetic_first['case_id']}"]["source_image"] == synthetic_first["source_image"]
     assert set(sources) == {p.name[: -len(".nii.gz")] for p in labels}
@@ -160,20 +194,28 @@ def test_nnunet_export_refuses_an_existing_dataset_unless_told(p_and_n2, tmp_pat
     (folder / "imagesTr" / "stale_0000.nii.gz").write_bytes(b"old")
     _nnunet(p_and_n2[:1], tmp_path, overwrite=True)
     assert not (folder / "imagesTr" / "stale_0000.nii.gz").exists()
-    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == len(list((folder / "imagesTr").iterdir()))
+    assert json.loads((folder / "dataset.json").read_text())["numTraining"] == len(
+        list((folder / "imagesTr").iterdir())
+    )
 
 
 def test_nnunet_case_ids_are_unique_across_sets(phantom_dir, p_and_n2, tmp_path):
     ids = {p.name for p in (_nnunet(p_and_n2, tmp_path / "ok") / "labelsTr").iterdir()}
     assert len(ids) == sum(len(r) for _, r in p_and_n2)  # the same case id in two sets stays two cases
     with pytest.raises(ValueError, match="not unique"):
-        _nnunet([("a b", p_and_n2[0][1]), ("a_b", p_and_n2[0][1])], tmp_path / "clash")  # both sanitise to a_b_Case_P001
+        _nnunet(
+            [("a b", p_and_n2[0][1]), ("a_b", p_and_n2[0][1])], tmp_path / "clash"
+        )  # both sanitise to a_b_Case_P001
     with pytest.raises(ValueError, match="distinct names"):
-        sets_from_sources([{"name": "P", "dataset_dir": str(phantom_dir)}, {"name": "P", "dataset_dir": str(phantom_dir)}])
+        sets_from_sources(
+            [{"name": "P", "dataset_dir": str(phantom_dir)}, {"name": "P", "dataset_dir": str(phantom_dir)}]
+        )
     assert not (tmp_path / "clash").exists()
 
 
-@pytest.mark.parametrize("labels", [{"LV": 1, "myocardium": 2}, {"background": 0, "LV": 1, "MI": 3}, {"background": 0, "LV": 1.0}])
+@pytest.mark.parametrize(
+    "labels", [{"LV": 1, "myocardium": 2}, {"background": 0, "LV": 1, "MI": 3}, {"background": 0, "LV": 1.0}]
+)
 def test_nnunet_labels_must_be_background_zero_and_consecutive(p_and_n2, tmp_path, labels):
     with pytest.raises(ValueError, match="0..K-1"):
         export_nnunet(p_and_n2, tmp_path, 501, "Pathosynth", labels)
@@ -210,8 +252,13 @@ def test_nnunet_integrity_check_passes_on_real_plus_synthetic(phantom_dir, synth
         monkeypatch.setenv(name, str(tmp_path / name))
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    sources = [{"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"}, {"name": "N2", "datalist": str(synthetic_dir / "datalist.json")}]
-    message = export(str(tmp_path / "nnUNet_raw"), format="nnunet", sources=json.dumps(sources), dataset_id=502)  # the CLI path
+    sources = [
+        {"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"},
+        {"name": "N2", "datalist": str(synthetic_dir / "datalist.json")},
+    ]
+    message = export(
+        str(tmp_path / "nnUNet_raw"), format="nnunet", sources=json.dumps(sources), dataset_id=502
+    )  # the CLI path
     folder = tmp_path / "nnUNet_raw" / "Dataset502_Pathosynth"
     assert message.endswith(str(folder))
     verify_dataset_integrity(str(folder), num_processes=1)  # raises (AssertionError/RuntimeError) on any problem

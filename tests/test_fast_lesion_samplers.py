@@ -39,8 +39,10 @@ def _sample(sampler, image, mask, net=None, seed=1):
     return sampler(image, net, mask=mask, generators=[torch.Generator().manual_seed(seed)]), net
 
 
-@pytest.mark.parametrize("steps,jumps,calls", [(25, (1, 1), 25), (50, (1, 1), 50), (20, (2, 2), 38),
-                                               (None, (2, 2), 598), (None, (5, 5), 1480)])
+@pytest.mark.parametrize(
+    "steps,jumps,calls",
+    [(25, (1, 1), 25), (50, (1, 1), 50), (20, (2, 2), 38), (None, (2, 2), 598), (None, (5, 5), 1480)],
+)
 def test_network_calls_per_crop_are_counted(steps, jumps, calls):
     """Issue 18's budget: 25 respaced steps without jumps = 25 calls; the paper's 300 steps with (5, 5) jumps = 1,480,
     (2, 2) = 598; 20 steps with (2, 2) = 38. Declared before sampling, counted while sampling, and equal to the calls
@@ -53,13 +55,15 @@ def test_network_calls_per_crop_are_counted(steps, jumps, calls):
 
 
 @pytest.mark.parametrize("known_region", ["noised", "x0", "clean"])
-@pytest.mark.parametrize("eta,steps,jumps", [(None, 5, (1, 1)), (0.0, 5, (1, 1)), (0.5, 6, (2, 2)),
-                                              (1.0, None, (2, 3))])
+@pytest.mark.parametrize(
+    "eta,steps,jumps", [(None, 5, (1, 1)), (0.0, 5, (1, 1)), (0.5, 6, (2, 2)), (1.0, None, (2, 3))]
+)
 def test_background_is_the_original_for_every_sampler(known_region, eta, steps, jumps):
     """Every few-step candidate returns the known image outside the mask exactly and synthesises inside it."""
     image, mask = _case()
-    sampler = LesionInpaintingSampler(DDPMScheduler(20, schedule="cosine"), steps, *jumps, eta=eta,
-                                      known_region=known_region)
+    sampler = LesionInpaintingSampler(
+        DDPMScheduler(20, schedule="cosine"), steps, *jumps, eta=eta, known_region=known_region
+    )
     out, net = _sample(sampler, image, mask)
     keep = mask == 0
     assert torch.equal(out[keep], image[keep])
@@ -147,13 +151,28 @@ def test_clean_context_variant_trains_and_synthesises_with_the_background_exact(
     from conftest import run_bundle
 
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
-    run_bundle("training", "lesion_inpainting", ["train.json", "train_clean_context.json", "smoke.json"],
-               {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt / "logs"})
+    run_bundle(
+        "training",
+        "lesion_inpainting",
+        ["train.json", "train_clean_context.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt / "logs"},
+    )
     saved = torch.load(ckpt / "lefusion_j_clean_context.pt", weights_only=True)["metadata"]
     assert saved["known_region"] == "clean" and saved["variant"] == "lefusion_j_clean_context"
-    run_bundle("inference", "lesion_inpainting", ["inference.json", "inference_clean_context.json", "smoke.json"],
-               {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": out, "max_cases": 2,
-                "num_inference_steps": 5, "jump_length": 1, "jump_n_sample": 1})
+    run_bundle(
+        "inference",
+        "lesion_inpainting",
+        ["inference.json", "inference_clean_context.json", "smoke.json"],
+        {
+            "dataset_dir": phantom_dir,
+            "ckpt_dir": ckpt,
+            "output_dir": out,
+            "max_cases": 2,
+            "num_inference_steps": 5,
+            "jump_length": 1,
+            "jump_n_sample": 1,
+        },
+    )
     entries = check_synthetic_dataset(out, phantom_dir)
     record = json.loads((out / entries[0]["provenance"]).read_text())["synthesis"]
     assert record["known_region"] == "clean" and record["network_evaluations_per_sample"] == 5

@@ -34,8 +34,12 @@ def acdc_phantom(tmp_path_factory) -> Path:
 
 
 def _train(dataset, ckpt, **overrides):
-    return run_bundle("training", BUNDLE, ["train_autoencoder.json", "smoke.json"],
-                      {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": Path(ckpt) / "logs", **overrides})
+    return run_bundle(
+        "training",
+        BUNDLE,
+        ["train_autoencoder.json", "smoke.json"],
+        {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": Path(ckpt) / "logs", **overrides},
+    )
 
 
 def _parser(dataset, ckpt) -> ConfigParser:
@@ -78,7 +82,9 @@ def test_training_writes_autoencoder_checkpoints_and_logs(trained, acdc_phantom)
     assert meta["iteration"] == 4 and meta["bundle"]["version"]
     latest = torch.load(ckpt / "autoencoder_latest.pt", weights_only=True)
     assert {"discriminator", "d_optimizer", "lr_scheduler", "d_lr_scheduler"} <= set(latest["extra"])
-    assert not any(k.startswith(("patch_branch", "edge_branch")) for k in weights["network"]), "inference weights: autoencoder only"
+    assert not any(k.startswith(("patch_branch", "edge_branch")) for k in weights["network"]), (
+        "inference weights: autoencoder only"
+    )
     autoencoder = _parser(acdc_phantom, ckpt).get_parsed_content("autoencoder_def")
     autoencoder.load_state_dict(weights["network"])  # the shared autoencoder_def rebuilds the trained network
     assert list((ckpt / "logs" / "tensorboard" / "autoencoder").glob("events.out.tfevents.*"))
@@ -106,19 +112,29 @@ def test_rerun_resumes_autoencoder_and_discriminator(trained, acdc_phantom, tmp_
     parser = _parser(acdc_phantom, ckpt)
     discriminator, d_optimizer = parser.get_parsed_content("discriminator"), parser.get_parsed_content("d_optimizer")
     fresh = {k: v.clone() for k, v in discriminator.state_dict().items()}
-    handler = ResumableCheckpoint(ckpt, "autoencoder", parser.get_parsed_content("autoencoder"), parser.get_parsed_content("optimizer"),
-                                  extra={"discriminator": discriminator, "d_optimizer": d_optimizer})
+    handler = ResumableCheckpoint(
+        ckpt,
+        "autoencoder",
+        parser.get_parsed_content("autoencoder"),
+        parser.get_parsed_content("optimizer"),
+        extra={"discriminator": discriminator, "d_optimizer": d_optimizer},
+    )
     engine = SimpleNamespace(state=SimpleNamespace(epoch=0, iteration=0))
     handler.load(engine)
     assert engine.state.iteration == 4
     loaded = discriminator.state_dict()
     assert all(torch.equal(loaded[k], saved["discriminator"][k]) for k in saved["discriminator"])
     assert any(not torch.equal(loaded[k], fresh[k]) for k in fresh), "the saved discriminator was trained"
-    assert d_optimizer.state_dict()["state"] and d_optimizer.state_dict()["state"][0]["step"] == saved["d_optimizer"]["state"][0]["step"]
+    assert (
+        d_optimizer.state_dict()["state"]
+        and d_optimizer.state_dict()["state"][0]["step"] == saved["d_optimizer"]["state"][0]["step"]
+    )
 
     # Through the bundle: the rerun continues at iteration 5 with the GAN on, up to the new max_steps.
     proc = _train(acdc_phantom, ckpt, max_steps=6)
-    assert re.search(r"resumed autoencoder from .* iteration 4 \(with discriminator, d_optimizer", proc.stdout), proc.stdout[-3000:]
+    assert re.search(r"resumed autoencoder from .* iteration 4 \(with discriminator, d_optimizer", proc.stdout), (
+        proc.stdout[-3000:]
+    )
     terms = _logged_terms(proc.stdout)
     assert sorted(terms) == [5, 6] and set(ADVERSARIAL_TERMS) <= terms[5]
     assert torch.load(ckpt / "autoencoder.pt", weights_only=True)["metadata"]["iteration"] == 6
@@ -159,10 +175,17 @@ def test_short_training_lowers_reconstruction_loss_and_trains_both_networks(acdc
     autoencoder, discriminator = parser.get_parsed_content("autoencoder"), parser.get_parsed_content("discriminator")
     d_before = {k: v.clone() for k, v in discriminator.state_dict().items() if v.is_floating_point()}
     trainer = AdversarialVQTrainer(
-        "cpu", max_epochs=1, epoch_length=120, train_data_loader=[{"image": images}],
-        network=autoencoder, optimizer=torch.optim.AdamW(autoencoder.parameters(), lr=2e-3, weight_decay=0.05),
-        discriminator=discriminator, d_optimizer=torch.optim.AdamW(discriminator.parameters(), lr=2e-3),
-        adversarial_start_step=40, perceptual_loss=torch.nn.functional.mse_loss, perceptual_weight=0.1,
+        "cpu",
+        max_epochs=1,
+        epoch_length=120,
+        train_data_loader=[{"image": images}],
+        network=autoencoder,
+        optimizer=torch.optim.AdamW(autoencoder.parameters(), lr=2e-3, weight_decay=0.05),
+        discriminator=discriminator,
+        d_optimizer=torch.optim.AdamW(discriminator.parameters(), lr=2e-3),
+        adversarial_start_step=40,
+        perceptual_loss=torch.nn.functional.mse_loss,
+        perceptual_weight=0.1,
     )
     history, d_at_start = [], {}
 
@@ -180,7 +203,9 @@ def test_short_training_lowers_reconstruction_loss_and_trains_both_networks(acdc
     assert any(not torch.equal(discriminator.state_dict()[k], d_before[k]) for k in d_before)
     assert all(h["adv_weight"] > 0 for h in history[40:])
     late = history[-5:]
-    assert sum(h["d_real"] - h["d_fake"] for h in late) > 0, "the trained discriminator scores real above reconstructions"
+    assert sum(h["d_real"] - h["d_fake"] for h in late) > 0, (
+        "the trained discriminator scores real above reconstructions"
+    )
 
 
 @pytest.mark.slow
@@ -193,10 +218,31 @@ def test_two_processes_train_the_autoencoder_with_ddp(acdc_phantom, tmp_path):
 
     from conftest import ROOT
 
-    files = str([str(CONFIGS / c) for c in ("train_autoencoder.json", "multi_gpu_train_autoencoder.json", "smoke.json")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
-           "--config_file", files, "--dataset_dir", str(acdc_phantom), "--ckpt_dir", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "logs")]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    files = str(
+        [str(CONFIGS / c) for c in ("train_autoencoder.json", "multi_gpu_train_autoencoder.json", "smoke.json")]
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        files,
+        "--dataset_dir",
+        str(acdc_phantom),
+        "--ckpt_dir",
+        str(tmp_path / "ckpt"),
+        "--output_dir",
+        str(tmp_path / "logs"),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     latest = torch.load(tmp_path / "ckpt" / "autoencoder_latest.pt", weights_only=True)
     assert latest["iteration"] == 4 and "discriminator" in latest["extra"]

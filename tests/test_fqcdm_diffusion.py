@@ -45,7 +45,9 @@ def _parser(config: str, dataset, ckpt, **overrides) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / config), str(CONFIGS / "smoke.json")])
     parser.read_meta(str(CONFIGS / "metadata.json"))
-    parser.update({"dataset_dir": str(dataset), "ckpt_dir": str(ckpt), "output_dir": str(Path(ckpt) / "out"), **TINY, **overrides})
+    parser.update(
+        {"dataset_dir": str(dataset), "ckpt_dir": str(ckpt), "output_dir": str(Path(ckpt) / "out"), **TINY, **overrides}
+    )
     parser.parse()
     return parser
 
@@ -134,7 +136,9 @@ def _synthesizer(space, network, scheduler, **kwargs):
     from pathosynth.diffusion import LabelGuidedSampler
     from pathosynth.synthesis import LabelGuidedSynthesizer
 
-    return LabelGuidedSynthesizer(space, ACDC_LABELS, FOV, SIZE, network=network.eval(), sampler=LabelGuidedSampler(scheduler), **kwargs)
+    return LabelGuidedSynthesizer(
+        space, ACDC_LABELS, FOV, SIZE, network=network.eval(), sampler=LabelGuidedSampler(scheduler), **kwargs
+    )
 
 
 def _label(acdc, case="patient001/patient001_frame01_gt.nii.gz"):
@@ -206,9 +210,13 @@ def test_slice_grid_matches_training_preprocessing_and_inverts_it(acdc, autoenco
     volume = parser.get_parsed_content("train#stats_dataset")[0]
     image, label = _arrays(case["image"]), _arrays(case["label"])
     grid = SliceGrid(label.shape[:2], FOV, SIZE)
-    assert torch.equal(grid.to_model(label, "nearest")[:, 0], torch.as_tensor(volume["label"][0]).permute(2, 0, 1).float())
+    assert torch.equal(
+        grid.to_model(label, "nearest")[:, 0], torch.as_tensor(volume["label"][0]).permute(2, 0, 1).float()
+    )
     unit = (image - image.min()) / (image.max() - image.min())
-    assert torch.allclose(grid.to_model(unit, "area")[:, 0], torch.as_tensor(volume["image"][0]).permute(2, 0, 1), atol=1e-6)
+    assert torch.allclose(
+        grid.to_model(unit, "area")[:, 0], torch.as_tensor(volume["image"][0]).permute(2, 0, 1), atol=1e-6
+    )
     same = SliceGrid(label.shape[:2], FOV, FOV)  # no resize: the way back is exact inside the field of view
     back = same.from_model(same.to_model(label, "nearest"), fill=-1)
     inside = back >= 0
@@ -247,8 +255,12 @@ def test_decoded_samples_are_built_only_from_codebook_vectors(acdc, autoencoder_
     autoencoder = space.autoencoder
     codebook = autoencoder.quantizer.quantizer.embedding.weight.detach()
     seen, generated = [], []
-    hooks = [autoencoder.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach())),
-             autoencoder.quantizer.quantizer.register_forward_pre_hook(lambda module, args: generated.append(args[0].detach()))]
+    hooks = [
+        autoencoder.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach())),
+        autoencoder.quantizer.quantizer.register_forward_pre_hook(
+            lambda module, args: generated.append(args[0].detach())
+        ),
+    ]
     try:
         _synthesizer(space, network, scheduler).synthesize(_label(acdc), seed=3)
     finally:
@@ -268,8 +280,10 @@ def test_without_quantisation_the_decoder_receives_the_generated_features(acdc, 
     _fit(space, network, scheduler, slices, steps=3)
     autoencoder = space.autoencoder
     seen, looked_up = [], []
-    hooks = [autoencoder.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach())),
-             autoencoder.quantizer.quantizer.register_forward_pre_hook(lambda module, args: looked_up.append(1))]
+    hooks = [
+        autoencoder.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach())),
+        autoencoder.quantizer.quantizer.register_forward_pre_hook(lambda module, args: looked_up.append(1)),
+    ]
     try:
         space.quantize_features = False
         plain = _synthesizer(space, network, scheduler).synthesize(_label(acdc), seed=3)
@@ -317,9 +331,13 @@ def test_label_guided_samples_put_the_blood_pool_and_myocardium_where_the_label_
             label = np.roll(_arrays(case["label"]), shift, axis=0)
             for sample in range(2):
                 image = synthesizer.synthesize(label, seed=100 * index + sample).image
-                margins.append(image[label == ACDC_LABELS["LV"]].mean() - image[label == ACDC_LABELS["myocardium"]].mean())
+                margins.append(
+                    image[label == ACDC_LABELS["LV"]].mean() - image[label == ACDC_LABELS["myocardium"]].mean()
+                )
         margins = np.array(margins)
-        assert (margins > 0).all(), f"shift {shift}: LV not brighter than myocardium in some samples: {margins.round(3)}"
+        assert (margins > 0).all(), (
+            f"shift {shift}: LV not brighter than myocardium in some samples: {margins.round(3)}"
+        )
         assert margins.mean() > 4 * margins.std(ddof=1) / np.sqrt(len(margins)), margins.round(3)
 
 
@@ -327,13 +345,21 @@ def test_label_guided_samples_put_the_blood_pool_and_myocardium_where_the_label_
 
 
 def _train(dataset, ckpt, overlays=(), **overrides):
-    return run_bundle("training", BUNDLE, ["train_diffusion.json", *overlays, "smoke.json"],
-                      {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": Path(ckpt) / "logs", **TINY, **overrides})
+    return run_bundle(
+        "training",
+        BUNDLE,
+        ["train_diffusion.json", *overlays, "smoke.json"],
+        {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": Path(ckpt) / "logs", **TINY, **overrides},
+    )
 
 
 def _infer(dataset, ckpt, out, overlays=(), **overrides):
-    return run_bundle("inference", BUNDLE, ["inference.json", *overlays, "smoke.json"],
-                      {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": out, **TINY, **INFER, **overrides})
+    return run_bundle(
+        "inference",
+        BUNDLE,
+        ["inference.json", *overlays, "smoke.json"],
+        {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": out, **TINY, **INFER, **overrides},
+    )
 
 
 def check_paired_dataset(out: Path, dataset: Path, space: str, n_checkpoints: int) -> list[dict]:

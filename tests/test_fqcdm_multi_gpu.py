@@ -32,9 +32,18 @@ def _denoiser() -> SPADEDiffusionModelUNet:
     """A tiny SPADE denoiser with every layer re-initialised: MONAI zero-initialises the last convolution of each
     block, so a fresh network ignores its label map (and outputs 0) until trained."""
     torch.manual_seed(0)
-    network = SPADEDiffusionModelUNet(spatial_dims=2, in_channels=3, out_channels=3, label_nc=4, channels=[8, 16],
-                                      attention_levels=[False, False], num_res_blocks=1, num_head_channels=8,
-                                      norm_num_groups=8, spade_intermediate_channels=8)
+    network = SPADEDiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=3,
+        out_channels=3,
+        label_nc=4,
+        channels=[8, 16],
+        attention_levels=[False, False],
+        num_res_blocks=1,
+        num_head_channels=8,
+        norm_num_groups=8,
+        spade_intermediate_channels=8,
+    )
     for module in network.modules():
         if module is not network and callable(getattr(module, "reset_parameters", None)):
             module.reset_parameters()
@@ -115,9 +124,23 @@ def test_two_processes_train_stage_2_for_single_process_inference(acdc_phantom_d
     run_bundle("training", BUNDLE, ["train_autoencoder.json", "smoke.json"], common)
 
     files = str([str(CONFIGS / c) for c in ("train_diffusion.json", "multi_gpu_train_diffusion.json", "smoke.json")])
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
-           "--config_file", files, *[arg for key, value in common.items() for arg in (f"--{key}", str(value))]]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "training",
+        "--config_file",
+        files,
+        *[arg for key, value in common.items() for arg in (f"--{key}", str(value))],
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     weights = torch.load(ckpt / "label_diffusion.pt", weights_only=True)
@@ -131,18 +154,29 @@ def test_two_processes_train_stage_2_for_single_process_inference(acdc_phantom_d
 
     # sharded synthesis: 2 ranks, one case each, give bitwise the single-process cases in one datalist
     sharded = tmp_path / "sharded"
-    proc = run_bundle("inference", BUNDLE, ["inference.json", "multi_gpu_inference.json", "smoke.json"],
-                      {**common, "output_dir": sharded, "max_cases": 2}, nproc=2)
+    proc = run_bundle(
+        "inference",
+        BUNDLE,
+        ["inference.json", "multi_gpu_inference.json", "smoke.json"],
+        {**common, "output_dir": sharded, "max_cases": 2},
+        nproc=2,
+    )
     assert "rank 1/2: 1 synthetic cases assigned" in proc.stdout + proc.stderr
     sharded_entries = json.loads((sharded / "datalist.json").read_text())["training"]
     assert sorted(e["image"] for e in sharded_entries) == sorted(e["image"] for e in entries)
     for entry in entries:
-        assert np.array_equal(read_nifti(sharded / entry["image"])[0], read_nifti(out / entry["image"])[0]), entry["image"]
+        assert np.array_equal(read_nifti(sharded / entry["image"])[0], read_nifti(out / entry["image"])[0]), entry[
+            "image"
+        ]
 
 
 def _logged_scalars(log_dir: Path, tag: str) -> int:
     """How many ``tag`` values all TensorBoard event files in ``log_dir`` hold together."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    return sum(value.tag == tag for path in log_dir.glob("events.out.tfevents.*")
-               for event in EventFileLoader(str(path)).Load() for value in event.summary.value)
+    return sum(
+        value.tag == tag
+        for path in log_dir.glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+    )

@@ -21,8 +21,6 @@ from pathosynth.evaluation.fqcdm_study import FqcdmStudy, SegmentationRun, first
 from pathosynth.evaluation.reports import render_report
 
 
-
-
 def test_runs_are_named_once_and_shared_between_figures(tmp_path):
     study = FqcdmStudy(tmp_path / "data", tmp_path / "out", "cpu")
     runs = study.runs()
@@ -36,7 +34,10 @@ def test_runs_are_named_once_and_shared_between_figures(tmp_path):
 
 def test_first_entries_follow_the_given_order_and_refuse_too_few(tmp_path):
     datalist = tmp_path / "datalist.json"
-    entries = [{"image": f"images/{c}.nii.gz", "label": f"labels/{c}.nii.gz", "case_id": f"{c}_syn00", "source_case_id": c} for c in "abcd"]
+    entries = [
+        {"image": f"images/{c}.nii.gz", "label": f"labels/{c}.nii.gz", "case_id": f"{c}_syn00", "source_case_id": c}
+        for c in "abcd"
+    ]
     datalist.write_text(json.dumps({"training": entries}))
     first = first_entries(datalist, 2, order=["c", "a", "d", "b"])
     assert [e["source_case_id"] for e in json.loads(first.read_text())["training"]] == ["c", "a"]
@@ -72,11 +73,17 @@ def test_synthesis_quality_scores_a_copy_as_perfect_and_a_degraded_copy_as_worse
     labels = {"RV": 1, "myocardium": 2, "LV": 3}
     copy = synthesis_quality(lists["copy"], [176, 176], labels=labels)
     noisy = synthesis_quality(lists["noisy"], [176, 176], labels=labels)
-    assert copy["psnr"]["n"] == 0 and copy["ms_ssim"]["mean"] == pytest.approx(1.0)  # identical slices: PSNR inf (left out)
+    assert copy["psnr"]["n"] == 0 and copy["ms_ssim"]["mean"] == pytest.approx(
+        1.0
+    )  # identical slices: PSNR inf (left out)
     assert copy["fid"]["fid"] == pytest.approx(0.0, abs=1e-6)
     assert all(v["synthetic"] == pytest.approx(v["real"]) for v in copy["class_intensity"].values())
-    assert 10 < noisy["psnr"]["mean"] < 40 and noisy["ms_ssim"]["mean"] < 0.99 and noisy["fid"]["fid"] > copy["fid"]["fid"]
-    assert copy["class_intensity"]["LV"]["real"] > copy["class_intensity"]["myocardium"]["real"]  # cine: bright blood pool
+    assert (
+        10 < noisy["psnr"]["mean"] < 40 and noisy["ms_ssim"]["mean"] < 0.99 and noisy["fid"]["fid"] > copy["fid"]["fid"]
+    )
+    assert (
+        copy["class_intensity"]["LV"]["real"] > copy["class_intensity"]["myocardium"]["real"]
+    )  # cine: bright blood pool
 
 
 def test_study_refuses_to_write_into_the_dataset(acdc_phantom_dir):
@@ -97,7 +104,9 @@ def test_fqcdm_study_end_to_end_at_ci_scale(tmp_path):
     assert test_patients and not test_patients & {case.split("_frame")[0] for case in split["train"]}
     jobs = {p.stem: json.loads(p.read_text()) for p in (study.out / "jobs").glob("*.json")}
     for name, settings in jobs.items():  # nothing trained or synthesised for training reads a test patient
-        sources = settings.get("train_datalists") or ([settings["datalist"]] if name.startswith(("train_", "synth_train")) else [])
+        sources = settings.get("train_datalists") or (
+            [settings["datalist"]] if name.startswith(("train_", "synth_train")) else []
+        )
         for datalist in sources:
             assert not datalist_patients(datalist) & test_patients, f"{name} reads test patients via {datalist}"
 

@@ -101,41 +101,71 @@ class FreshVenvs:
         self._uv("pip", "install", "--python", str(python), *links, "-r", str(folder / "requirements.txt"))
         if with_project:  # a copy of what the sdist holds: building in the checkout would write build/ there
             source = folder / "project"
-            shutil.copytree(ROOT / "common", source / "common", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                ROOT / "common", source / "common", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
             for name in PROJECT_FILES:
                 shutil.copy2(ROOT / name, source / name)
-            self._uv("pip", "install", "--python", str(python), "--no-deps", "--refresh-package", "pathosynth",
-                     "--reinstall-package", "pathosynth", str(source))
+            self._uv(
+                "pip",
+                "install",
+                "--python",
+                str(python),
+                "--no-deps",
+                "--refresh-package",
+                "pathosynth",
+                "--reinstall-package",
+                "pathosynth",
+                str(source),
+            )
         return python
 
     @staticmethod
     def _uv(*args: str) -> None:
         proc = subprocess.run([_uv(), *args], capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"uv {' '.join(args)} failed (is the package registry reachable?):\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0, (
+            f"uv {' '.join(args)} failed (is the package registry reachable?):\n{proc.stderr[-4000:]}"
+        )
 
 
 def _env(python: Path, home: Path) -> dict[str, str]:
     """Only what a user's shell would give: the venv first on PATH, no PYTHONPATH, one thread."""
-    return {"PATH": f"{python.parent}:/usr/bin:/bin", "HOME": os.environ.get("HOME", str(home)), "OMP_NUM_THREADS": "1",
-            "PYTHONNOUSERSITE": "1"}
+    return {
+        "PATH": f"{python.parent}:/usr/bin:/bin",
+        "HOME": os.environ.get("HOME", str(home)),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONNOUSERSITE": "1",
+    }
 
 
-def _bundle_run(python: Path, workflow: str, configs: list[Path], overrides: dict, cwd: Path, timings: list) -> str | None:
+def _bundle_run(
+    python: Path, workflow: str, configs: list[Path], overrides: dict, cwd: Path, timings: list
+) -> str | None:
     """``python -m monai.bundle run`` in the fresh venv; None when it succeeds, else the failure's tail."""
     cmd = [str(python), "-m", "monai.bundle", "run", workflow, "--config_file", str([str(c) for c in configs])]
     for key, value in overrides.items():
-        cmd += [f"--{key}", value if isinstance(value, str) else json.dumps(value) if isinstance(value, list) else str(value)]
+        cmd += [
+            f"--{key}",
+            value if isinstance(value, str) else json.dumps(value) if isinstance(value, list) else str(value),
+        ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=_env(python, cwd), capture_output=True, text=True, timeout=600)
     timings.append((f"{workflow} {' + '.join(c.name for c in configs)}", time.perf_counter() - start))
-    return None if proc.returncode == 0 else f"{' '.join(cmd)}\n--- rc {proc.returncode}, stderr:\n{proc.stderr[-3000:]}"
+    return (
+        None if proc.returncode == 0 else f"{' '.join(cmd)}\n--- rc {proc.returncode}, stderr:\n{proc.stderr[-3000:]}"
+    )
 
 
 # the weights a user packs per bundle (the inference config's main model first)
-WEIGHTS = {"lesion_inpainting": ["lefusion_j.pt"], "lesion_mask_diffusion": ["diffmask.pt"],
-           "reference_guided_ddpm": ["ddpm.pt"], "label_guided_latent_diffusion": ["label_diffusion.pt", "autoencoder.pt"],
-           "text_edge_controlnet": ["text_diffusion.pt", "controlnet.pt"], "class_conditional_ddpm": ["class_diffusion.pt"],
-           "downstream_segmentation": ["segmenter.pt"]}
+WEIGHTS = {
+    "lesion_inpainting": ["lefusion_j.pt"],
+    "lesion_mask_diffusion": ["diffmask.pt"],
+    "reference_guided_ddpm": ["ddpm.pt"],
+    "label_guided_latent_diffusion": ["label_diffusion.pt", "autoencoder.pt"],
+    "text_edge_controlnet": ["text_diffusion.pt", "controlnet.pt"],
+    "class_conditional_ddpm": ["class_diffusion.pt"],
+    "downstream_segmentation": ["segmenter.pt"],
+}
 
 
 def _plans(data: dict[str, Path], work: Path) -> dict[str, dict]:
@@ -159,7 +189,11 @@ def _check_outputs(out: Path, writes: str) -> str | None:
         return None if list((out / "predictions").glob("*.nii.gz")) else f"{out}/predictions holds no prediction"
     entries = json.loads((out / "datalist.json").read_text())["training"] if (out / "datalist.json").is_file() else []
     missing = [e["image"] for e in entries if not (out / e["image"]).is_file()]
-    return None if entries and not missing else f"{out}/datalist.json lists no case, or images that do not exist: {missing}"
+    return (
+        None
+        if entries and not missing
+        else f"{out}/datalist.json lists no case, or images that do not exist: {missing}"
+    )
 
 
 # Builds every `*_def` network of every base config (paper scale, no smoke overlay) in the fresh venv, on the meta
@@ -189,8 +223,9 @@ for bundle in sorted(p for p in bundles.iterdir() if (p / "configs" / "metadata.
 
 @pytest.fixture(scope="module")
 def fresh_data(phantom_dir, acdc_phantom_dir, tmp_path_factory) -> dict[str, Path]:
-    from pathosynth.data import write_split
     from test_class_conditional_bundle import _toy_npz
+
+    from pathosynth.data import write_split
 
     root = tmp_path_factory.mktemp("fresh_data")
     npz = _toy_npz(root / "npz").parent
@@ -205,18 +240,51 @@ def test_every_bundle_runs_from_a_plain_install_and_every_archive_from_its_own_r
     python = venvs.get((ROOT / "requirements.txt").read_text(), with_project=True)
 
     # only the declared packages: no test tool, and the project is the copy of this checkout
-    listed = {p["name"].lower() for p in json.loads(subprocess.run(
-        [_uv(), "pip", "list", "--python", str(python), "--format", "json"], capture_output=True, text=True, check=True).stdout)}
-    assert {"pathosynth", "einops", "monai", "torch"} <= listed and not listed & {"pytest", "nnunetv2", "mlflow", "itk", "uv"}
-    installed = Path(subprocess.run([str(python), "-c", "import pathosynth, os; print(os.path.dirname(pathosynth.__file__))"],
-                                    capture_output=True, text=True, check=True, env=_env(python, tmp_path)).stdout.strip())
-    stale = [str(p.relative_to(ROOT / "common" / "pathosynth")) for p in (ROOT / "common" / "pathosynth").rglob("*.py")
-             if p.read_bytes() != (installed / p.relative_to(ROOT / "common" / "pathosynth")).read_bytes()]
-    assert installed.is_relative_to(python.parent.parent) and not stale, f"installed pathosynth differs from the checkout: {stale}"
+    listed = {
+        p["name"].lower()
+        for p in json.loads(
+            subprocess.run(
+                [_uv(), "pip", "list", "--python", str(python), "--format", "json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+    }
+    assert {"pathosynth", "einops", "monai", "torch"} <= listed and not listed & {
+        "pytest",
+        "nnunetv2",
+        "mlflow",
+        "itk",
+        "uv",
+    }
+    installed = Path(
+        subprocess.run(
+            [str(python), "-c", "import pathosynth, os; print(os.path.dirname(pathosynth.__file__))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=_env(python, tmp_path),
+        ).stdout.strip()
+    )
+    stale = [
+        str(p.relative_to(ROOT / "common" / "pathosynth"))
+        for p in (ROOT / "common" / "pathosynth").rglob("*.py")
+        if p.read_bytes() != (installed / p.relative_to(ROOT / "common" / "pathosynth")).read_bytes()
+    ]
+    assert installed.is_relative_to(python.parent.parent) and not stale, (
+        f"installed pathosynth differs from the checkout: {stale}"
+    )
 
     start = time.perf_counter()
-    proc = subprocess.run([str(python), "-c", BUILD_NETWORKS, str(BUNDLES), str(fresh_data["emidec"]), str(fresh_data["acdc"])],
-                          cwd=tmp_path, env=_env(python, tmp_path), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(python), "-c", BUILD_NETWORKS, str(BUNDLES), str(fresh_data["emidec"]), str(fresh_data["acdc"])],
+        cwd=tmp_path,
+        env=_env(python, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     timings.append(("paper-scale networks", time.perf_counter() - start))
     if proc.returncode:
         failures["paper-scale networks"] = proc.stderr[-3000:]
@@ -229,15 +297,27 @@ def test_every_bundle_runs_from_a_plain_install_and_every_archive_from_its_own_r
         for config, overrides in plan["train"]:
             out = plan["ckpt"] if plan["workflow"] == "run" else plan["ckpt"] / "logs"
             ckpt = {} if plan["workflow"] == "run" else {"ckpt_dir": plan["ckpt"]}
-            error = _bundle_run(python, plan["workflow"], [configs / config, configs / "smoke.json"],
-                                {**overrides, **ckpt, "output_dir": out}, tmp_path, timings)
+            error = _bundle_run(
+                python,
+                plan["workflow"],
+                [configs / config, configs / "smoke.json"],
+                {**overrides, **ckpt, "output_dir": out},
+                tmp_path,
+                timings,
+            )
             if error:
                 failures[f"{bundle} {config}"] = error
                 break
         else:
             out = tmp_path / "synthetic" / bundle
-            error = _bundle_run(python, "inference", [configs / "inference.json", configs / "smoke.json"],
-                                {**plan["infer"], "ckpt_dir": plan["ckpt"], "output_dir": out}, tmp_path, timings)
+            error = _bundle_run(
+                python,
+                "inference",
+                [configs / "inference.json", configs / "smoke.json"],
+                {**plan["infer"], "ckpt_dir": plan["ckpt"], "output_dir": out},
+                tmp_path,
+                timings,
+            )
             error = error or _check_outputs(out, plan["writes"])
             if error:
                 failures[f"{bundle} inference"] = error
@@ -248,23 +328,35 @@ def test_every_bundle_runs_from_a_plain_install_and_every_archive_from_its_own_r
     for bundle, plan in plans.items():
         if not plan.get("trained"):
             continue
-        archive = pack_bundle(BUNDLES / bundle, tmp_path / "dist", weights=[plan["ckpt"] / w for w in plan["weights"]],
-                              overlays=["smoke.json"])
+        archive = pack_bundle(
+            BUNDLES / bundle,
+            tmp_path / "dist",
+            weights=[plan["ckpt"] / w for w in plan["weights"]],
+            overlays=["smoke.json"],
+        )
         with zipfile.ZipFile(archive) as handle:
             handle.extractall(tmp_path / "unpacked")
         unpacked = tmp_path / "unpacked" / bundle
         archive_python = venvs.get((unpacked / "requirements.txt").read_text())
         out = tmp_path / "archive_synthetic" / bundle
-        error = _bundle_run(archive_python, "inference", [unpacked / "configs" / "inference.json"],
-                            {**plan["infer"], "output_dir": out}, unpacked, timings)
+        error = _bundle_run(
+            archive_python,
+            "inference",
+            [unpacked / "configs" / "inference.json"],
+            {**plan["infer"], "output_dir": out},
+            unpacked,
+            timings,
+        )
         error = error or _check_outputs(out, plan["writes"])
         if error:
             failures[f"{bundle} archive inference"] = error
         elif bundle == "lesion_inpainting":  # the archive's own sampler keeps everything outside the lesions
             _check_background_kept(out)
 
-    report = "\n".join(f"{seconds:6.1f} s  {what}" for what, seconds in
-                       [(f"venv {key}", s) for key, s in venvs.seconds.items()] + timings)
+    report = "\n".join(
+        f"{seconds:6.1f} s  {what}"
+        for what, seconds in [(f"venv {key}", s) for key, s in venvs.seconds.items()] + timings
+    )
     print(f"fresh-install timings:\n{report}")
     assert not failures, "\n\n".join(f"== {what}\n{error}" for what, error in failures.items()) + f"\n\n{report}"
 

@@ -20,15 +20,33 @@ def test_gpu_check_runs_on_the_cpu_and_reports_every_run(tmp_path):
     """The check writes one JSON with the device, versions, per-run pass/fail and seconds, and the lesion network's
     forward time; without CUDA the network is the smoke-size one and no GPU memory is reported; exit status 0."""
     report_path = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, "-m", "pathosynth.gpu_check", "--output", str(report_path), "--bundles",
-                           "lesion_inpainting", "--work_dir", str(tmp_path)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pathosynth.gpu_check",
+            "--output",
+            str(report_path),
+            "--bundles",
+            "lesion_inpainting",
+            "--work_dir",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_path.read_text())
     assert report["ok"] and report["torch"] == torch.__version__ and report["cuda"] == torch.cuda.is_available()
     run = report["bundles"]["lesion_inpainting"]
-    assert [(s["workflow"], s["configs"]) for s in run["steps"]] == [("training", ["train.json", "smoke.json"]),
-                                                                      ("inference", ["inference.json", "smoke.json"])]
+    assert [(s["workflow"], s["configs"]) for s in run["steps"]] == [
+        ("training", ["train.json", "smoke.json"]),
+        ("inference", ["inference.json", "smoke.json"]),
+    ]
     assert run["ok"] and all(s["ok"] and s["seconds"] > 0 for s in run["steps"])
     network = report["lesion_network"]
     assert network["ok"] and network["forward_seconds"] > 0 and network["input_shape"][2:] == [72, 72, 10]

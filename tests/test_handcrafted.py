@@ -133,8 +133,11 @@ def _check_texture(image, label, result):
     assert np.array_equal(result.image[~lesion], image[~lesion]), "non-lesion voxels must be bit-identical"
     assert np.array_equal(result.changed, lesion) and np.array_equal(result.label, label)
     assert (result.image[lesion] != image[lesion]).mean() > 0.5, "most lesion voxels get new values"
-    mean = {name: result.image[label == L[name]].astype(float).mean() for name in ("myocardium", "MI", "PMO")
-            if (label == L[name]).any()}
+    mean = {
+        name: result.image[label == L[name]].astype(float).mean()
+        for name in ("myocardium", "MI", "PMO")
+        if (label == L[name]).any()
+    }
     assert mean["MI"] > mean["myocardium"], mean
     if (label == L["PMO"]).any():
         assert mean["PMO"] < mean["MI"], mean

@@ -44,8 +44,10 @@ def _repaint_schedule_by_blocks(num_steps: int, jump_length: int, jump_n_sample:
     return order + [-1]
 
 
-@pytest.mark.parametrize("num_steps,jump_length,jump_n_sample", [(300, 5, 5), (300, 2, 2), (250, 10, 10), (20, 3, 4),
-                                                                 (10, 1, 3), (7, 5, 2), (6, 6, 3), (1, 1, 1)])
+@pytest.mark.parametrize(
+    "num_steps,jump_length,jump_n_sample",
+    [(300, 5, 5), (300, 2, 2), (250, 10, 10), (20, 3, 4), (10, 1, 3), (7, 5, 2), (6, 6, 3), (1, 1, 1)],
+)
 def test_resampling_schedule_is_repaints(num_steps, jump_length, jump_n_sample):
     """Visit order equals the independent re-derivation; calls = T + (jump points) (n - 1) L."""
     path = resampling_schedule(num_steps, jump_length, jump_n_sample)

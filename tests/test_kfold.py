@@ -15,8 +15,18 @@ from pathosynth.data import kfold_by_case, stratified_subset, write_kfold
 
 
 def _records(n_patients=40, groups=("NOR", "DCM", "HCM", "MINF", "RV")):
-    return [{"case_id": f"patient{p:03d}_frame{f:02d}", "image": "", "label": "", "group": groups[p % len(groups)],
-             "patient": f"patient{p:03d}", "phase": phase} for p in range(1, n_patients + 1) for f, phase in ((1, "ED"), (12, "ES"))]
+    return [
+        {
+            "case_id": f"patient{p:03d}_frame{f:02d}",
+            "image": "",
+            "label": "",
+            "group": groups[p % len(groups)],
+            "patient": f"patient{p:03d}",
+            "phase": phase,
+        }
+        for p in range(1, n_patients + 1)
+        for f, phase in ((1, "ED"), (12, "ES"))
+    ]
 
 
 def _patients(records):
@@ -85,7 +95,11 @@ def test_stratified_subset_keeps_whole_patients_and_balances_groups():
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_written_acdc_folds_are_by_patient_and_leave_the_dataset_untouched(acdc_phantom_dir, tmp_path):
@@ -97,8 +111,13 @@ def test_written_acdc_folds_are_by_patient_and_leave_the_dataset_untouched(acdc_
     for fold, part in zip(folds["folds"], paths):
         train = json.loads(Path(part["train"]).read_text())["training"]
         test = json.loads(Path(part["test"]).read_text())["training"]
-        assert [e["source_case_id"] for e in test] == fold["test"] and [e["source_case_id"] for e in train] == fold["train"]
-        assert all(Path(tmp_path / "split" / "fold0" / e["image"]).resolve().is_relative_to(acdc_phantom_dir.resolve()) for e in test)
+        assert [e["source_case_id"] for e in test] == fold["test"] and [e["source_case_id"] for e in train] == fold[
+            "train"
+        ]
+        assert all(
+            Path(tmp_path / "split" / "fold0" / e["image"]).resolve().is_relative_to(acdc_phantom_dir.resolve())
+            for e in test
+        )
         assert not {c.split("_")[0] for c in fold["train"]} & {c.split("_")[0] for c in fold["test"]}
         tested += fold["test"]
     assert sorted(tested) == folds["cases"]
@@ -111,5 +130,7 @@ def test_written_emidec_folds_are_by_case_and_stratified(phantom_dir, tmp_path):
     folds = json.loads((tmp_path / "split" / "folds.json").read_text())
     assert folds["group_key"] is None and len(folds["cases"]) == 6
     for fold in folds["folds"]:  # 2 normal + 4 pathological cases: one normal and two pathological per test fold
-        test = json.loads((tmp_path / "split" / f"fold{folds['folds'].index(fold)}" / "test.json").read_text())["training"]
+        test = json.loads((tmp_path / "split" / f"fold{folds['folds'].index(fold)}" / "test.json").read_text())[
+            "training"
+        ]
         assert Counter(e["group"] for e in test) == Counter(normal=1, pathological=2)

@@ -16,9 +16,8 @@ import pytest
 from conftest import tree_digest
 from pathosynth.data import EMIDEC_LABELS, load_cases
 from pathosynth.data.phantom import generate_emidec_like_dataset
-from pathosynth.evaluation.study import LeFusionStudy, slug, training_mixes
 from pathosynth.evaluation.reports import render_report
-
+from pathosynth.evaluation.study import LeFusionStudy, slug, training_mixes
 
 
 def _sources(datalist: Path) -> set[str]:
@@ -102,8 +101,14 @@ def test_seed_summary_is_the_spread_of_per_seed_case_means(tmp_path):
     from pathosynth.evaluation.study_report import seed_summary
 
     def scores(seed, dices):
-        cases = [{"case_id": f"c{i}", "group": group, **{c: {"dice": d, "hd95": None} for c in ("LV", "myocardium", "MI", "PMO")}}
-                 for i, (group, d) in enumerate(dices)]
+        cases = [
+            {
+                "case_id": f"c{i}",
+                "group": group,
+                **{c: {"dice": d, "hd95": None} for c in ("LV", "myocardium", "MI", "PMO")},
+            }
+            for i, (group, d) in enumerate(dices)
+        ]
         path = tmp_path / f"seed{seed}.json"
         path.write_text(json.dumps({"cases": cases}))
         return path
@@ -143,8 +148,12 @@ def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monke
         return 0.0
 
     monkeypatch.setattr(study, "run_job", fake_run)
-    jobs = [StudyJob("slow", "b", []), StudyJob("fast", "b", []), StudyJob("after_fast", "b", [], needs=["fast"]),
-            StudyJob("after_both", "b", [], needs=["slow", "after_fast"])]
+    jobs = [
+        StudyJob("slow", "b", []),
+        StudyJob("fast", "b", []),
+        StudyJob("after_fast", "b", [], needs=["fast"]),
+        StudyJob("after_both", "b", [], needs=["slow", "after_fast"]),
+    ]
     study.run_jobs(jobs)
     position = {event: i for i, event in enumerate(log)}
     assert position[("start", "after_fast")] > position[("end", "fast")]
@@ -191,5 +200,8 @@ def test_every_step_needs_the_steps_that_write_its_inputs(phantom_dir, tmp_path)
     assert jobs["synth_tab2_LeFusion-S"].needs == ["train_lefusion_s_MI", "train_lefusion_s_PMO"]
     assert jobs["synth_P_prime_Hand-crafted"].needs == []
     assert set(jobs["synth_N_double_prime"].needs) == {"train_lefusion_j", "train_diffmask"}
-    assert jobs[f"segment_{slug('P+P′+N″ (LeFusion-J+DiffMask)')}_seed2"].needs == ["synth_N_double_prime", "synth_P_prime_LeFusion-J"]
+    assert jobs[f"segment_{slug('P+P′+N″ (LeFusion-J+DiffMask)')}_seed2"].needs == [
+        "synth_N_double_prime",
+        "synth_P_prime_LeFusion-J",
+    ]
     assert jobs["segment_P_seed0"].needs == []

@@ -15,13 +15,21 @@ BUNDLE = "lesion_inpainting"
 
 
 def _train(dataset, ckpt, logs, overlays=(), **overrides):
-    return run_bundle("training", BUNDLE, ["train.json", *overlays, "smoke.json"],
-                      {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": logs, **overrides})
+    return run_bundle(
+        "training",
+        BUNDLE,
+        ["train.json", *overlays, "smoke.json"],
+        {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": logs, **overrides},
+    )
 
 
 def _infer(dataset, ckpt, out, overlays=(), **overrides):
-    return run_bundle("inference", BUNDLE, ["inference.json", *overlays, "smoke.json"],
-                      {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": out, **overrides})
+    return run_bundle(
+        "inference",
+        BUNDLE,
+        ["inference.json", *overlays, "smoke.json"],
+        {"dataset_dir": dataset, "ckpt_dir": ckpt, "output_dir": out, **overrides},
+    )
 
 
 def _arrays(path):

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from test_lesion_inpainting_bundle import _arrays, _infer, _train, check_synthetic_dataset
 
 from conftest import BUNDLES, ROOT
-from test_lesion_inpainting_bundle import _arrays, _infer, _train, check_synthetic_dataset
 
 CONFIGS = BUNDLES / "lesion_inpainting" / "configs"
 pytestmark = pytest.mark.slow
@@ -22,7 +22,11 @@ pytestmark = pytest.mark.slow
 
 def _bundle_cmd(workflow, configs, overrides, nproc=None):
     files = str([str(CONFIGS / c) for c in configs])
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        if nproc
+        else [sys.executable]
+    )
     cmd = launcher + ["-m", "monai.bundle", "run", workflow, "--config_file", files]
     for key, value in overrides.items():
         cmd += [f"--{key}", str(value)]
@@ -30,7 +34,9 @@ def _bundle_cmd(workflow, configs, overrides, nproc=None):
 
 
 def _run(cmd, timeout=600):
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -38,9 +44,17 @@ def _run(cmd, timeout=600):
 def test_killed_training_resumes(phantom_dir, tmp_path):
     """SIGKILL mid-training, rerun the same command: it continues from the last checkpoint, not from zero."""
     ckpt = tmp_path / "ckpt"
-    overrides = {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": tmp_path / "logs", "max_steps": 60, "max_cases": 2}
+    overrides = {
+        "dataset_dir": phantom_dir,
+        "ckpt_dir": ckpt,
+        "output_dir": tmp_path / "logs",
+        "max_steps": 60,
+        "max_cases": 2,
+    }
     cmd = _bundle_cmd("training", ["train.json", "smoke.json"], overrides)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     latest = ckpt / "lefusion_j_latest.pt"
     deadline = time.time() + 300
     while not latest.exists() and time.time() < deadline and proc.poll() is None:
@@ -61,20 +75,35 @@ def test_two_processes_train_and_shard_synthesis_like_one(phantom_dir, tmp_path)
     """torchrun with 2 CPU processes (gloo): DDP training writes one checkpoint; sharded synthesis gives
     exactly (bitwise) the cases a single process gives with the same seeds, merged into one datalist."""
     ckpt = tmp_path / "ckpt"
-    _run(_bundle_cmd("training", ["train.json", "multi_gpu_train.json", "smoke.json"],
-                     {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": tmp_path / "logs"}, nproc=2))
+    _run(
+        _bundle_cmd(
+            "training",
+            ["train.json", "multi_gpu_train.json", "smoke.json"],
+            {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": tmp_path / "logs"},
+            nproc=2,
+        )
+    )
     assert (ckpt / "lefusion_j.pt").exists()
     two = tmp_path / "two"
     one = tmp_path / "one"
     overrides = {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "num_samples_per_case": 2}
-    proc = _run(_bundle_cmd("inference", ["inference.json", "multi_gpu_inference.json", "smoke.json"], {**overrides, "output_dir": two}, nproc=2))
+    proc = _run(
+        _bundle_cmd(
+            "inference",
+            ["inference.json", "multi_gpu_inference.json", "smoke.json"],
+            {**overrides, "output_dir": two},
+            nproc=2,
+        )
+    )
     assert "rank 1/2" in proc.stdout + proc.stderr
     _infer(phantom_dir, ckpt, one, num_samples_per_case=2)
     entries = check_synthetic_dataset(two, phantom_dir)
     assert len(entries) == 8
     for entry in entries:
         assert np.array_equal(_arrays(two / entry["image"]), _arrays(one / entry["image"])), entry["case_id"]
-    assert {e["case_id"] for e in json.loads((one / "datalist.json").read_text())["training"]} == {e["case_id"] for e in entries}
+    assert {e["case_id"] for e in json.loads((one / "datalist.json").read_text())["training"]} == {
+        e["case_id"] for e in entries
+    }
 
 
 @pytest.mark.realdata

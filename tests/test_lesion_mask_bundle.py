@@ -23,7 +23,13 @@ def _arrays(path):
 
 
 def _run(workflow, config, dataset, out, overlays=(), nproc=None, **overrides):
-    return run_bundle(workflow, BUNDLE, [config, *overlays, "smoke.json"], {"dataset_dir": dataset, "output_dir": out, **overrides}, nproc=nproc)
+    return run_bundle(
+        workflow,
+        BUNDLE,
+        [config, *overlays, "smoke.json"],
+        {"dataset_dir": dataset, "output_dir": out, **overrides},
+        nproc=nproc,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +38,12 @@ def trained(phantom_dir, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("mask_ckpt")
     texture = tmp_path_factory.mktemp("texture_ckpt")
     _run("training", "train.json", phantom_dir, ckpt / "logs", ckpt_dir=ckpt)
-    run_bundle("training", "lesion_inpainting", ["train.json", "smoke.json"],
-               {"dataset_dir": phantom_dir, "ckpt_dir": texture, "output_dir": texture / "logs"})
+    run_bundle(
+        "training",
+        "lesion_inpainting",
+        ["train.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": texture, "output_dir": texture / "logs"},
+    )
     return ckpt, texture
 
 
@@ -57,7 +67,9 @@ def check_masks(out: Path, image_unchanged: bool):
         if image_unchanged:
             assert np.array_equal(image, source)
         else:
-            assert np.array_equal(image[~mi_extent], source[~mi_extent]), "the image changes only inside the new lesions"
+            assert np.array_equal(image[~mi_extent], source[~mi_extent]), (
+                "the image changes only inside the new lesions"
+            )
             assert not np.array_equal(image[mi_extent], source[mi_extent])
     return entries
 
@@ -78,10 +90,14 @@ def test_two_processes_generate_the_masks_of_one(phantom_dir, trained, tmp_path)
     ckpt, _ = trained
     one, two = tmp_path / "one", tmp_path / "two"
     _run("inference", "inference.json", phantom_dir, one, ckpt_dir=ckpt)
-    proc = _run("inference", "inference.json", phantom_dir, two, overlays=["multi_gpu_inference.json"], ckpt_dir=ckpt, nproc=2)
+    proc = _run(
+        "inference", "inference.json", phantom_dir, two, overlays=["multi_gpu_inference.json"], ckpt_dir=ckpt, nproc=2
+    )
     assert "rank 1/2" in proc.stdout + proc.stderr
     entries = check_masks(two, image_unchanged=True)
-    assert sorted(e["case_id"] for e in entries) == sorted(e["case_id"] for e in json.loads((one / "datalist.json").read_text())["training"])
+    assert sorted(e["case_id"] for e in entries) == sorted(
+        e["case_id"] for e in json.loads((one / "datalist.json").read_text())["training"]
+    )
     for entry in entries:
         assert np.array_equal(_arrays(two / entry["label"]), _arrays(one / entry["label"])), entry["case_id"]
 
@@ -112,7 +128,10 @@ def test_pipeline_normal_to_pathological_and_nnunet_export(phantom_dir, trained,
         monkeypatch.setenv(name, str(tmp_path / name))
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    sources = [{"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"}, {"name": "N2", "datalist": str(out / "datalist.json")}]
+    sources = [
+        {"name": "P", "dataset_dir": str(phantom_dir), "select": "with_lesion"},
+        {"name": "N2", "datalist": str(out / "datalist.json")},
+    ]
     export(str(tmp_path / "nnUNet_raw"), format="nnunet", sources=sources, dataset_id=503, dataset_name="PplusN2")
     verify_dataset_integrity(str(tmp_path / "nnUNet_raw" / "Dataset503_PplusN2"), num_processes=1)
     assert "verify_dataset_integrity Done" in capfd.readouterr().out
@@ -121,7 +140,13 @@ def test_pipeline_normal_to_pathological_and_nnunet_export(phantom_dir, trained,
 def test_pipeline_with_handcrafted_masks_and_texture(phantom_dir, tmp_path):
     """The hand-crafted baseline needs no checkpoint at all."""
     out = tmp_path / "hc"
-    _run("run", "pipeline.json", phantom_dir, out, overlays=["pipeline_handcrafted_masks.json", "pipeline_handcrafted_texture.json"])
+    _run(
+        "run",
+        "pipeline.json",
+        phantom_dir,
+        out,
+        overlays=["pipeline_handcrafted_masks.json", "pipeline_handcrafted_texture.json"],
+    )
     entries = check_masks(out, image_unchanged=False)
     record = json.loads((out / entries[0]["provenance"]).read_text())
     assert record["checkpoints"] == {} and record["synthesis"]["mask"]["mask_source"] == "handcrafted"

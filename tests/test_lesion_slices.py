@@ -23,8 +23,8 @@ EMIDEC = {"background": 0, "LV": 1, "myocardium": 2, "MI": 3, "PMO": 4}
 def test_a_slice_is_a_lesion_slice_when_it_holds_mi_or_pmo():
     label = np.zeros((8, 8, 4), dtype=np.uint8)
     label[2:4, 2:4, :] = 2  # myocardium everywhere: not a lesion
-    label[3, 3, 1] = 3      # MI in slice 1
-    label[5, 5, 3] = 4      # PMO in slice 3
+    label[3, 3, 1] = 3  # MI in slice 1
+    label[5, 5, 3] = 4  # PMO in slice 3
     assert lesion_slice_classes(label, [3, 4]).tolist() == [0, 1, 0, 1]
     assert lesion_slice_classes(label, [4]).tolist() == [0, 0, 0, 1]
     assert lesion_slice_classes(label[..., 1], [3, 4]).tolist() == [1]  # a 2D label map is one slice
@@ -35,7 +35,9 @@ def test_export_writes_classified_png_slices_outside_the_dataset(phantom_dir, tm
     cases = load_cases(str(phantom_dir), None, labels=EMIDEC, lesion_classes=["MI", "PMO"], select="all")
     datalist = write_lesion_slices(cases, tmp_path / "slices", [3, 4], [32, 32])
     entries = json.loads(datalist.read_text())["training"]
-    expected = np.concatenate([lesion_slice_classes(np.asanyarray(nib.load(c["label"]).dataobj), [3, 4]) for c in cases])
+    expected = np.concatenate(
+        [lesion_slice_classes(np.asanyarray(nib.load(c["label"]).dataobj), [3, 4]) for c in cases]
+    )
     assert [e["label"] for e in entries] == expected.tolist()
     assert 0 < expected.sum() < len(expected)  # both classes present in the phantom
     normal = {c["case_id"] for c in cases if c.get("group") == "normal"}
@@ -58,7 +60,9 @@ def test_field_of_view_crop_hides_what_lies_outside_it():
     real = rng.uniform(10, 200, size=(48, 40, 3)).astype(np.float32)
     blanked = np.zeros_like(real)
     blanked[12:36, 10:30] = real[12:36, 10:30]  # centred 24 x 20 field of view kept, zero outside
-    assert np.array_equal(unit_slices(real, [12, 10], fov_size=[24, 20]), unit_slices(blanked, [12, 10], fov_size=[24, 20]))
+    assert np.array_equal(
+        unit_slices(real, [12, 10], fov_size=[24, 20]), unit_slices(blanked, [12, 10], fov_size=[24, 20])
+    )
     assert not np.allclose(unit_slices(real, [12, 10]), unit_slices(blanked, [12, 10]))
     padded = unit_slices(real[..., 0], [30, 30], fov_size=[60, 60])  # a field of view larger than the slice pads
     assert padded.shape == (1, 1, 30, 30) and padded[0, 0, 0, 0] == 0.0

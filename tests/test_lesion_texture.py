@@ -106,8 +106,10 @@ def test_separate_models_run_in_turn():
     """LeFusion-S: an MI model then a PMO model, each filling only its class."""
     scheduler = DDPMScheduler(20, schedule="cosine")
     sampler = LesionInpaintingSampler(scheduler, 4, 1, 1)
-    models = [TextureModel(ConstantTexture(scheduler, [0.8]), [["MI"]], name="mi"),
-              TextureModel(ConstantTexture(scheduler, [-0.8]), [["PMO"]], name="pmo")]
+    models = [
+        TextureModel(ConstantTexture(scheduler, [0.8]), [["MI"]], name="mi"),
+        TextureModel(ConstantTexture(scheduler, [-0.8]), [["PMO"]], name="pmo"),
+    ]
     synth = LesionTextureSynthesizer(models, sampler, EMIDEC_LABELS)
     label = np.zeros((80, 80, 6), np.uint8)
     label[30:40, 30:40, 2:4] = 3

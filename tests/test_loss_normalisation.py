@@ -69,10 +69,12 @@ def test_all_ones_weight_gives_plain_mse_and_l1_in_both_modes():
     noise = torch.randn(2, 2, 6, 5, generator=gen)
     target = torch.cat([noise, torch.ones_like(noise)], dim=1)
     for mode in ("pooled", "per_class"):
-        assert torch.allclose(MaskedNoiseLoss(mode)(prediction, target),
-                              torch.nn.functional.mse_loss(prediction, noise))
-        assert torch.allclose(MaskedNoiseLoss(mode, "l1")(prediction, target),
-                              torch.nn.functional.l1_loss(prediction, noise))
+        assert torch.allclose(
+            MaskedNoiseLoss(mode)(prediction, target), torch.nn.functional.mse_loss(prediction, noise)
+        )
+        assert torch.allclose(
+            MaskedNoiseLoss(mode, "l1")(prediction, target), torch.nn.functional.l1_loss(prediction, noise)
+        )
 
 
 def test_unknown_settings_are_refused_by_key_name():

@@ -52,7 +52,7 @@ def test_smoothing_removes_speckle_but_keeps_a_large_lesion():
     assert not out[..., 0].any(), "a single-voxel speckle must vanish"
     assert not out[:10, :, 1].any(), "a 2-voxel blob must vanish"
     large = out[15:35, 15:35, 1]
-    assert large[20 - 15:30 - 15, 20 - 15:30 - 15].sum() >= 90, "the large lesion must survive almost intact"
+    assert large[20 - 15 : 30 - 15, 20 - 15 : 30 - 15].sum() >= 90, "the large lesion must survive almost intact"
     assert 0.85 < large.sum() / 100 < 1.25, "smoothing must roughly preserve a large lesion's area"
 
 

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pathosynth.data import DatasetError, medmnist_records, read_labelled_images, read_medmnist_split, stratified_fraction, write_medmnist_npz
+from pathosynth.data import (
+    DatasetError,
+    medmnist_records,
+    read_labelled_images,
+    read_medmnist_split,
+    stratified_fraction,
+    write_medmnist_npz,
+)
 
 
 def _toy(path, n=(10, 25)):
@@ -85,8 +92,14 @@ def test_volume_slices_take_their_case_group_as_class_and_are_drawn_by_case(phan
 
     records = class_image_records(phantom_dir, ["normal", "pathological"], [16, 16], fraction=0.5, seed=0)
     cases = {r["case_id"].rsplit("_z", 1)[0]: r["label"] for r in records}
-    assert cases == {c: 0 if c.startswith("Case_N") else 1 for c in cases}  # EMIDEC: Case_N* normal, Case_P* pathological
-    assert sorted(cases.values()) == [0, 1, 1]  # half of the 2 normal and of the 4 pathological hearts, every slice of each
+    assert cases == {
+        c: 0 if c.startswith("Case_N") else 1 for c in cases
+    }  # EMIDEC: Case_N* normal, Case_P* pathological
+    assert sorted(cases.values()) == [
+        0,
+        1,
+        1,
+    ]  # half of the 2 normal and of the 4 pathological hearts, every slice of each
     assert all(r["image"].shape == (1, 16, 16) and 0 <= r["image"].min() and r["image"].max() <= 1 for r in records)
     with pytest.raises(DatasetError, match="group 'NOR'.*not one of the configured class_names"):
         class_image_records(acdc_phantom_dir, ["normal", "pathological"], [16, 16])

@@ -47,7 +47,9 @@ def test_constant_shift_gives_exact_errors_and_psnr():
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 57, size=(64, 64)) / 64.0  # dyadic values: reference + s is exact in binary
     shift = 0.125
-    scores = image_similarity(reference + shift, reference, data_range=(0.0, 1.0), metrics=("mae", "mse", "rmse", "psnr"))
+    scores = image_similarity(
+        reference + shift, reference, data_range=(0.0, 1.0), metrics=("mae", "mse", "rmse", "psnr")
+    )
     assert scores["mae"] == shift and scores["mse"] == shift**2 and scores["rmse"] == shift
     assert scores["psnr"] == 10 * math.log10(1 / shift**2)
 
@@ -68,16 +70,22 @@ def test_ssim_and_ms_ssim_equal_monai_on_the_whole_image():
     noisy = reference + rng.normal(0, 0.05, reference.shape)
     scores = image_similarity(noisy, reference, data_range=(0, 1))
     as_tensor = lambda a: torch.as_tensor(np.clip(a, 0, 1), dtype=torch.float32)[None, None]  # noqa: E731
-    assert scores["ssim"] == pytest.approx(SSIMMetric(spatial_dims=2)(as_tensor(noisy), as_tensor(reference)).item(), abs=1e-5)
-    assert scores["ms_ssim"] == pytest.approx(compute_ms_ssim(as_tensor(noisy), as_tensor(reference), 2).item(), abs=1e-5)
+    assert scores["ssim"] == pytest.approx(
+        SSIMMetric(spatial_dims=2)(as_tensor(noisy), as_tensor(reference)).item(), abs=1e-5
+    )
+    assert scores["ms_ssim"] == pytest.approx(
+        compute_ms_ssim(as_tensor(noisy), as_tensor(reference), 2).item(), abs=1e-5
+    )
 
 
 def test_ssim_decreases_monotonically_with_noise():
     rng = np.random.default_rng(3)
     reference = smooth_image()
     noise = rng.normal(0.0, 1.0, reference.shape)
-    ssim = [image_similarity(reference + s * noise, reference, (0, 1), metrics=("ssim",))["ssim"]
-            for s in (0.01, 0.02, 0.05, 0.1, 0.2)]
+    ssim = [
+        image_similarity(reference + s * noise, reference, (0, 1), metrics=("ssim",))["ssim"]
+        for s in (0.01, 0.02, 0.05, 0.1, 0.2)
+    ]
     assert all(a > b for a, b in zip(ssim, ssim[1:])), ssim
 
 
@@ -202,8 +210,11 @@ def test_empty_mask_semantics():
 
 
 def test_summarise_ignores_and_counts_nan():
-    cases = [{"MI": {"dice": 0.5, "hd95": 2.0}}, {"MI": {"dice": 0.7, "hd95": math.nan}},
-             {"MI": {"dice": 0.9, "hd95": 4.0}, "PMO": {"dice": 1.0, "reason": "text is skipped"}}]
+    cases = [
+        {"MI": {"dice": 0.5, "hd95": 2.0}},
+        {"MI": {"dice": 0.7, "hd95": math.nan}},
+        {"MI": {"dice": 0.9, "hd95": 4.0}, "PMO": {"dice": 1.0, "reason": "text is skipped"}},
+    ]
     summary = summarise_scores(cases)
     assert summary["MI"]["dice"] == {"mean": pytest.approx(0.7), "std": pytest.approx(0.2), "n": 3, "n_nan": 0}
     assert summary["MI"]["hd95"] == {"mean": 3.0, "std": pytest.approx(math.sqrt(2)), "n": 2, "n_nan": 1}
@@ -218,7 +229,8 @@ def test_perfect_predictions_score_one_everywhere():
     y_true = np.array([0, 1, 2, 1, 0, 2])
     scores = classification_scores(y_true, np.eye(3)[y_true] * 0.8 + 0.1)
     assert {k: scores[k] for k in ("accuracy", "precision", "recall", "f1", "auc")} == dict.fromkeys(
-        ("accuracy", "precision", "recall", "f1", "auc"), 1.0)
+        ("accuracy", "precision", "recall", "f1", "auc"), 1.0
+    )
 
 
 def test_hand_computed_two_class_confusion_matrix():
@@ -230,7 +242,8 @@ def test_hand_computed_two_class_confusion_matrix():
     assert (binary["precision"], binary["recall"], binary["f1"]) == pytest.approx((3 / 5, 3 / 4, 2 / 3))
     macro = classification_scores(y_true, y_score)
     assert (macro["precision"], macro["recall"], macro["f1"]) == pytest.approx(
-        ((3 / 5 + 2 / 3) / 2, (3 / 4 + 2 / 4) / 2, (2 / 3 + 4 / 7) / 2))
+        ((3 / 5 + 2 / 3) / 2, (3 / 4 + 2 / 4) / 2, (2 / 3 + 4 / 7) / 2)
+    )
     assert classification_scores(y_true, y_score, average="micro")["f1"] == pytest.approx(5 / 8)
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUNDLES, ROOT, run_bundle
 from monai.bundle import (
     ConfigParser,
     ConfigWorkflow,
@@ -27,6 +26,8 @@ from monai.bundle import (
     verify_net_in_out,
 )
 from monai.utils import get_equivalent_dtype
+
+from conftest import BUNDLES, ROOT, run_bundle
 from pathosynth.cli import merge_repeated_flags
 from pathosynth.deploy import PackError, pack_bundle
 from pathosynth.engines import export_monai_model
@@ -56,8 +57,13 @@ def test_bundle_has_the_files_model_zoo_requires(bundle):
     path, url, hash_val, hash_type) since no weights are committed, models/README.md saying how to make them, and
     no committed file over the zoo's 25 MB limit."""
     root = BUNDLES / bundle
-    required_files = ("configs/metadata.json", "LICENSE", "configs/inference.json", "docs/README.md",
-                      "models/README.md")
+    required_files = (
+        "configs/metadata.json",
+        "LICENSE",
+        "configs/inference.json",
+        "docs/README.md",
+        "models/README.md",
+    )
     for required in required_files:
         assert (root / required).is_file(), f"{bundle}: {required} is missing"
     entries = ConfigParser.load_config_file(root / "large_files.yml")["large_files"]
@@ -134,10 +140,15 @@ def test_network_def_passes_verify_net_in_out(bundle):
     extra = _forward_args(network, inputs)
     if "timesteps" in inputs:
         assert "timesteps" in extra
-    verify_net_in_out(net_id="network_def", meta_file=str(root / "configs" / "metadata.json"),
-                      config_file=str(root / "configs" / "inference.json"), bundle_root=str(root), device="cpu",
-                      extra_forward_args=extra,
-                      **{IMAGE_SHAPE_ID: _small(inputs["image"]["spatial_shape"])})
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(root / "configs" / "metadata.json"),
+        config_file=str(root / "configs" / "inference.json"),
+        bundle_root=str(root),
+        device="cpu",
+        extra_forward_args=extra,
+        **{IMAGE_SHAPE_ID: _small(inputs["image"]["spatial_shape"])},
+    )
 
 
 def _write_weights(bundle: str, configs: list[Path], overrides: dict, ckpt_dir: Path) -> dict[str, dict]:
@@ -167,9 +178,17 @@ PROPERTY_CASES = [
     ("lesion_inpainting", "train", "train.json", "phantom_dir"),
     ("lesion_mask_diffusion", "train", "train.json", "phantom_dir"),
     ("reference_guided_ddpm", "train", "train.json", "phantom_dir"),
-    pytest.param("label_guided_latent_diffusion", "train", "train_autoencoder.json", "acdc_phantom_dir",
-                 marks=pytest.mark.xfail(strict=True, reason="MONAI's TrainProperties require train#inferer; the "
-                                         "adversarial VQ trainer calls its networks directly")),
+    pytest.param(
+        "label_guided_latent_diffusion",
+        "train",
+        "train_autoencoder.json",
+        "acdc_phantom_dir",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="MONAI's TrainProperties require train#inferer; the "
+            "adversarial VQ trainer calls its networks directly",
+        ),
+    ),
     ("text_edge_controlnet", "train", "train_diffusion.json", "acdc_phantom_dir"),
     ("lesion_inpainting", "infer", "inference.json", "phantom_dir"),
     ("lesion_mask_diffusion", "infer", "inference.json", "phantom_dir"),
@@ -186,14 +205,22 @@ def test_monai_workflow_property_checks_pass(bundle, workflow_type, config, data
     optional ones use MONAI's ids; inference with untrained weights in models/, smoke-sized networks."""
     root = BUNDLES / bundle
     configs = [root / "configs" / config, root / "configs" / "smoke.json"]
-    overrides = {"dataset_dir": str(request.getfixturevalue(data)), "output_dir": str(tmp_path / "out"),
-                 "bundle_root": str(tmp_path)}
+    overrides = {
+        "dataset_dir": str(request.getfixturevalue(data)),
+        "output_dir": str(tmp_path / "out"),
+        "bundle_root": str(tmp_path),
+    }
     if workflow_type == "infer":
         _write_weights(bundle, configs, overrides, tmp_path / "models")
     else:
         overrides["ckpt_dir"] = str(tmp_path / "ckpt")
-    workflow = ConfigWorkflow(config_file=[str(c) for c in configs], meta_file=str(root / "configs" / "metadata.json"),
-                              logging_file=False, workflow_type=workflow_type, **overrides)
+    workflow = ConfigWorkflow(
+        config_file=[str(c) for c in configs],
+        meta_file=str(root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=workflow_type,
+        **overrides,
+    )
     workflow.initialize()
     assert workflow.check_properties() == []
 
@@ -235,16 +262,21 @@ def test_text_edge_archive_finds_both_checkpoints(acdc_phantom_dir, tmp_path):
         metadata = parser.get_parsed_content("vocabulary").metadata() if net_id == "network_def" else {}
         trained.mkdir(exist_ok=True)
         torch.save({"network": states[net_id], "metadata": metadata}, trained / name)
-    archive = pack_bundle(BUNDLES / bundle, tmp_path / "dist", overlays=["smoke.json"],
-                          weights=[trained / "text_diffusion.pt", trained / "controlnet.pt"])
+    archive = pack_bundle(
+        BUNDLES / bundle,
+        tmp_path / "dist",
+        overlays=["smoke.json"],
+        weights=[trained / "text_diffusion.pt", trained / "controlnet.pt"],
+    )
     with zipfile.ZipFile(archive) as handle:
         handle.extractall(tmp_path / "unpacked")
     unpacked = tmp_path / "unpacked" / bundle
     assert {p.name for p in (unpacked / "models").glob("*.pt")} == {"model.pt", "controlnet.pt"}
     packed = ConfigParser()
     packed.read_config(str(unpacked / "configs" / "inference.json"))
-    packed.update({"bundle_root": str(unpacked), "dataset_dir": str(acdc_phantom_dir),
-                   "device": "$torch.device('cpu')"})
+    packed.update(
+        {"bundle_root": str(unpacked), "dataset_dir": str(acdc_phantom_dir), "device": "$torch.device('cpu')"}
+    )
     for net_id, loaded_id in (("network_def", "network"), ("controlnet_def", "controlnet")):
         loaded = packed.get_parsed_content(loaded_id).state_dict()
         assert all(torch.equal(loaded[k], v) for k, v in states[net_id].items())
@@ -261,8 +293,13 @@ def test_bundle_runs_from_another_working_directory(phantom_dir, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    run_bundle("inference", "lesion_inpainting", ["inference.json", "smoke.json"],
-               {"bundle_root": bundle, "dataset_dir": phantom_dir, "max_cases": 1, "progress": False},
-               cwd=elsewhere, env=env)
+    run_bundle(
+        "inference",
+        "lesion_inpainting",
+        ["inference.json", "smoke.json"],
+        {"bundle_root": bundle, "dataset_dir": phantom_dir, "max_cases": 1, "progress": False},
+        cwd=elsewhere,
+        env=env,
+    )
     assert json.loads((bundle / "eval" / "synthetic" / "datalist.json").read_text())["training"]
     assert not any(elsewhere.iterdir())

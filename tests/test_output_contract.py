@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from conftest import run_bundle, tree_digest
 from pathosynth.engines.synthesis import SynthesisRunner
 from pathosynth.io.output_folder import IDENTITY_FILE, LOCK_FILE, OutputFolderLock
@@ -82,12 +83,15 @@ def test_more_cases_and_samples_under_the_same_identity_resume_the_folder(cases,
     assert not (tmp_path / LOCK_FILE).exists() and not list(tmp_path.rglob(".*")), "no lock or temporary file is left"
 
 
-@pytest.mark.parametrize("change,expected", [
-    ({"seed": 1}, "base_seed: 0 in the folder, 1 now"),
-    ({"synthesizer": Brightener(name="dark")}, "settings.method: 'bright' in the folder, 'dark' now"),
-    ({"synthesizer": Brightener(gain=20.0)}, "settings.gain: 10.0 in the folder, 20.0 now"),
-    ({"bundle": {"name": "other", "version": "1.0"}}, "bundle.name: 'test_bundle' in the folder, 'other' now"),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({"seed": 1}, "base_seed: 0 in the folder, 1 now"),
+        ({"synthesizer": Brightener(name="dark")}, "settings.method: 'bright' in the folder, 'dark' now"),
+        ({"synthesizer": Brightener(gain=20.0)}, "settings.gain: 10.0 in the folder, 20.0 now"),
+        ({"bundle": {"name": "other", "version": "1.0"}}, "bundle.name: 'test_bundle' in the folder, 'other' now"),
+    ],
+)
 def test_a_rerun_with_anything_different_is_refused_before_synthesis(cases, tmp_path, change, expected):
     _runner(cases[:1], tmp_path)[0].run()
     before = tree_digest(tmp_path)
@@ -108,8 +112,11 @@ def test_another_checkpoint_is_refused_with_the_files_and_hashes(cases, tmp_path
     _runner(cases[:1], out, checkpoints=[first])[0].run()
     record = json.loads((out / "provenance" / "case0_syn00.json").read_text())
     assert list(record["checkpoints"]) == [str(first)] and len(record["checkpoints"][str(first)]) == 64
-    with pytest.raises(OutputFolderError, match=r"checkpoints_sha256: \[\"model_a.pt sha256 \w{12}\"\] in the folder, "
-                                                r"\[\"model_b.pt sha256 \w{12}\"\] now"):
+    with pytest.raises(
+        OutputFolderError,
+        match=r"checkpoints_sha256: \[\"model_a.pt sha256 \w{12}\"\] in the folder, "
+        r"\[\"model_b.pt sha256 \w{12}\"\] now",
+    ):
         _runner(cases[:1], out, checkpoints=[second])[0].run()
     copy = tmp_path / "elsewhere" / "model_a.pt"
     copy.parent.mkdir()
@@ -125,8 +132,15 @@ def test_overwrite_replaces_the_writers_outputs_and_nothing_else(cases, tmp_path
     entries = runner.run()["training"]
     assert [e["case_id"] for e in entries] == ["case0_syn00"] and synthesizer.calls == 1
     kept = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert kept == ["datalist.json", "images/case0_syn00.nii.gz", "images/my_drawing.png", "labels/case0_syn00.nii.gz",
-                    "notes.txt", IDENTITY_FILE, "provenance/case0_syn00.json"], "old outputs gone, user files kept"
+    assert kept == [
+        "datalist.json",
+        "images/case0_syn00.nii.gz",
+        "images/my_drawing.png",
+        "labels/case0_syn00.nii.gz",
+        "notes.txt",
+        IDENTITY_FILE,
+        "provenance/case0_syn00.json",
+    ], "old outputs gone, user files kept"
     assert json.loads((tmp_path / IDENTITY_FILE).read_text())["identity"]["base_seed"] == 5
     assert json.loads((tmp_path / "provenance" / "case0_syn00.json").read_text())["base_seed"] == 5
 
@@ -135,8 +149,11 @@ def test_a_folder_without_identity_is_not_mixed_or_replaced_silently(cases, tmp_
     legacy = tmp_path / "legacy"
     _runner(cases[:1], legacy)[0].run()
     (legacy / IDENTITY_FILE).unlink()  # as an older pathosynth left it
-    with pytest.raises(OutputFolderError, match=f"{legacy.resolve()} holds 1 synthetic cases without an {IDENTITY_FILE}"
-                                                " \\(written by an older pathosynth\\)"):
+    with pytest.raises(
+        OutputFolderError,
+        match=f"{legacy.resolve()} holds 1 synthetic cases without an {IDENTITY_FILE}"
+        " \\(written by an older pathosynth\\)",
+    ):
         _runner(cases[:1], legacy)[0].run()
     assert len(_runner(cases, legacy, overwrite=True)[0].run()["training"]) == 3
     foreign = tmp_path / "foreign"
@@ -154,8 +171,11 @@ def test_a_second_concurrent_writer_is_refused(cases, tmp_path):
     holder.acquire()  # another run writing the folder (flock conflicts between separate opens, even in one process)
     try:
         runner, synthesizer = _runner(cases, tmp_path)
-        with pytest.raises(OutputFolderError, match=f"{tmp_path.resolve()} is being written by another synthesis run "
-                                                    r"\(pid \d+ on .*\); wait for it to finish"):
+        with pytest.raises(
+            OutputFolderError,
+            match=f"{tmp_path.resolve()} is being written by another synthesis run "
+            r"\(pid \d+ on .*\); wait for it to finish",
+        ):
             runner.run()
         assert synthesizer.calls == 0 and not (tmp_path / "provenance").exists()
     finally:
@@ -255,8 +275,10 @@ def test_bundle_refuses_to_write_into_the_folder_of_its_input_datalist(phantom_d
     """Defect 1: `--datalist D/datalist.json --output_dir D` overwrote the user's datalist."""
     folder = tmp_path / "D"
     folder.mkdir()
-    cases = [{"image": str(p / "Images" / f"{p.name}.nii.gz"), "label": str(p / "Contours" / f"{p.name}.nii.gz")}
-             for p in sorted(phantom_dir.glob("Case_P*"))]
+    cases = [
+        {"image": str(p / "Images" / f"{p.name}.nii.gz"), "label": str(p / "Contours" / f"{p.name}.nii.gz")}
+        for p in sorted(phantom_dir.glob("Case_P*"))
+    ]
     datalist = folder / "datalist.json"
     datalist.write_text(json.dumps({"training": cases}, indent=1))
     before = tree_digest(folder)

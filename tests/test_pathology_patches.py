@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from pathosynth.data.pathology_patches import (QUANTILE_RANGE, cut_lesion_patches, gaussian_window, place_patch, prepare_patch,
-                                               random_centre, random_pose)
+from pathosynth.data.pathology_patches import (
+    QUANTILE_RANGE,
+    cut_lesion_patches,
+    gaussian_window,
+    place_patch,
+    prepare_patch,
+    random_centre,
+    random_pose,
+)
 
 
 def rng(seed=0):

@@ -1,4 +1,5 @@
 """Claims about the EMIDEC-like phantom (pathosynth.data.phantom), each checked on generated data."""
+
 import gzip
 import time
 
@@ -52,7 +53,9 @@ def test_layout_and_names_follow_emidec(dataset):
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ids
     for cid in ids:
         assert sorted(p.relative_to(root / cid).as_posix() for p in (root / cid).rglob("*") if p.is_file()) == [
-            f"Contours/{cid}.nii.gz", f"Images/{cid}.nii.gz"]
+            f"Contours/{cid}.nii.gz",
+            f"Images/{cid}.nii.gz",
+        ]
     readme = (root / "README.txt").read_text()
     assert "synthetic" in readme.lower() and f"seed={SEED}" in readme and f"n_pathological={N_PATH}" in readme
     assert not list(root.rglob("*.tmp")), "temporary files left behind"

@@ -270,4 +270,3 @@ def test_in_plane_convolutions_run_as_2d_and_faster_than_conv3d():
                 assert min(times["ours"]) < 0.75 * min(times["conv3d"]), (type(conv).__name__, times)
     finally:
         torch.set_num_threads(threads)
-

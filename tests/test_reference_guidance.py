@@ -9,7 +9,13 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.diffusion.reference_guidance import GuidanceReference, ReferenceGuidedSampler, low_pass, refine, resize_matrix
+from pathosynth.diffusion.reference_guidance import (
+    GuidanceReference,
+    ReferenceGuidedSampler,
+    low_pass,
+    refine,
+    resize_matrix,
+)
 
 T = 60
 SCHEDULER = DDPMScheduler(num_train_timesteps=T, schedule="cosine")
@@ -55,7 +61,9 @@ def test_low_pass_is_an_antialiased_projection_in_2d_and_3d(shape):
     for factor in (2, 4):
         once = low_pass(x, factor)
         assert torch.allclose(low_pass(once, factor), once, atol=1e-9)  # phi_N o phi_N = phi_N
-        assert torch.allclose(low_pass(torch.full(shape, 0.7, dtype=torch.float64), factor), torch.tensor(0.7, dtype=torch.float64))
+        assert torch.allclose(
+            low_pass(torch.full(shape, 0.7, dtype=torch.float64), factor), torch.tensor(0.7, dtype=torch.float64)
+        )
         # the finest checkerboard is what aliasing would fold back; the anti-aliased filter removes it
         grids = torch.meshgrid(*[torch.arange(s) for s in shape[2:]], indexing="ij")
         checker = (-1.0) ** sum(grids).double()
@@ -113,7 +121,9 @@ def test_larger_low_pass_factor_and_later_stop_step_give_weaker_adherence():
     by_stop = [relative(sampler(denoiser, shape, [GuidanceReference(y, 4, a)], gens(5)), y) for a in (0, 10, 30, T + 1)]
     assert all(a < b for a, b in zip(by_stop, by_stop[1:])), by_stop
     unguided = sampler(denoiser, shape, [GuidanceReference(y, 4, T + 1)], gens(5))
-    assert torch.equal(unguided, sampler(denoiser, shape, [GuidanceReference(y, 4, 0, weight=torch.zeros(shape))], gens(5)))
+    assert torch.equal(
+        unguided, sampler(denoiser, shape, [GuidanceReference(y, 4, 0, weight=torch.zeros(shape))], gens(5))
+    )
 
 
 def test_stop_step_convention_follows_eq_4():

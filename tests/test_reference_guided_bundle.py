@@ -32,8 +32,18 @@ def arrays(path):
 def run(phantom_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("reference_guided")
     ckpt, out = root / "ckpt", root / "synthetic"
-    run_bundle("training", BUNDLE, ["train.json", "smoke.json"], {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt / "logs"})
-    run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"], {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": out})
+    run_bundle(
+        "training",
+        BUNDLE,
+        ["train.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt / "logs"},
+    )
+    run_bundle(
+        "inference",
+        BUNDLE,
+        ["inference.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": out},
+    )
     return {"data": phantom_dir, "ckpt": ckpt, "out": out}
 
 
@@ -57,11 +67,16 @@ def test_each_output_is_the_reference_anatomy_plus_a_placed_lesion(run):
         assert label.dtype == source_label.dtype and set(np.unique(label)) <= {0, 1, 2, 3, 4}
         lesion = np.isin(label, LESION)
         assert lesion.sum() > 0 and not np.isin(source_label, LESION).any()
-        assert np.array_equal(label[~lesion], source_label[~lesion])  # anatomy labels kept wherever no lesion was placed
+        assert np.array_equal(
+            label[~lesion], source_label[~lesion]
+        )  # anatomy labels kept wherever no lesion was placed
         synthesis = record["synthesis"]
         assert synthesis["anatomy_reference"] == {"factor": 8, "stop_step": 0}
         assert synthesis["pathology_reference"] == {"factor": 4, "stop_step": 0}
-        assert "zero outside the patch" in synthesis["weight"] and synthesis["num_train_timesteps"] == SMOKE["num_train_timesteps"]
+        assert (
+            "zero outside the patch" in synthesis["weight"]
+            and synthesis["num_train_timesteps"] == SMOKE["num_train_timesteps"]
+        )
         # every placement centre lies in the myocardium of its slice on the model grid, patches come from lesion cases
         grid = model_grid(source_label.shape, SMOKE["fov_size"], SMOKE["image_size"])
         _, model_labels = model_items(np.asarray(source_image.dataobj), source_label, grid)
@@ -82,7 +97,9 @@ def test_a_sample_does_not_depend_on_the_slice_batch(run):
     record = json.loads((run["out"] / entry["provenance"]).read_text())
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "smoke.json")])
-    parser.update({"dataset_dir": str(run["data"]), "ckpt_dir": str(run["ckpt"]), "slice_batch_size": 1, "bundle_root": str(ROOT)})
+    parser.update(
+        {"dataset_dir": str(run["data"]), "ckpt_dir": str(run["ckpt"]), "slice_batch_size": 1, "bundle_root": str(ROOT)}
+    )
     synthesizer = parser.get_parsed_content("synthesizer")
     case = next(c for c in parser.get_parsed_content("cases") if c["case_id"] == record["case_id"])
     again = synthesizer.synthesize_case(case, record["seed"])
@@ -94,8 +111,12 @@ def test_a_sample_does_not_depend_on_the_slice_batch(run):
 def test_rerun_skips_finished_cases(run):
     records = sorted((run["out"] / "provenance").glob("*.json"))
     before = {p.name: p.stat().st_mtime_ns for p in records}
-    proc = run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"],
-                      {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": run["out"]})
+    proc = run_bundle(
+        "inference",
+        BUNDLE,
+        ["inference.json", "smoke.json"],
+        {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": run["out"]},
+    )
     assert f"{len(records)} already finished" in proc.stdout + proc.stderr
     assert {p.name: p.stat().st_mtime_ns for p in sorted((run["out"] / "provenance").glob("*.json"))} == before
 
@@ -107,10 +128,19 @@ def test_guidance_grid_measures_fidelity_and_diversity(run, tmp_path):
 
     out = tmp_path / "grid.png"
     never = SMOKE["num_train_timesteps"] + 1
-    summary = guidance_grid(out, run["data"], run["ckpt"], factors=(1, 4), stop_steps=(0, never), seeds=(0, 1),
-                            configs=("inference.json", "smoke.json"))
+    summary = guidance_grid(
+        out,
+        run["data"],
+        run["ckpt"],
+        factors=(1, 4),
+        stop_steps=(0, never),
+        seeds=(0, 1),
+        configs=("inference.json", "smoke.json"),
+    )
     cells = {(c["factor"], c["stop_step"]): c for c in summary["cells"]}
-    assert out.stat().st_size > 0 and json.loads(out.with_name("grid.png.json").read_text())["cells"] == summary["cells"]
+    assert (
+        out.stat().st_size > 0 and json.loads(out.with_name("grid.png.json").read_text())["cells"] == summary["cells"]
+    )
     assert cells[(1, 0)]["distance"] < cells[(4, never)]["distance"]
     assert cells[(1, 0)]["diversity"] < cells[(4, never)]["diversity"]
 
@@ -127,12 +157,19 @@ def test_two_processes_train_resume_and_shard_synthesis_like_one(run, tmp_path):
     common = {"dataset_dir": run["data"], "ckpt_dir": ckpt, "output_dir": tmp_path / "logs"}
     _torchrun("training", ["train.json", "multi_gpu_train.json", "smoke.json"], common)
     assert torch.load(ckpt / "ddpm_latest.pt", weights_only=True)["iteration"] == SMOKE["max_steps"]
-    proc = _torchrun("training", ["train.json", "multi_gpu_train.json", "smoke.json"], {**common, "max_steps": 2 * SMOKE["max_steps"]})
+    proc = _torchrun(
+        "training",
+        ["train.json", "multi_gpu_train.json", "smoke.json"],
+        {**common, "max_steps": 2 * SMOKE["max_steps"]},
+    )
     assert "at epoch 2" in proc.stdout + proc.stderr
     assert torch.load(ckpt / "ddpm_latest.pt", weights_only=True)["iteration"] == 2 * SMOKE["max_steps"]
     two = tmp_path / "two"
-    proc = _torchrun("inference", ["inference.json", "multi_gpu_inference.json", "smoke.json"],
-                     {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": two})
+    proc = _torchrun(
+        "inference",
+        ["inference.json", "multi_gpu_inference.json", "smoke.json"],
+        {"dataset_dir": run["data"], "ckpt_dir": run["ckpt"], "output_dir": two},
+    )
     assert "rank 1/2" in proc.stdout + proc.stderr
     entries = json.loads((two / "datalist.json").read_text())["training"]
     assert len(entries) == SMOKE["num_samples_per_case"] * SMOKE["max_cases"]
@@ -148,7 +185,12 @@ def test_real_emidec_patches_from_mi_regions_into_normal_myocardium(emidec_dir, 
     ckpt, out = tmp_path / "ckpt", tmp_path / "synthetic"
     common = {"dataset_dir": emidec_dir, "ckpt_dir": ckpt, "fov_size": [128, 128]}
     run_bundle("training", BUNDLE, ["train.json", "smoke.json"], {**common, "output_dir": ckpt / "logs"})
-    run_bundle("inference", BUNDLE, ["inference.json", "smoke.json"], {**common, "output_dir": out, "max_cases": 1, "num_samples_per_case": 1})
+    run_bundle(
+        "inference",
+        BUNDLE,
+        ["inference.json", "smoke.json"],
+        {**common, "output_dir": out, "max_cases": 1, "num_samples_per_case": 1},
+    )
     (entry,) = json.loads((out / "datalist.json").read_text())["training"]
     record = json.loads((out / entry["provenance"]).read_text())
     source_label, label = arrays(record["source_label"]), arrays(out / entry["label"])
@@ -164,12 +206,20 @@ def test_real_emidec_patches_from_mi_regions_into_normal_myocardium(emidec_dir, 
 def test_3d_model_trains_and_synthesises_whole_volumes(phantom_dir, tmp_path):
     """volumes_3d.json: a 3-D DDPM on whole volumes, 3-D patches and a 3-D phi_N (per-axis factors); the outputs keep
     the contract."""
-    common = {"dataset_dir": phantom_dir, "ckpt_dir": tmp_path / "ckpt", "image_size": [16, 16, 8], "patch_size": [6, 6, 3], "batch_size": 2}
+    common = {
+        "dataset_dir": phantom_dir,
+        "ckpt_dir": tmp_path / "ckpt",
+        "image_size": [16, 16, 8],
+        "patch_size": [6, 6, 3],
+        "batch_size": 2,
+    }
     configs = ["volumes_3d.json", "smoke.json"]
     run_bundle("training", BUNDLE, ["train.json", *configs], {**common, "output_dir": tmp_path / "logs"})
     assert torch.load(tmp_path / "ckpt" / "ddpm_3d.pt", weights_only=True)["metadata"]["spatial_dims"] == 3
     out = tmp_path / "synthetic"
-    run_bundle("inference", BUNDLE, ["inference.json", *configs], {**common, "output_dir": out, "anatomy_factor": [4, 4, 1]})
+    run_bundle(
+        "inference", BUNDLE, ["inference.json", *configs], {**common, "output_dir": out, "anatomy_factor": [4, 4, 1]}
+    )
     entries = json.loads((out / "datalist.json").read_text())["training"]
     assert len(entries) == SMOKE["num_samples_per_case"] * SMOKE["max_cases"]
     for entry in entries:

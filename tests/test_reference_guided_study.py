@@ -26,12 +26,18 @@ def test_mixes_are_real_then_each_synthetic_fraction_and_all_steps_are_planned(t
     assert plan["synthesise"].settings["datalist"].endswith("train_normal.json")
     assert plan["synthesise"].settings["patch_datalist"].endswith("train_pathological.json")
     assert plan["classify_real"].needs == [] and plan["classify_real+synthetic050"].needs == ["synthesise"]
-    assert all(job.settings["dataset_dir"] == str(study.slices("real_test")) for n, job in plan.items() if n.startswith("evaluate_"))
+    assert all(
+        job.settings["dataset_dir"] == str(study.slices("real_test"))
+        for n, job in plan.items()
+        if n.startswith("evaluate_")
+    )
 
 
 def test_synthetic_subsets_are_nested_prefixes_of_the_synthetic_slices(tmp_path):
     study = ReferenceGuidedStudy(tmp_path / "data", tmp_path / "out", "cpu")
-    entries = [{"image": f"images/s{i}.png", "label": 1, "case_id": f"s{i}", "source_case_id": f"c{i // 2}"} for i in range(8)]
+    entries = [
+        {"image": f"images/s{i}.png", "label": 1, "case_id": f"s{i}", "source_case_id": f"c{i // 2}"} for i in range(8)
+    ]
     study.slices("synthetic").parent.mkdir(parents=True)
     study.slices("synthetic").write_text(json.dumps({"training": entries}))
     study.write_synthetic_subsets()
@@ -60,7 +66,10 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     assert test_cases and not test_cases & set(split["train"])
 
     def dataset_cases(datalist):  # the dataset cases whose files a datalist reads (ROOT/Case_X/Images/Case_X.nii.gz)
-        return {Path(e.get("source_image", e["image"])).parts[-3] for e in json.loads(Path(datalist).read_text())["training"]}
+        return {
+            Path(e.get("source_image", e["image"])).parts[-3]
+            for e in json.loads(Path(datalist).read_text())["training"]
+        }
 
     jobs = {p.stem: json.loads(p.read_text()) for p in (study.out / "jobs").glob("*.json")}
     assert not dataset_cases(jobs["train_ddpm"]["datalist"]) & test_cases  # DDPM
@@ -68,12 +77,18 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     assert not dataset_cases(jobs["synthesise"]["patch_datalist"]) & test_cases  # patch bank
     synthetic = study.out / "synthetic" / "datalist.json"
     assert dataset_cases(synthetic) and not dataset_cases(synthetic) & test_cases  # synthesis
-    allowed = {f"train_{case}" for case in split["train"]} | {e["case_id"] for e in json.loads(synthetic.read_text())["training"]}
+    allowed = {f"train_{case}" for case in split["train"]} | {
+        e["case_id"] for e in json.loads(synthetic.read_text())["training"]
+    }
     for name, settings in jobs.items():
-        if name.startswith("classify_"):  # classifier training slices come from training cases and their synthetic pairs only
+        if name.startswith(
+            "classify_"
+        ):  # classifier training slices come from training cases and their synthetic pairs only
             for source in settings["train_sources"]:
                 assert {e["source_case_id"] for e in json.loads(Path(source).read_text())["training"]} <= allowed, name
-    assert {e["source_case_id"] for e in json.loads(study.slices("real_test").read_text())["training"]} == {f"test_{c}" for c in test_cases}
+    assert {e["source_case_id"] for e in json.loads(study.slices("real_test").read_text())["training"]} == {
+        f"test_{c}" for c in test_cases
+    }
     # real and synthetic slices show the DDPM's field of view (synthetic images are empty outside it)
     assert study.generator_fov() == [64, 64]  # smoke.json's, through the ci scale's overlay
     for name in ("real_train", "real_test", "synthetic"):
@@ -88,8 +103,16 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     assert report.exists() and (study.out / "scores_vs_synthetic.png").stat().st_size > 0
     text = report.read_text()
     assert render_report(study.out / "report.json") == text  # the Markdown is its JSON, rendered
-    for needle in ["--scale ci", study.scale["description"], "fold ensemble", "scores_vs_synthetic.png", "Wall time",
-                   "invocation(s)", "| DDPM training | 1 |", f"| classifier training | {len(study.mixes())} |"]:
+    for needle in [
+        "--scale ci",
+        study.scale["description"],
+        "fold ensemble",
+        "scores_vs_synthetic.png",
+        "Wall time",
+        "invocation(s)",
+        "| DDPM training | 1 |",
+        f"| classifier training | {len(study.mixes())} |",
+    ]:
         assert needle in text, needle  # a number is never reported without its scale and cost
 
     timings = study.step_timings()

@@ -46,8 +46,15 @@ def _close(a, b):
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
 def test_ddpm_step_equals_monai_ddpm_step(prediction_type, clip, variance_type):
-    scheduler = DDPMScheduler(50, schedule="cosine", clip_sample=clip, prediction_type=prediction_type,
-                              variance_type=variance_type, clip_sample_min=-0.8, clip_sample_max=0.9)
+    scheduler = DDPMScheduler(
+        50,
+        schedule="cosine",
+        clip_sample=clip,
+        prediction_type=prediction_type,
+        variance_type=variance_type,
+        clip_sample_min=-0.8,
+        clip_sample_max=0.9,
+    )
     chain = ReverseChain(scheduler)
     x, out = _inputs()
     for t in (49, 30, 7, 1, 0):
@@ -177,6 +184,7 @@ def test_samplers_give_finite_images_with_the_monai14_cosine_schedule():
         sampler = LesionInpaintingSampler(scheduler, None, 2, 2, eta=eta)
         out = sampler(image, lambda x, t: 0.5 * x, mask, generators=[_gen(1)])
         assert torch.isfinite(out).all() and torch.equal(out[mask == 0], image[mask == 0])
+
     def network(x, timesteps, seg):
         return 0.5 * x
 

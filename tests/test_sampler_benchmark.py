@@ -14,12 +14,20 @@ from conftest import ROOT, run_bundle
 
 pytestmark = pytest.mark.slow
 
-GRID = {"reference": "DDPM 4", "settings": [
-    {"name": "DDPM 4", "num_inference_steps": 4},
-    {"name": "DDPM 2", "num_inference_steps": 2},
-    {"name": "DDIM eta=0 3 (1,2), known x0", "num_inference_steps": 3, "jump_n_sample": 2, "eta": 0.0,
-     "known_region": "x0"},
-]}
+GRID = {
+    "reference": "DDPM 4",
+    "settings": [
+        {"name": "DDPM 4", "num_inference_steps": 4},
+        {"name": "DDPM 2", "num_inference_steps": 2},
+        {
+            "name": "DDIM eta=0 3 (1,2), known x0",
+            "num_inference_steps": 3,
+            "jump_n_sample": 2,
+            "eta": 0.0,
+            "known_region": "x0",
+        },
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +35,51 @@ def benchmark(phantom_dir, tmp_path_factory):
     """Train the smoke model once and benchmark 2 cases x 2 seeds through the command line."""
     root = tmp_path_factory.mktemp("sampler_benchmark")
     ckpt = root / "ckpt"
-    run_bundle("training", "lesion_inpainting", ["train.json", "smoke.json"],
-               {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt / "logs"})
+    run_bundle(
+        "training",
+        "lesion_inpainting",
+        ["train.json", "smoke.json"],
+        {"dataset_dir": phantom_dir, "ckpt_dir": ckpt, "output_dir": ckpt / "logs"},
+    )
     settings = root / "grid.json"
     settings.write_text(json.dumps(GRID))
     out = root / "bench"
-    cmd = [sys.executable, "-m", "pathosynth.cli", "sampler_benchmark", str(out), "--dataset_dir", str(phantom_dir),
-           "--ckpt_dir", str(ckpt), "--overlays", "smoke.json", "--settings", str(settings), "--seeds", "0", "1",
-           "--max_cases", "2"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1",
-                          **{k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}})
+    cmd = [
+        sys.executable,
+        "-m",
+        "pathosynth.cli",
+        "sampler_benchmark",
+        str(out),
+        "--dataset_dir",
+        str(phantom_dir),
+        "--ckpt_dir",
+        str(ckpt),
+        "--overlays",
+        "smoke.json",
+        "--settings",
+        str(settings),
+        "--seeds",
+        "0",
+        "1",
+        "--max_cases",
+        "2",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"OMP_NUM_THREADS": "1", **{k: v for k, v in __import__("os").environ.items() if k != "OMP_NUM_THREADS"}},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"out": out, "ckpt": ckpt, "settings": settings, "data": phantom_dir,
-            "results": json.loads((out / "sampler_benchmark.json").read_text())}
+    return {
+        "out": out,
+        "ckpt": ckpt,
+        "settings": settings,
+        "data": phantom_dir,
+        "results": json.loads((out / "sampler_benchmark.json").read_text()),
+    }
 
 
 def test_results_hold_what_issue_18_asks_for(benchmark):
@@ -94,13 +134,18 @@ def test_rerun_resumes_and_refuses_another_setup(benchmark):
         sampler_benchmark(out, data, ckpt, ["smoke.json"], path, [0, 1], 2)
 
 
-@pytest.mark.parametrize("grid,message", [
-    ({"reference": "x", "settings": [{"name": "a"}]}, "'reference' is 'x'"),
-    ({"reference": "a", "settings": [{"name": "a", "num_inference_step": 4}]},
-     r"\['num_inference_step'\] are not keys"),
-    ({"reference": "a", "settings": [{"name": "a"}, {"name": "a"}]}, "unique"),
-    ({"reference": "a", "settings": [{"name": "a", "overlays": ["missing.json"]}]}, "missing.json: no such config"),
-])
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        ({"reference": "x", "settings": [{"name": "a"}]}, "'reference' is 'x'"),
+        (
+            {"reference": "a", "settings": [{"name": "a", "num_inference_step": 4}]},
+            r"\['num_inference_step'\] are not keys",
+        ),
+        ({"reference": "a", "settings": [{"name": "a"}, {"name": "a"}]}, "unique"),
+        ({"reference": "a", "settings": [{"name": "a", "overlays": ["missing.json"]}]}, "missing.json: no such config"),
+    ],
+)
 def test_bad_settings_are_refused_before_any_work(benchmark, tmp_path, grid, message):
     from pathosynth.errors import UserInputError
     from pathosynth.evaluation.sampler_benchmark import sampler_benchmark

@@ -34,8 +34,16 @@ def acdc_lists(acdc_phantom_dir, tmp_path):
     train = [c for c in cases if c["patient"] != "patient004"]
     export_datalist([("train", train)], tmp_path / "train.json")
     export_datalist([("test", [c for c in cases if c["patient"] == "patient004"])], tmp_path / "test.json")
-    synthetic = [{"image": c["image"], "label": c["label"], "source_image": c["image"], "case_id": f"{c['case_id']}_syn00",
-                  "provenance": "provenance/none.json"} for c in train[:2]]
+    synthetic = [
+        {
+            "image": c["image"],
+            "label": c["label"],
+            "source_image": c["image"],
+            "case_id": f"{c['case_id']}_syn00",
+            "provenance": "provenance/none.json",
+        }
+        for c in train[:2]
+    ]
     (tmp_path / "synthetic.json").write_text(json.dumps({"training": synthetic}))
     return {name: str(tmp_path / f"{name}.json") for name in ("train", "test", "synthetic")}
 
@@ -46,19 +54,31 @@ def _log(proc) -> str:
 
 # --- (a) ACDC + UNet -----------------------------------------------------------------------------------------------
 
+
 def test_acdc_unet_run_scores_rv_myocardium_lv(acdc_lists, tmp_path):
     out = tmp_path / "seg"
-    run_bundle("run", "downstream_segmentation", ["train.json", *ACDC_UNET_SMOKE],
-               {"train_datalists": json.dumps([acdc_lists["train"], acdc_lists["synthetic"]]), "test_datalist": acdc_lists["test"],
-                "output_dir": str(out)})
+    run_bundle(
+        "run",
+        "downstream_segmentation",
+        ["train.json", *ACDC_UNET_SMOKE],
+        {
+            "train_datalists": json.dumps([acdc_lists["train"], acdc_lists["synthetic"]]),
+            "test_datalist": acdc_lists["test"],
+            "output_dir": str(out),
+        },
+    )
     scores = json.loads((out / "scores.json").read_text())
     assert scores["classes"] == ["RV", "myocardium", "LV"] and set(scores["summary"]) == {"RV", "myocardium", "LV"}
     assert scores["network"] == "UNet (MONAI, 2D)" and scores["augment"] is True
     assert [c["case_id"] for c in scores["cases"]] == ["test_patient004_frame01", "test_patient004_frame14"]
     saved = torch.load(out / "segmenter.pt", weights_only=True)
     assert saved["metadata"]["labels"] == ACDC_LABELS and saved["metadata"]["network"] == "UNet (MONAI, 2D)"
-    assert saved["network"]["model.2.1.conv.unit0.conv.weight"].shape[0] == 4  # MONAI UNet's output layer, one map per label
-    inference = ConfigParser()  # inference.json + the same overlays loads the checkpoint; without unet.json it is refused
+    assert (
+        saved["network"]["model.2.1.conv.unit0.conv.weight"].shape[0] == 4
+    )  # MONAI UNet's output layer, one map per label
+    inference = (
+        ConfigParser()
+    )  # inference.json + the same overlays loads the checkpoint; without unet.json it is refused
     inference.read_config([str(CONFIGS / c) for c in ["inference.json", *ACDC_UNET_SMOKE]])
     inference.update({"ckpt_dir": str(out), "datalist": acdc_lists["test"]})
     assert isinstance(inference.get_parsed_content("network"), UNet)
@@ -73,7 +93,11 @@ def test_unet_overlay_derives_channels_and_keeps_one_loss():
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / c) for c in ["train.json", *ACDC_UNET_SMOKE]])
     network = parser.get_parsed_content("network_def")
-    assert isinstance(network, UNet) and list(network.channels) == [8, 16, 32, 32, 32] and list(network.strides) == [2, 2, 2, 2]
+    assert (
+        isinstance(network, UNet)
+        and list(network.channels) == [8, 16, 32, 32, 32]
+        and list(network.strides) == [2, 2, 2, 2]
+    )
     assert network.out_channels == 4 and network.num_res_units == 2
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / c) for c in ["train.json", "unet.json"]])
@@ -85,13 +109,16 @@ def test_unet_overlay_derives_channels_and_keeps_one_loss():
 
 # --- (b) the classic-augmentation switch ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("augment", [True, "true", False, "false", "False"])
 def test_augment_switch_drops_only_the_classic_augmentation(augment):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / c) for c in ["train.json", "smoke.json"]])
     parser["augment"] = augment
     names = [type(t).__name__ for t in parser.get_parsed_content("train#augmentation").transforms]
-    assert names[:2] == ["RandCropByLabelClassesd", "SqueezeDimd"] and names[-1] == "SelectItemsd"  # slices are still drawn
+    assert (
+        names[:2] == ["RandCropByLabelClassesd", "SqueezeDimd"] and names[-1] == "SelectItemsd"
+    )  # slices are still drawn
     assert (CLASSIC <= set(names)) is as_flag(augment) and (CLASSIC & set(names) == set()) is (not as_flag(augment))
 
 
@@ -102,6 +129,7 @@ def test_augment_flag_refuses_a_typo():
 
 
 # --- (c) the random rectangle mask ---------------------------------------------------------------------------------
+
 
 def test_rectangle_mask_fills_inside_keeps_outside_and_is_seeded():
     image = torch.rand(1, 48, 40) + 1.0  # never equal to the fill value
@@ -123,6 +151,7 @@ def test_rectangle_mask_fills_inside_keeps_outside_and_is_seeded():
 
 # --- (e) the masked loss -------------------------------------------------------------------------------------------
 
+
 def test_masked_loss_ignores_errors_outside_the_mask():
     target = torch.randn(2, 1, 16, 16)
     mask = torch.zeros(2, 1, 16, 16)
@@ -140,23 +169,41 @@ def test_masked_loss_ignores_errors_outside_the_mask():
 
 # --- (d) pretraining, then fine-tuning from its weights ------------------------------------------------------------
 
+
 def test_context_encoder_pretraining_then_fine_tuning(acdc_lists, tmp_path):
     pre = tmp_path / "pretrain"
-    run_bundle("training", "downstream_segmentation", ["pretrain_context_encoder.json", *ACDC_UNET_SMOKE],
-               {"train_datalists": json.dumps([acdc_lists["synthetic"], acdc_lists["train"]]), "output_dir": str(pre)})
+    run_bundle(
+        "training",
+        "downstream_segmentation",
+        ["pretrain_context_encoder.json", *ACDC_UNET_SMOKE],
+        {"train_datalists": json.dumps([acdc_lists["synthetic"], acdc_lists["train"]]), "output_dir": str(pre)},
+    )
     weights = torch.load(pre / "context_encoder.pt", weights_only=True)
     assert weights["metadata"]["network"] == "UNet (MONAI, 2D)" and (pre / "context_encoder_latest.pt").exists()
     assert weights["network"]["model.2.1.conv.unit0.conv.weight"].shape[0] == 1  # one reconstructed channel
 
     out = tmp_path / "finetune"
-    proc = run_bundle("run", "downstream_segmentation", ["train.json", *ACDC_UNET_SMOKE],
-                      {"train_datalists": json.dumps([acdc_lists["train"]]), "test_datalist": acdc_lists["test"], "output_dir": str(out),
-                       "init_weights": str(pre / "context_encoder.pt"), "augment": "false"})
+    proc = run_bundle(
+        "run",
+        "downstream_segmentation",
+        ["train.json", *ACDC_UNET_SMOKE],
+        {
+            "train_datalists": json.dumps([acdc_lists["train"]]),
+            "test_datalist": acdc_lists["test"],
+            "output_dir": str(out),
+            "init_weights": str(pre / "context_encoder.pt"),
+            "augment": "false",
+        },
+    )
     log = _log(proc)
-    assert "loaded 57 of the network's 61 tensors; skipped 4" in log and "model.2.0.conv.weight" in log  # only the output layer
+    assert (
+        "loaded 57 of the network's 61 tensors; skipped 4" in log and "model.2.0.conv.weight" in log
+    )  # only the output layer
     scores = json.loads((out / "scores.json").read_text())
     assert scores["augment"] is False and scores["init_weights"] == str(pre / "context_encoder.pt")
-    assert torch.load(out / "segmenter.pt", weights_only=True)["metadata"]["init_weights"]["path"] == str(pre / "context_encoder.pt")
+    assert torch.load(out / "segmenter.pt", weights_only=True)["metadata"]["init_weights"]["path"] == str(
+        pre / "context_encoder.pt"
+    )
 
 
 def _save_weights(network, path):
@@ -185,7 +232,9 @@ def test_init_weights_errors_name_the_file_and_resume_wins(tmp_path):
     network = UNet(2, 1, 4, [4, 8, 8], [2, 2], num_res_units=1)
     optimizer = torch.optim.SGD(network.parameters(), lr=0.1)
     with pytest.raises(FileNotFoundError, match="missing_context_encoder.pt"):
-        ResumableCheckpoint(tmp_path, "segmenter", network, optimizer, init_weights=tmp_path / "missing_context_encoder.pt")
+        ResumableCheckpoint(
+            tmp_path, "segmenter", network, optimizer, init_weights=tmp_path / "missing_context_encoder.pt"
+        )
     with pytest.raises(FileNotFoundError, match="gone.pt"):
         load_matching_weights(network, tmp_path / "gone.pt")
     torch.save({"network": {"other.weight": torch.zeros(3)}}, tmp_path / "foreign.pt")
@@ -196,11 +245,20 @@ def test_init_weights_errors_name_the_file_and_resume_wins(tmp_path):
     _save_weights(init, tmp_path / "init.pt")
     fresh = ResumableCheckpoint(tmp_path / "fresh", "segmenter", network, optimizer, init_weights=tmp_path / "init.pt")
     fresh.load(Engine(lambda engine, batch: None))
-    assert torch.equal(network.state_dict()["model.0.conv.unit0.conv.weight"], init.state_dict()["model.0.conv.unit0.conv.weight"])
+    assert torch.equal(
+        network.state_dict()["model.0.conv.unit0.conv.weight"], init.state_dict()["model.0.conv.unit0.conv.weight"]
+    )
 
     own = UNet(2, 1, 4, [4, 8, 8], [2, 2], num_res_units=1)  # a run's own latest state: resuming must not take the init
-    torch.save({"network": own.state_dict(), "optimizer": torch.optim.SGD(own.parameters(), lr=0.1).state_dict(), "epoch": 3,
-                "iteration": 6}, tmp_path / "segmenter_latest.pt")
+    torch.save(
+        {
+            "network": own.state_dict(),
+            "optimizer": torch.optim.SGD(own.parameters(), lr=0.1).state_dict(),
+            "epoch": 3,
+            "iteration": 6,
+        },
+        tmp_path / "segmenter_latest.pt",
+    )
     resumed = ResumableCheckpoint(tmp_path, "segmenter", network, optimizer, init_weights=tmp_path / "init.pt")
     engine = Engine(lambda engine, batch: None)
     resumed.load(engine)

@@ -22,13 +22,22 @@ def _method(phantom_dir, out, noise_sd):
         noisy[lesion] += np.random.default_rng(0).normal(0, noise_sd, int(lesion.sum()))
         write_nifti_like(out / f"{case['case_id']}.nii.gz", noisy, image_ref)
         write_nifti_like(out / f"{case['case_id']}_label.nii.gz", label, label_ref)
-        entries.append({"image": f"{case['case_id']}.nii.gz", "label": f"{case['case_id']}_label.nii.gz", "source_image": case["image"]})
+        entries.append(
+            {
+                "image": f"{case['case_id']}.nii.gz",
+                "label": f"{case['case_id']}_label.nii.gz",
+                "source_image": case["image"],
+            }
+        )
     write_json(out / "datalist.json", {"training": entries})
     return out / "datalist.json"
 
 
 def test_less_noise_ranks_higher_and_background_is_identical(phantom_dir, tmp_path):
-    methods = {"faithful": _method(phantom_dir, tmp_path / "a", 2.0), "noisy": _method(phantom_dir, tmp_path / "b", 30.0)}
+    methods = {
+        "faithful": _method(phantom_dir, tmp_path / "a", 2.0),
+        "noisy": _method(phantom_dir, tmp_path / "b", 30.0),
+    }
     summary = similarity_report(methods, tmp_path / "report")
     for region in ("MI", "PMO", "all lesions"):
         assert summary["faithful"][region]["psnr"]["mean"] > summary["noisy"][region]["psnr"]["mean"] + 10

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import monai
 import pytest
+
 from conftest import BUNDLES, ROOT, run_bundle
 from pathosynth.data import DatasetError
 from pathosynth.errors import UserInputError, user_error_in
@@ -43,20 +44,33 @@ def _last_line(text: str) -> str:
 
 
 def test_legitimate_overrides_pass():
-    assert _problems(roi_size=[48, 48, 8], max_steps=4, learning_rate=1, amp="false", datalist="/d/list.json",
-                     unet_channels=[8, 16], labels={"MI": 2}, ckpt_dir="/tmp/c",
-                     **{"optimizer#lr": 0.1, "optimizer#eps": 1e-3, "train#batch#size": 4}) == []
+    assert (
+        _problems(
+            roi_size=[48, 48, 8],
+            max_steps=4,
+            learning_rate=1,
+            amp="false",
+            datalist="/d/list.json",
+            unet_channels=[8, 16],
+            labels={"MI": 2},
+            ckpt_dir="/tmp/c",
+            **{"optimizer#lr": 0.1, "optimizer#eps": 1e-3, "train#batch#size": 4},
+        )
+        == []
+    )
     # expressions are not typed, a null default takes anything, None is not applied by monai.bundle run
     assert _problems(amp=True, max_steps="$10 * 4", roi_size="@other", datalist=[1, 2], no_such_key=None) == []
 
 
 def test_misspelt_key_names_the_closest_known_key():
     assert _problems(roi_sise=[48, 48, 10]) == [
-        "--roi_sise is not a config key (not in train.json); did you mean --roi_size?"]
+        "--roi_sise is not a config key (not in train.json); did you mean --roi_size?"
+    ]
     assert "did you mean --train#batch#size?" in _problems(**{"train#batch#sise": 4})[0]
     # a component argument its target does not take: named with the target's closest arguments
     assert _problems(**{"optimizer#l": 0.1}) == [
-        "--optimizer#l: torch.optim.Adam has no argument 'l'; did you mean --optimizer#lr?"]
+        "--optimizer#l: torch.optim.Adam has no argument 'l'; did you mean --optimizer#lr?"
+    ]
 
 
 def test_wrong_type_or_length_names_key_form_and_value():
@@ -68,12 +82,14 @@ def test_wrong_type_or_length_names_key_form_and_value():
     assert _problems(amp="maybe") == ["--amp expects true or false like its default False, got 'maybe'"]
     assert _problems(learning_rate="fast") == ["--learning_rate expects a number like its default 0.0001, got 'fast'"]
     assert _problems(unet_channels=[8, "a"]) == [
-        "--unet_channels expects a list of integers like its default [64, 128, 256], got [8, 'a']"]
+        "--unet_channels expects a list of integers like its default [64, 128, 256], got [8, 'a']"
+    ]
     assert _problems(labels=3) == ["--labels expects a dict like its default {'MI': 3}, got 3"]
     three_d = {"spatial_dims": 3, "image_size": [32, 32]}  # a 2-D smoke size under volumes_3d.json's spatial_dims
     assert override_problems(three_d, {"image_size": [16, 16, 8]}) == []
     assert override_problems(three_d, {"image_size": [16]}) == [
-        "--image_size expects 2 entries like its default [32, 32] or one per spatial dimension (spatial_dims 3), got [16]"]
+        "--image_size expects 2 entries like its default [32, 32] or one per spatial dimension (spatial_dims 3), got [16]"
+    ]
 
 
 def test_every_workflow_checks_its_command_line_first():
@@ -82,16 +98,41 @@ def test_every_workflow_checks_its_command_line_first():
     files = sorted(BUNDLES.glob("*/configs/**/*.json"))
     workflows = {f: json.loads(f.read_text())["initialize"] for f in files if '"initialize"' in f.read_text()}
     assert len(workflows) > 30
-    assert {str(f.relative_to(BUNDLES)): steps[0] for f, steps in workflows.items()
-            if steps[0] != "$pathosynth.options.check_overrides()"} == {}
+    assert {
+        str(f.relative_to(BUNDLES)): steps[0]
+        for f, steps in workflows.items()
+        if steps[0] != "$pathosynth.options.check_overrides()"
+    } == {}
 
 
 def test_command_line_is_read_as_monai_bundle_run_reads_it():
     main = str(Path(monai.__file__).parent / "bundle" / "__main__.py")  # sys.argv[0] of python -m monai.bundle
-    parsed = bundle_command_line([main, "run", "training", "--config_file", "['a.json','b.json']", "--roi_size", "[48,48]",
-                                  "--max_steps=abc", "--amp", "--seed", "-1"])
-    assert parsed == {"command": "run", "args": {"run_id": "training", "config_file": ["a.json", "b.json"],
-                                                 "roi_size": [48, 48], "max_steps": "abc", "amp": True, "seed": -1}}
+    parsed = bundle_command_line(
+        [
+            main,
+            "run",
+            "training",
+            "--config_file",
+            "['a.json','b.json']",
+            "--roi_size",
+            "[48,48]",
+            "--max_steps=abc",
+            "--amp",
+            "--seed",
+            "-1",
+        ]
+    )
+    assert parsed == {
+        "command": "run",
+        "args": {
+            "run_id": "training",
+            "config_file": ["a.json", "b.json"],
+            "roi_size": [48, 48],
+            "max_steps": "abc",
+            "amp": True,
+            "seed": -1,
+        },
+    }
     assert bundle_command_line(["pytest", "run", "--x", "1"]) is None  # not a bundle run: nothing is checked
     assert bundle_command_line([main, "verify_metadata", "--x", "1"]) is None
 
@@ -125,8 +166,12 @@ def test_failed_process_ends_with_the_message(debug):
     assert proc.returncode == 1
     assert _last_line(proc.stderr) == "pathosynth: error: roi_size must have 3 entries"
     assert ("RuntimeError: Failed to evaluate ConfigExpression" in proc.stderr) is debug  # the traceback only to debug
-    bug = subprocess.run([sys.executable, "-c", "import pathosynth; raise KeyError('a bug')"],
-                         capture_output=True, text=True, check=False)
+    bug = subprocess.run(
+        [sys.executable, "-c", "import pathosynth; raise KeyError('a bug')"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert _last_line(bug.stderr) == "KeyError: 'a bug'"  # a bug keeps its traceback
     assert "pathosynth: error" not in bug.stderr
 
@@ -140,20 +185,24 @@ def _smoke(bundle: str, overrides: dict, tmp_path, configs=("train.json",), npro
 def test_bundle_run_refuses_a_misspelt_override_before_work(phantom_dir, tmp_path):
     proc = _smoke("lesion_inpainting", {"dataset_dir": phantom_dir, "roi_sise": "[48,48,10]"}, tmp_path)
     assert proc.returncode != 0
-    assert _last_line(proc.stderr) == ("pathosynth: error: --roi_sise is not a config key (not in train.json, smoke.json); "
-                                       "did you mean --roi_size?")
+    assert _last_line(proc.stderr) == (
+        "pathosynth: error: --roi_sise is not a config key (not in train.json, smoke.json); did you mean --roi_size?"
+    )
     assert "Traceback" not in proc.stderr and not (tmp_path / "ckpt").exists()
 
 
 @pytest.mark.slow
 def test_bundle_run_names_wrong_length_and_type(phantom_dir, tmp_path):
     """lesion_mask_diffusion aborted with rc 134 inside torch on --roi_size [48,48]."""
-    proc = _smoke("lesion_mask_diffusion", {"dataset_dir": phantom_dir, "roi_size": "[48,48]", "max_steps": "abc"}, tmp_path)
+    proc = _smoke(
+        "lesion_mask_diffusion", {"dataset_dir": phantom_dir, "roi_size": "[48,48]", "max_steps": "abc"}, tmp_path
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-3:] == [
         "pathosynth: error: 2 command-line overrides are wrong:",
         "  --roi_size expects 3 entries like its default [72, 72, 10], got [48, 48]",
-        "  --max_steps expects an integer like its default 4, got 'abc'"]  # smoke.json's max_steps is the default here
+        "  --max_steps expects an integer like its default 4, got 'abc'",
+    ]  # smoke.json's max_steps is the default here
 
 
 @pytest.mark.slow
@@ -169,8 +218,13 @@ def test_bundle_run_on_bad_data_ends_with_the_dataset_message(tmp_path):
 @pytest.mark.slow
 def test_torchrun_summary_shows_the_message(phantom_dir, tmp_path):
     """Under torchrun every rank stops at the same check; the launcher's failure summary carries the message."""
-    proc = _smoke("lesion_inpainting", {"dataset_dir": phantom_dir, "roi_sise": "[48,48,10]"}, tmp_path,
-                  configs=("train.json", "multi_gpu_train.json"), nproc=2)
+    proc = _smoke(
+        "lesion_inpainting",
+        {"dataset_dir": phantom_dir, "roi_sise": "[48,48,10]"},
+        tmp_path,
+        configs=("train.json", "multi_gpu_train.json"),
+        nproc=2,
+    )
     assert proc.returncode != 0
     message = "pathosynth: error: --roi_sise is not a config key"
     assert f"traceback : {message}" in proc.stderr and "To enable traceback" not in proc.stderr
@@ -178,7 +232,12 @@ def test_torchrun_summary_shows_the_message(phantom_dir, tmp_path):
 
 @pytest.mark.slow
 def test_cli_ends_with_the_message(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pathosynth.cli", "validate", "--dataset_dir", str(tmp_path)],
-                          capture_output=True, text=True, check=False, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pathosynth.cli", "validate", "--dataset_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
     assert proc.returncode == 1
     assert _last_line(proc.stderr).startswith(f"pathosynth: error: dataset_dir {tmp_path} matches no known layout")

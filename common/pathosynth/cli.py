@@ -36,7 +36,9 @@ def phantom(out_dir: str, n_normal: int = 4, n_pathological: int = 8, seed: int 
     """Write EMIDEC-like synthetic cases (the embedded demo data) in the EMIDEC layout."""
     from .data.phantom import generate_emidec_like_dataset
 
-    ids = generate_emidec_like_dataset(out_dir, n_normal=n_normal, n_pathological=n_pathological, seed=seed, in_plane=in_plane)
+    ids = generate_emidec_like_dataset(
+        out_dir, n_normal=n_normal, n_pathological=n_pathological, seed=seed, in_plane=in_plane
+    )
     return f"{len(ids)} cases in {out_dir}"
 
 
@@ -112,8 +114,13 @@ def mask_report(out_dir: str, sources=(), labels=None, title: str = "Lesion mask
     return f"report in {out_dir}/mask_realism.md"
 
 
-def similarity_report(out_dir: str, sources=(), labels=None, classes=("MI", "PMO"),
-                      title: str = "Synthetic vs real: lesion-region similarity") -> str:
+def similarity_report(
+    out_dir: str,
+    sources=(),
+    labels=None,
+    classes=("MI", "PMO"),
+    title: str = "Synthetic vs real: lesion-region similarity",
+) -> str:
     """LeFusion Tab. 2: lesion-region PSNR/SSIM of each method's synthetic cases against their real sources.
     ``sources``: a list of {"name": METHOD, "datalist": SYNTHETIC_DATALIST}; writes similarity.md/.json/.png."""
     from .evaluation import similarity_report as report
@@ -189,9 +196,17 @@ def report(results_json: str, out: str | None = None) -> str:
     return write_report(results_json, out)
 
 
-def sampler_benchmark(out_dir: str, dataset_dir: str | None = None, ckpt_dir: str | None = None, overlays=(),
-                      settings: str | None = None, seeds=(0, 1), max_cases: int | None = None, patch_size: int = 32,
-                      datalist: str | None = None) -> str:
+def sampler_benchmark(
+    out_dir: str,
+    dataset_dir: str | None = None,
+    ckpt_dir: str | None = None,
+    overlays=(),
+    settings: str | None = None,
+    seeds=(0, 1),
+    max_cases: int | None = None,
+    patch_size: int = 32,
+    datalist: str | None = None,
+) -> str:
     """lesion_inpainting: re-synthesise the pathological cases of DATASET_DIR with each sampler setting (default grid:
     the paper's 300/(5,5) = 1,480 calls per crop as the reference, 300/(2,2) = 598, and few-step candidates; or
     --settings FILE.json) and write OUT/sampler_benchmark.json, .md and .png: lesion PSNR/SSIM per class, KID of lesion
@@ -205,13 +220,13 @@ def sampler_benchmark(out_dir: str, dataset_dir: str | None = None, ckpt_dir: st
     if ckpt_dir is None:
         raise SystemExit("sampler_benchmark needs --ckpt_dir (the folder of the trained lesion_inpainting model)")
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-    path = run(out_dir, dataset_dir, ckpt_dir, _as_list(overlays), settings, seeds, max_cases, patch_size,
-               datalist=datalist)
+    path = run(
+        out_dir, dataset_dir, ckpt_dir, _as_list(overlays), settings, seeds, max_cases, patch_size, datalist=datalist
+    )
     return f"report: {path.with_suffix('.md')}"
 
 
-def sampler_benchmark_study(out_dir: str, dataset_dir: str, scale: str = "sampler_cpu",
-                            jobs: int | None = None) -> str:
+def sampler_benchmark_study(out_dir: str, dataset_dir: str, scale: str = "sampler_cpu", jobs: int | None = None) -> str:
     """Issue 18's measurement in one command: split DATASET_DIR by case, train LeFusion-J and the clean-context variant
     on the training cases, benchmark the samplers on the held-out pathological cases into OUT_DIR/benchmark/;
     resumable (rerun the same command). ``scale``: sampler_cpu, sampler_ci, or a scale JSON file."""
@@ -243,8 +258,16 @@ def gather_list_flags(argv: list[str], names=("seeds", "overlays")) -> list[str]
     return rest
 
 
-def reference_guidance_grid(out_png: str, dataset_dir: str, ckpt_dir: str, factors=(2, 4, 8, 16), stop_steps=None,
-                            seeds=(0, 1, 2), configs=("inference.json",), overrides=None) -> str:
+def reference_guidance_grid(
+    out_png: str,
+    dataset_dir: str,
+    ckpt_dir: str,
+    factors=(2, 4, 8, 16),
+    stop_steps=None,
+    seeds=(0, 1, 2),
+    configs=("inference.json",),
+    overrides=None,
+) -> str:
     """reference_guided_ddpm: samples for anatomy low-pass factors N_s (rows) x stop steps a_s (columns), with the
     distance-to-reference / diversity numbers beside the PNG (how N_s and a_s trade fidelity for diversity)."""
     from .evaluation.guidance_grid import guidance_grid
@@ -309,12 +332,27 @@ def main() -> None:
         sys.argv[1:] = gather_list_flags(sys.argv[1:])
     sys.argv[1:] = merge_repeated_flags(sys.argv[1:])
 
-    fire.Fire({"phantom": phantom, "phantom_acdc": phantom_acdc, "validate": validate, "network_evaluations": network_evaluations, "pack": pack,
-               "export": export, "mask_report": mask_report, "similarity_report": similarity_report,
-               "split": split, "lefusion_study": lefusion_study, "fqcdm_study": fqcdm_study,
-               "emit_diff_study": emit_diff_study, "reference_guided_study": reference_guided_study,
-               "reference_guidance_grid": reference_guidance_grid, "report": report,
-               "sampler_benchmark": sampler_benchmark, "sampler_benchmark_study": sampler_benchmark_study})
+    fire.Fire(
+        {
+            "phantom": phantom,
+            "phantom_acdc": phantom_acdc,
+            "validate": validate,
+            "network_evaluations": network_evaluations,
+            "pack": pack,
+            "export": export,
+            "mask_report": mask_report,
+            "similarity_report": similarity_report,
+            "split": split,
+            "lefusion_study": lefusion_study,
+            "fqcdm_study": fqcdm_study,
+            "emit_diff_study": emit_diff_study,
+            "reference_guided_study": reference_guided_study,
+            "reference_guidance_grid": reference_guidance_grid,
+            "report": report,
+            "sampler_benchmark": sampler_benchmark,
+            "sampler_benchmark_study": sampler_benchmark_study,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,11 @@ def _hook(exc_type, exc, tb, previous=None):
     if _debug():
         previous(exc_type, exc, tb)
     else:
-        print(f"pathosynth: the run stopped on bad input ({type(error).__name__}); "
-              f"set {DEBUG_ENV}=1 for the full traceback", file=sys.stderr)
+        print(
+            f"pathosynth: the run stopped on bad input ({type(error).__name__}); "
+            f"set {DEBUG_ENV}=1 for the full traceback",
+            file=sys.stderr,
+        )
     print(message, file=sys.stderr, flush=True)
     _write_elastic_error_file(message)
 

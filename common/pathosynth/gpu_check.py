@@ -43,17 +43,35 @@ def smoke_plans(data: dict[str, Path]) -> dict[str, dict]:
     return {
         "lesion_inpainting": {"train": [("train.json", emidec)], "infer": {**emidec, **one}},
         "lesion_mask_diffusion": {"train": [("train.json", emidec)], "infer": {**emidec, **one}},
-        "reference_guided_ddpm": {"train": [("train.json", emidec)],
-                                  "infer": {**emidec, **one, "num_samples_per_case": 1}},
-        "label_guided_latent_diffusion": {"train": [("train_autoencoder.json", acdc), ("train_diffusion.json", acdc)],
-                                          "infer": {**acdc, **one}},
-        "text_edge_controlnet": {"train": [("train_diffusion.json", acdc), ("train_controlnet.json", acdc)],
-                                 "infer": {**acdc, **one, "num_samples_per_case": 1}},
-        "class_conditional_ddpm": {"train": [("train.json", {"dataset_dir": data["npz"]})],
-                                   "infer": {"num_per_class": 1, "preview_per_class": 1}},
-        "downstream_segmentation": {"workflow": "run", "infer": None, "train": [("train.json", {
-            "train_datalists": [str(split / "train_pathological.json"), str(split / "train_normal.json")],
-            "test_datalist": split / "test.json"})]},
+        "reference_guided_ddpm": {
+            "train": [("train.json", emidec)],
+            "infer": {**emidec, **one, "num_samples_per_case": 1},
+        },
+        "label_guided_latent_diffusion": {
+            "train": [("train_autoencoder.json", acdc), ("train_diffusion.json", acdc)],
+            "infer": {**acdc, **one},
+        },
+        "text_edge_controlnet": {
+            "train": [("train_diffusion.json", acdc), ("train_controlnet.json", acdc)],
+            "infer": {**acdc, **one, "num_samples_per_case": 1},
+        },
+        "class_conditional_ddpm": {
+            "train": [("train.json", {"dataset_dir": data["npz"]})],
+            "infer": {"num_per_class": 1, "preview_per_class": 1},
+        },
+        "downstream_segmentation": {
+            "workflow": "run",
+            "infer": None,
+            "train": [
+                (
+                    "train.json",
+                    {
+                        "train_datalists": [str(split / "train_pathological.json"), str(split / "train_normal.json")],
+                        "test_datalist": split / "test.json",
+                    },
+                )
+            ],
+        },
     }
 
 
@@ -94,8 +112,12 @@ def _bundle_run(workflow: str, configs: Sequence[Path], overrides: dict, cwd: Pa
         ok, tail = proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     except subprocess.TimeoutExpired:
         ok, tail = False, f"timed out after {timeout:.0f} s"
-    step = {"workflow": workflow, "configs": [c.name for c in configs],
-            "seconds": round(time.perf_counter() - start, 2), "ok": ok}
+    step = {
+        "workflow": workflow,
+        "configs": [c.name for c in configs],
+        "seconds": round(time.perf_counter() - start, 2),
+        "ok": ok,
+    }
     if overrides.get("amp"):
         step["amp"] = True
     if not ok:
@@ -111,14 +133,23 @@ def check_bundle(bundle: str, plan: dict, work: Path, amp: bool, timeout: float)
     for config, overrides in plan["train"]:
         extra = {"amp": True} if amp and _has_key(configs / config, "amp") else {}
         where = {"output_dir": ckpt} if workflow == "run" else {"ckpt_dir": ckpt, "output_dir": ckpt / "logs"}
-        steps.append(_bundle_run(workflow, [configs / config, configs / "smoke.json"], {**overrides, **where, **extra},
-                                 work, timeout))
+        steps.append(
+            _bundle_run(
+                workflow, [configs / config, configs / "smoke.json"], {**overrides, **where, **extra}, work, timeout
+            )
+        )
         if not steps[-1]["ok"]:
             break
     if plan["infer"] is not None and all(s["ok"] for s in steps):
-        steps.append(_bundle_run("inference", [configs / "inference.json", configs / "smoke.json"],
-                                 {**plan["infer"], "ckpt_dir": ckpt, "output_dir": work / "synthetic" / bundle}, work,
-                                 timeout))
+        steps.append(
+            _bundle_run(
+                "inference",
+                [configs / "inference.json", configs / "smoke.json"],
+                {**plan["infer"], "ckpt_dir": ckpt, "output_dir": work / "synthetic" / bundle},
+                work,
+                timeout,
+            )
+        )
     return {"ok": all(s["ok"] for s in steps), "seconds": round(sum(s["seconds"] for s in steps), 2), "steps": steps}
 
 
@@ -134,8 +165,9 @@ def lesion_network_forward(device: torch.device, paper_size: bool, amp: bool, re
     network = parser.get_parsed_content("network_def").to(device).eval()
     batch, roi = int(parser["batch_size"]), list(parser["roi_size"])
     channels = list(parser["network_def"]["channels"])
-    in_channels, out_channels = (int(parser.get_parsed_content(f"network_def#{key}"))
-                                 for key in ("in_channels", "out_channels"))
+    in_channels, out_channels = (
+        int(parser.get_parsed_content(f"network_def#{key}")) for key in ("in_channels", "out_channels")
+    )
     images = torch.randn(batch, in_channels, *roi, device=device)
     timesteps = torch.randint(0, int(parser["num_train_timesteps"]), (batch,), device=device)
     cuda = device.type == "cuda"
@@ -152,15 +184,24 @@ def lesion_network_forward(device: torch.device, paper_size: bool, amp: bool, re
                 torch.cuda.synchronize(device)
             seconds.append(time.perf_counter() - start)
     assert tuple(out.shape) == (batch, out_channels, *roi), out.shape
-    return {"channels": channels, "paper_size": paper_size and channels == PAPER_LESION_CHANNELS, "batch_size": batch,
-            "input_shape": list(images.shape), "amp": amp and cuda,
-            "forward_seconds": round(float(np.median(seconds[1:])), 4),
-            "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None,
-            "parameters": sum(p.numel() for p in network.parameters())}
+    return {
+        "channels": channels,
+        "paper_size": paper_size and channels == PAPER_LESION_CHANNELS,
+        "batch_size": batch,
+        "input_shape": list(images.shape),
+        "amp": amp and cuda,
+        "forward_seconds": round(float(np.median(seconds[1:])), 4),
+        "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if cuda else None,
+        "parameters": sum(p.numel() for p in network.parameters()),
+    }
 
 
-def main(output: str = "gpu_check.json", bundles: str | Sequence[str] | None = None, work_dir: str | None = None,
-         timeout: float = 600) -> int:
+def main(
+    output: str = "gpu_check.json",
+    bundles: str | Sequence[str] | None = None,
+    work_dir: str | None = None,
+    timeout: float = 600,
+) -> int:
     """Run the check and write ``output``; returns (and exits with) 1 when any run failed."""
     import monai
 
@@ -191,9 +232,14 @@ def main(output: str = "gpu_check.json", bundles: str | Sequence[str] | None = N
         "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or platform.machine()})",
         "cuda": cuda,
         "scale": "smoke runs; paper-size lesion network" if cuda else "smoke runs and smoke-size network (no GPU)",
-        "amp": cuda, "torch": torch.__version__, "monai": monai.__version__, "python": platform.python_version(),
-        "cuda_version": torch.version.cuda, "seconds": round(time.perf_counter() - start, 1),
-        "bundles": results, "lesion_network": network,
+        "amp": cuda,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "cuda_version": torch.version.cuda,
+        "seconds": round(time.perf_counter() - start, 1),
+        "bundles": results,
+        "lesion_network": network,
     }
     write_json(output, report)
     print(f"{'ok' if report['ok'] else 'FAILED'}: {output} ({report['seconds']} s on {report['device']})", flush=True)

@@ -259,8 +259,12 @@ def _form_problem(default, value) -> str | None:
     kind = _kind(default)
     if kind is None or _is_expression(default) or _is_expression(value):
         return None
-    per_axis = kind in ("int", "float") and isinstance(value, (list, tuple)) and bool(value) and all(
-        _fits(kind, v) for v in value)  # MONAI's "a number, or one per spatial dimension" (e.g. a factor per axis)
+    per_axis = (
+        kind in ("int", "float")
+        and isinstance(value, (list, tuple))
+        and bool(value)
+        and all(_fits(kind, v) for v in value)
+    )  # MONAI's "a number, or one per spatial dimension" (e.g. a factor per axis)
     if not (_fits(kind, value) or per_axis):
         return f"expects {_FORM[kind]} like its default {default!r}"
     if kind != "list":

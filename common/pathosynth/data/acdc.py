@@ -17,7 +17,13 @@ from pathlib import Path
 from .errors import DatasetError
 
 ACDC_LABELS = {"background": 0, "RV": 1, "myocardium": 2, "LV": 3}
-ACDC_GROUPS = ("NOR", "DCM", "HCM", "MINF", "RV")  # normal, dilated / hypertrophic cardiomyopathy, infarction, abnormal RV
+ACDC_GROUPS = (
+    "NOR",
+    "DCM",
+    "HCM",
+    "MINF",
+    "RV",
+)  # normal, dilated / hypertrophic cardiomyopathy, infarction, abnormal RV
 ACDC_LAYOUT = "patientXXX/patientXXX_frameYY.nii.gz + patientXXX/patientXXX_frameYY_gt.nii.gz + patientXXX/Info.cfg"
 
 _FRAME_FILE = re.compile(r"^(?P<stem>.+)_frame(?P<frame>\d+)(?P<gt>_gt)?\.nii(?P<gz>\.gz)?$")
@@ -90,7 +96,9 @@ def discover_acdc(dataset_dir: str | os.PathLike) -> list[dict]:
         raise DatasetError(f"dataset_dir {root} does not exist or is not a directory (ACDC layout: {ACDC_LAYOUT})")
     folders = _patient_dirs(root)
     if not folders:
-        raise DatasetError(f"dataset_dir {root} holds no ACDC patient folders (expected {ACDC_LAYOUT}){_hint_nested(root)}")
+        raise DatasetError(
+            f"dataset_dir {root} holds no ACDC patient folders (expected {ACDC_LAYOUT}){_hint_nested(root)}"
+        )
 
     records: list[dict] = []
     problems: list[str] = []
@@ -102,7 +110,9 @@ def discover_acdc(dataset_dir: str | os.PathLike) -> list[dict]:
             if not match:
                 continue  # Info.cfg, the 4-D cine (patientXXX_4d.nii.gz), notes
             if match["stem"] != patient:
-                problems.append(f"{patient}: file {path} is named for '{match['stem']}', not for its folder '{patient}'")
+                problems.append(
+                    f"{patient}: file {path} is named for '{match['stem']}', not for its folder '{patient}'"
+                )
                 continue
             kind = "label" if match["gt"] else "image"
             slot = frames.setdefault(match["frame"], {})
@@ -125,11 +135,18 @@ def discover_acdc(dataset_dir: str | os.PathLike) -> list[dict]:
             if "image" not in files:
                 problems.append(f"{case_id}: label {files['label']} has no image {folder / (case_id + '.nii.gz')}")
                 continue
-            record = {"case_id": case_id, "image": str(files["image"].resolve()),
-                      "label": str(files["label"].resolve()),
-                      "group": info.get("Group") or None, "patient": patient, "phase": phases[int(frame)]}
+            record = {
+                "case_id": case_id,
+                "image": str(files["image"].resolve()),
+                "label": str(files["label"].resolve()),
+                "group": info.get("Group") or None,
+                "patient": patient,
+                "phase": phases[int(frame)],
+            }
             records.append({k: v for k, v in record.items() if v is not None})  # unknown facts are absent, never None
     if problems:
         listing = "\n  ".join(problems)
-        raise DatasetError(f"{len(problems)} problem(s) in the ACDC layout of dataset_dir {root} (expected {ACDC_LAYOUT}):\n  {listing}")
+        raise DatasetError(
+            f"{len(problems)} problem(s) in the ACDC layout of dataset_dir {root} (expected {ACDC_LAYOUT}):\n  {listing}"
+        )
     return sorted(records, key=lambda r: r["case_id"])

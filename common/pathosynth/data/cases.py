@@ -43,8 +43,11 @@ def load_cases(
     if isinstance(datalist, (list, tuple)):
         if not datalist:
             raise DatasetError("an empty list of datalists holds no case to use")
-        combined = [case for path in datalist for case in load_cases(None, path, labels, lesion_classes, select, datalist_key,
-                                                                     None, pathology_classes)]
+        combined = [
+            case
+            for path in datalist
+            for case in load_cases(None, path, labels, lesion_classes, select, datalist_key, None, pathology_classes)
+        ]
         return combined[: int(max_cases)] if max_cases is not None else combined
     if datalist is not None and not isinstance(datalist, (str, os.PathLike)):
         path_list(datalist, "datalist")  # neither a path nor a list of paths: say so before reading anything
@@ -64,7 +67,11 @@ def load_cases(
     if select == "with_lesion":
         records = [r for r, lesion in zip(records, lesion_flags) if lesion and r.get("group") != "normal"]
     elif select == "normal":
-        records = [r for r, lesion in zip(records, lesion_flags) if r.get("group") == "normal" or (r.get("group") is None and not lesion)]
+        records = [
+            r
+            for r, lesion in zip(records, lesion_flags)
+            if r.get("group") == "normal" or (r.get("group") is None and not lesion)
+        ]
     if max_cases is not None:
         records = records[: int(max_cases)]
     if not records:
@@ -72,8 +79,12 @@ def load_cases(
     return records
 
 
-def check_data_labels(labels: Mapping[str, int], dataset_dir: str | None = None,
-                      datalist: str | os.PathLike | None = None, source: str = "") -> None:
+def check_data_labels(
+    labels: Mapping[str, int],
+    dataset_dir: str | None = None,
+    datalist: str | os.PathLike | None = None,
+    source: str = "",
+) -> None:
     """Refuse ``labels`` that contradict the data's own: its layout's (EMIDEC, ACDC) or its datalist's ``labels``."""
     declared = dataset_labels(None if datalist else dataset_dir, datalist)
     if declared is not None:
@@ -84,13 +95,18 @@ def path_list(value: str | os.PathLike | Sequence[str | os.PathLike], key: str) 
     """A config value naming one file or several as a list of paths: ``--train_datalists FILE`` (a string) is one
     file, not a list of characters. Anything else is a DatasetError naming the config key."""
     items = [value] if isinstance(value, (str, os.PathLike)) else value
-    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, (str, os.PathLike)) and str(v)
-                                                                    for v in items):
+    if (
+        not isinstance(items, (list, tuple))
+        or not items
+        or not all(isinstance(v, (str, os.PathLike)) and str(v) for v in items)
+    ):
         raise DatasetError(f"`{key}` must be a file path or a non-empty list of file paths, got {value!r}")
     return [str(v) for v in items]
 
 
-def load_image_cases(datalist: str | os.PathLike | Sequence[str | os.PathLike], datalist_key: str = "training") -> list[dict]:
+def load_image_cases(
+    datalist: str | os.PathLike | Sequence[str | os.PathLike], datalist_key: str = "training"
+) -> list[dict]:
     """Validated image-only records of one or more datalists, concatenated in order.
 
     Self-supervised pretraining (the context encoder) learns from images alone: entries need only ``image``;

@@ -59,7 +59,9 @@ def export_emidec(records: Sequence[Mapping], out_dir: str | os.PathLike, prefix
     Conflicts are all found before anything is written, so a refused export leaves ``out_dir`` as it was and
     an identical rerun writes nothing. Returns the exported cases as ``discover_emidec`` would."""
     if not prefix.startswith("Case_") or not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
-        raise ValueError(f"prefix must start with 'Case_' (EMIDEC readers look for it) and use [A-Za-z0-9_-], got {prefix!r}")
+        raise ValueError(
+            f"prefix must start with 'Case_' (EMIDEC readers look for it) and use [A-Za-z0-9_-], got {prefix!r}"
+        )
     records, out, copies, sources, exported = list(records), Path(out_dir), [], {}, []
     guard_sources(records, out)
     for number, record in enumerate(records, start=1):
@@ -68,8 +70,15 @@ def export_emidec(records: Sequence[Mapping], out_dir: str | os.PathLike, prefix
         label = out / case_id / "Contours" / f"{case_id}{_ending(record['label'])}"
         copies += [(Path(record["image"]), image), (Path(record["label"]), label)]
         sources[case_id] = _provenance(record, record.get("set"))
-        exported.append({"case_id": case_id, "image": str(image.resolve()), "label": str(label.resolve()), "group": None,
-                         "source_case_id": record["case_id"]})
+        exported.append(
+            {
+                "case_id": case_id,
+                "image": str(image.resolve()),
+                "label": str(label.resolve()),
+                "group": None,
+                "source_case_id": record["case_id"],
+            }
+        )
     todo = [(source, target) for source, target in copies if needs_write(target, source=source)]
     write_sources = needs_write(out / "sources.json", content=sources)
     for source, target in todo:
@@ -84,8 +93,16 @@ def check_nnunet_labels(labels: Mapping[str, int]) -> dict[str, int]:
     return consecutive_label_values(labels, "an nnU-Net export")
 
 
-def export_nnunet(sets: CaseSets, out_root: str | os.PathLike, dataset_id: int, dataset_name: str, labels: Mapping[str, int],
-                  channel_names: Sequence[str] = ("LGE",), file_ending: str = ".nii.gz", overwrite: bool = False) -> Path:
+def export_nnunet(
+    sets: CaseSets,
+    out_root: str | os.PathLike,
+    dataset_id: int,
+    dataset_name: str,
+    labels: Mapping[str, int],
+    channel_names: Sequence[str] = ("LGE",),
+    file_ending: str = ".nii.gz",
+    overwrite: bool = False,
+) -> Path:
     """An nnU-Net v2 raw dataset ``out_root/Dataset{id:03d}_{name}`` (imagesTr, labelsTr, dataset.json, sources.json).
 
     Every case is validated first (files load, label values declared, image/label shape and affine agree,
@@ -93,15 +110,21 @@ def export_nnunet(sets: CaseSets, out_root: str | os.PathLike, dataset_id: int, 
     is built in a hidden sibling folder and renamed into place: nnU-Net never sees a half-written one."""
     labels = check_nnunet_labels(labels)
     if file_ending not in NIFTI_ENDINGS or len(channel_names) != 1:
-        raise ValueError(f"need file_ending in {NIFTI_ENDINGS} and one channel (one image per case); got {file_ending!r}, {channel_names}")
+        raise ValueError(
+            f"need file_ending in {NIFTI_ENDINGS} and one channel (one image per case); got {file_ending!r}, {channel_names}"
+        )
     if not 1 <= int(dataset_id) <= 999 or not re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name):
-        raise ValueError(f"nnU-Net needs a dataset id in 1..999 and a name in [A-Za-z0-9_-]; got {dataset_id!r}, {dataset_name!r}")
+        raise ValueError(
+            f"nnU-Net needs a dataset id in 1..999 and a name in [A-Za-z0-9_-]; got {dataset_id!r}, {dataset_name!r}"
+        )
     cases = combined_cases(sets)
     records = [record for _, _, record in cases]
     folder = Path(out_root) / f"Dataset{int(dataset_id):03d}_{dataset_name}"
     guard_sources(records, folder)
     if folder.exists() and not (overwrite and (folder / "dataset.json").is_file()):
-        raise FileExistsError(f"nnU-Net dataset folder {folder} exists; overwrite=True replaces it (if it holds a dataset.json)")
+        raise FileExistsError(
+            f"nnU-Net dataset folder {folder} exists; overwrite=True replaces it (if it holds a dataset.json)"
+        )
     validate_cases(records, labels, source=f"nnU-Net export {folder.name}")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -111,11 +134,21 @@ def export_nnunet(sets: CaseSets, out_root: str | os.PathLike, dataset_id: int, 
         for export_id, _, record in cases:
             _copy_nifti(record["image"], staging / "imagesTr" / f"{export_id}_0000{file_ending}")
             _copy_nifti(record["label"], staging / "labelsTr" / f"{export_id}{file_ending}")
-        write_json(staging / "dataset.json", {
-            "channel_names": {"0": channel_names[0]}, "labels": labels, "numTraining": len(cases), "file_ending": file_ending,
-            "description": f"pathosynth export of sets {[name for name, _ in sets]}; sources.json maps cases to source files", "reference":
-            f"pathosynth {pathosynth.__version__}", "licence": "that of the source datasets in sources.json (may forbid redistribution)"})
-        write_json(staging / "sources.json", {export_id: _provenance(record, name) for export_id, name, record in cases})
+        write_json(
+            staging / "dataset.json",
+            {
+                "channel_names": {"0": channel_names[0]},
+                "labels": labels,
+                "numTraining": len(cases),
+                "file_ending": file_ending,
+                "description": f"pathosynth export of sets {[name for name, _ in sets]}; sources.json maps cases to source files",
+                "reference": f"pathosynth {pathosynth.__version__}",
+                "licence": "that of the source datasets in sources.json (may forbid redistribution)",
+            },
+        )
+        write_json(
+            staging / "sources.json", {export_id: _provenance(record, name) for export_id, name, record in cases}
+        )
         if folder.exists():  # overwrite: move the old dataset aside, the new one in, then delete the old
             os.replace(folder, retired)
         os.replace(staging, folder)
@@ -125,8 +158,9 @@ def export_nnunet(sets: CaseSets, out_root: str | os.PathLike, dataset_id: int, 
     return folder
 
 
-def sets_from_sources(sources: Sequence[Mapping], labels: Mapping[str, int] | None = None,
-                      lesion_classes: Sequence[str] = ("MI", "PMO")) -> list[tuple[str, list[dict]]]:
+def sets_from_sources(
+    sources: Sequence[Mapping], labels: Mapping[str, int] | None = None, lesion_classes: Sequence[str] = ("MI", "PMO")
+) -> list[tuple[str, list[dict]]]:
     """Named, validated case sets from ``{"name", "dataset_dir" | "datalist", "select"?, "datalist_key"?}`` mappings.
 
     Built on ``load_cases``, so a bad input stops the export with the message a bundle would give. Records gain
@@ -134,14 +168,30 @@ def sets_from_sources(sources: Sequence[Mapping], labels: Mapping[str, int] | No
     """
     sets, labels = [], dict(labels or EMIDEC_LABELS)
     for source in sources:
-        if set(source) - set(SOURCE_KEYS) or "name" not in source or ("dataset_dir" in source) == ("datalist" in source):
-            raise ValueError(f"a source needs 'name' and exactly one of 'dataset_dir'/'datalist' (keys {SOURCE_KEYS}); got {dict(source)}")
+        if (
+            set(source) - set(SOURCE_KEYS)
+            or "name" not in source
+            or ("dataset_dir" in source) == ("datalist" in source)
+        ):
+            raise ValueError(
+                f"a source needs 'name' and exactly one of 'dataset_dir'/'datalist' (keys {SOURCE_KEYS}); got {dict(source)}"
+            )
         key = source.get("datalist_key", "training")
-        records = load_cases(source.get("dataset_dir"), source.get("datalist"), labels=labels, lesion_classes=list(lesion_classes),
-                             select=source.get("select", "all"), datalist_key=key)
+        records = load_cases(
+            source.get("dataset_dir"),
+            source.get("datalist"),
+            labels=labels,
+            lesion_classes=list(lesion_classes),
+            select=source.get("select", "all"),
+            datalist_key=key,
+        )
         root = Path(source.get("dataset_dir") or Path(source["datalist"]).parent).resolve()
         entries = json.loads(Path(source["datalist"]).read_text()).get(key, []) if source.get("datalist") else []
-        known = {str((root / e["image"]).resolve()): str((root / e["source_image"]).resolve()) for e in entries if e.get("source_image")}
+        known = {
+            str((root / e["image"]).resolve()): str((root / e["source_image"]).resolve())
+            for e in entries
+            if e.get("source_image")
+        }
         for record in records:
             record["dataset_dir"] = str(root)
             image = str(Path(record["image"]).resolve())
@@ -153,8 +203,16 @@ def sets_from_sources(sources: Sequence[Mapping], labels: Mapping[str, int] | No
     return sets
 
 
-def export(out: str, format: str = "nnunet", sources=(), dataset_id: int = 501, dataset_name: str = "Pathosynth",
-           labels=None, lesion_classes=("MI", "PMO"), overwrite: bool = False) -> str:
+def export(
+    out: str,
+    format: str = "nnunet",
+    sources=(),
+    dataset_id: int = 501,
+    dataset_name: str = "Pathosynth",
+    labels=None,
+    lesion_classes=("MI", "PMO"),
+    overwrite: bool = False,
+) -> str:
     """CLI: combine real and synthetic sets into one training set for nnU-Net or MONAI.
 
         pathosynth export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": "data/emidec", "select": "with_lesion"},

@@ -55,25 +55,37 @@ def parse_label_map(mapping: Mapping, source: str = "labels") -> dict[str, int]:
     """Class name -> value from either form in use: ours / nnU-Net v2 (``{"LV": 1}``) or MSD's dataset.json
     (``{"1": "LV"}``, value -> name)."""
     if not isinstance(mapping, Mapping) or not mapping:
-        raise DatasetError(f"{source} must be a non-empty mapping of class name -> value (or MSD's value -> name), "
-                           f"got {mapping!r}")
+        raise DatasetError(
+            f"{source} must be a non-empty mapping of class name -> value (or MSD's value -> name), got {mapping!r}"
+        )
     if all(str(key).strip().isdigit() for key in mapping) and all(isinstance(v, str) for v in mapping.values()):
         return {str(name): int(key) for key, name in mapping.items()}
     if all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
         return {str(name): int(value) for name, value in mapping.items()}
-    raise DatasetError(f"{source} must map class names to integer values (or MSD's value strings to names), "
-                       f"got {dict(mapping)}")
+    raise DatasetError(
+        f"{source} must map class names to integer values (or MSD's value strings to names), got {dict(mapping)}"
+    )
 
 
 def consecutive_label_values(labels: Mapping[str, int], purpose: str = "segmentation") -> dict[str, int]:
     """``labels`` when its values are ``background: 0`` and the integers 0..K-1, each once: what a segmenter with one
     output channel per class (and nnU-Net) needs, since a label value is read as a channel index. Otherwise an error
     naming the key, before training, instead of an index error deep inside the first batch."""
-    values = {name: value for name, value in labels.items() if isinstance(value, numbers.Integral) and not isinstance(value, bool)}
-    if len(values) < len(labels) or values.get("background") != 0 or sorted(values.values()) != list(range(len(values))):
-        raise DatasetError(f"labels: {purpose} needs 'background': 0 and the values 0..K-1, each once (one output "
-                           f"channel per class); got {dict(labels)}. Renumber the label maps (e.g. MONAI's "
-                           "MapLabelValued) and give labels with consecutive values")
+    values = {
+        name: value
+        for name, value in labels.items()
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    }
+    if (
+        len(values) < len(labels)
+        or values.get("background") != 0
+        or sorted(values.values()) != list(range(len(values)))
+    ):
+        raise DatasetError(
+            f"labels: {purpose} needs 'background': 0 and the values 0..K-1, each once (one output "
+            f"channel per class); got {dict(labels)}. Renumber the label maps (e.g. MONAI's "
+            "MapLabelValued) and give labels with consecutive values"
+        )
     return values
 
 
@@ -97,8 +109,9 @@ def lesion_classes_of(labels: Mapping) -> list[str]:
     return [name for name in parse_label_map(labels) if label_meaning(name) in ("MI", "PMO")]
 
 
-def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str, int], dataset: str,
-                          source: str = "") -> None:
+def check_label_semantics(
+    labels: Mapping[str, int], dataset_labels: Mapping[str, int], dataset: str, source: str = ""
+) -> None:
     """Refuse a config whose ``labels`` contradict what the dataset's values mean.
 
     A value named differently (by meaning) in config and dataset, or one meaning at two values, is an error naming
@@ -112,16 +125,20 @@ def check_label_semantics(labels: Mapping[str, int], dataset_labels: Mapping[str
         meaning = label_meaning(name)
         value = int(value)
         if value in meaning_at and meaning_at[value] != meaning:
-            problems.append(f"label {value} is the {meaning_at[value]} in {dataset} "
-                            f"but the config calls {value} '{name}'")
+            problems.append(
+                f"label {value} is the {meaning_at[value]} in {dataset} but the config calls {value} '{name}'"
+            )
         elif meaning in value_of and value_of[meaning] != value:
-            problems.append(f"the config calls {value} '{name}' but the {meaning} is label {value_of[meaning]} "
-                            f"in {dataset}")
+            problems.append(
+                f"the config calls {value} '{name}' but the {meaning} is label {value_of[meaning]} in {dataset}"
+            )
     if problems:
         where = f"{source}: " if source else ""
-        raise DatasetError(f"{where}" + "; ".join(problems) + f" (labels of {dataset}: {dict(dataset_labels)}; "
-                           f"config `labels`: {dict(labels)}). Set `labels` to the dataset's, or use data labelled as "
-                           "the config says.")
+        raise DatasetError(
+            f"{where}" + "; ".join(problems) + f" (labels of {dataset}: {dict(dataset_labels)}; "
+            f"config `labels`: {dict(labels)}). Set `labels` to the dataset's, or use data labelled as "
+            "the config says."
+        )
 
 
 def class_values(labels: Mapping[str, int], class_names: Sequence[str]) -> list[int]:
@@ -145,7 +162,9 @@ def flatten_channels(channels: Sequence[Sequence[str]]) -> list[str]:
     return seen
 
 
-def lesion_values(labels: Mapping[str, int] | None, anatomy_class: str, mi_class: str, pmo_class: str) -> tuple[int, int, int]:
+def lesion_values(
+    labels: Mapping[str, int] | None, anatomy_class: str, mi_class: str, pmo_class: str
+) -> tuple[int, int, int]:
     """(anatomy, MI, PMO) label values of a label map (EMIDEC's when ``labels`` is None)."""
     anatomy, mi, pmo = class_values(EMIDEC_LABELS if labels is None else labels, [anatomy_class, mi_class, pmo_class])
     return anatomy, mi, pmo

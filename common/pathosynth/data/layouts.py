@@ -56,12 +56,16 @@ def discover_emidec(dataset_dir: str | os.PathLike) -> list[dict]:
     for case_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("Case_")):
         name = case_dir.name
         group = {"N": "normal", "P": "pathological"}.get(name[5:6])
-        records.append(without_none({
-            "case_id": name,
-            "image": str(_find_nifti(case_dir / "Images", name).resolve()),
-            "label": str(_find_nifti(case_dir / "Contours", name).resolve()),
-            "group": group,
-        }))
+        records.append(
+            without_none(
+                {
+                    "case_id": name,
+                    "image": str(_find_nifti(case_dir / "Images", name).resolve()),
+                    "label": str(_find_nifti(case_dir / "Contours", name).resolve()),
+                    "group": group,
+                }
+            )
+        )
     if not records:
         raise DatasetError(
             f"dataset_dir {root} holds no EMIDEC case folders (expected Case_X/Images/Case_X.nii.gz and "
@@ -73,8 +77,9 @@ def discover_emidec(dataset_dir: str | os.PathLike) -> list[dict]:
 def read_json(path: Path, what: str = "datalist") -> object:
     """The parsed JSON file, or a DatasetError naming it (missing, a folder, unreadable, not JSON)."""
     if path.is_dir():
-        raise DatasetError(f"{what} {path} is a folder, not a JSON file; pass the datalist file itself "
-                           f"(e.g. {path / 'datalist.json'})")
+        raise DatasetError(
+            f"{what} {path} is a folder, not a JSON file; pass the datalist file itself (e.g. {path / 'datalist.json'})"
+        )
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -87,8 +92,9 @@ def read_json(path: Path, what: str = "datalist") -> object:
 
 def _entry_path(path: Path, index: int, key: str, field: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise DatasetError(f"datalist {path}: entry {index} of '{key}' has {field!r}: {value!r}; "
-                           "it must be a file path (a string)")
+        raise DatasetError(
+            f"datalist {path}: entry {index} of '{key}' has {field!r}: {value!r}; it must be a file path (a string)"
+        )
     return value
 
 
@@ -111,7 +117,9 @@ def read_datalist(datalist: str | os.PathLike, key: str = "training", require_la
     for index, entry in enumerate(entries):
         has_label = isinstance(entry, dict) and entry.get("label") not in (None, "")
         if not isinstance(entry, dict) or entry.get("image") in (None, "") or (require_label and not has_label):
-            raise DatasetError(f"datalist {path}: entry {index} of '{key}' needs {'image and label' if require_label else 'an image'} path")
+            raise DatasetError(
+                f"datalist {path}: entry {index} of '{key}' needs {'image and label' if require_label else 'an image'} path"
+            )
         image = Path(_entry_path(path, index, key, "image", entry["image"]))
         label = Path(_entry_path(path, index, key, "label", entry["label"])) if has_label else None
         record = {
@@ -133,8 +141,9 @@ def without_none(record: dict) -> dict:
     return {k: v for k, v in record.items() if v is not None}
 
 
-def dataset_labels(dataset_dir: str | os.PathLike | None = None,
-                   datalist: str | os.PathLike | None = None) -> tuple[str, dict[str, int]] | None:
+def dataset_labels(
+    dataset_dir: str | os.PathLike | None = None, datalist: str | os.PathLike | None = None
+) -> tuple[str, dict[str, int]] | None:
     """(name, class name -> value) that the data declares: the layout's own map (EMIDEC, ACDC) or a datalist's
     ``labels`` (ours, nnU-Net's name -> value or MSD's value -> name); None when the data does not say."""
     if datalist:
@@ -148,15 +157,17 @@ def dataset_labels(dataset_dir: str | os.PathLike | None = None,
 
 
 def detect_layout(dataset_dir: str | os.PathLike) -> str | None:
-    """"emidec" (``Case_*`` folders), "acdc" (``patient*`` folders with ``Info.cfg`` or ``*_frameYY.nii.gz``), or None."""
+    """ "emidec" (``Case_*`` folders), "acdc" (``patient*`` folders with ``Info.cfg`` or ``*_frameYY.nii.gz``), or None."""
     root = Path(dataset_dir)
     if not root.is_dir():
         return None
     emidec = any(p.is_dir() and p.name.startswith("Case_") for p in root.iterdir())
     acdc = looks_like_acdc(root)
     if emidec and acdc:
-        raise DatasetError(f"dataset_dir {root} holds both EMIDEC case folders (Case_*) and ACDC patient folders (patient*); "
-                           "point --dataset_dir at one dataset")
+        raise DatasetError(
+            f"dataset_dir {root} holds both EMIDEC case folders (Case_*) and ACDC patient folders (patient*); "
+            "point --dataset_dir at one dataset"
+        )
     return "emidec" if emidec else "acdc" if acdc else None
 
 

@@ -37,9 +37,20 @@ MEDMNIST_CLASSES = {
     "octmnist": ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
 }
 
-__all__ = ["MEDMNIST_CLASSES", "as_unit_images", "check_class_names", "check_image_shape", "dataset_class_names",
-           "find_npz", "medmnist_records", "medmnist_splits", "read_labelled_images", "read_medmnist_split",
-           "stratified_fraction", "write_medmnist_npz"]
+__all__ = [
+    "MEDMNIST_CLASSES",
+    "as_unit_images",
+    "check_class_names",
+    "check_image_shape",
+    "dataset_class_names",
+    "find_npz",
+    "medmnist_records",
+    "medmnist_splits",
+    "read_labelled_images",
+    "read_medmnist_split",
+    "stratified_fraction",
+    "write_medmnist_npz",
+]
 
 
 def find_npz(dataset: str | os.PathLike) -> Path:
@@ -49,7 +60,9 @@ def find_npz(dataset: str | os.PathLike) -> Path:
         return path
     found = sorted(path.glob("*.npz")) if path.is_dir() else []
     if len(found) != 1:
-        raise DatasetError(f"{path}: expected a MedMNIST .npz file or a folder holding exactly one, found {[p.name for p in found]}")
+        raise DatasetError(
+            f"{path}: expected a MedMNIST .npz file or a folder holding exactly one, found {[p.name for p in found]}"
+        )
     return found[0]
 
 
@@ -71,8 +84,9 @@ def _read_arrays(path: Path, names: Sequence[str] | None = None) -> tuple[list[s
 def medmnist_splits(dataset: str | os.PathLike) -> list[str]:
     """The splits (``train``, ``val``, ...) an npz holds images and labels for."""
     keys = set(_read_arrays(find_npz(dataset))[0])
-    return sorted(k[: -len("_images")] for k in keys
-                  if k.endswith("_images") and k[: -len("_images")] + "_labels" in keys)
+    return sorted(
+        k[: -len("_images")] for k in keys if k.endswith("_images") and k[: -len("_images")] + "_labels" in keys
+    )
 
 
 def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -80,19 +94,24 @@ def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tup
     path = find_npz(dataset)
     keys = _read_arrays(path)[0]
     if f"{split}_images" not in keys or f"{split}_labels" not in keys:
-        raise DatasetError(f"{path}: no split '{split}' (keys {sorted(keys)}; "
-                           f"need '{split}_images' and '{split}_labels')")
+        raise DatasetError(
+            f"{path}: no split '{split}' (keys {sorted(keys)}; need '{split}_images' and '{split}_labels')"
+        )
     arrays = _read_arrays(path, [f"{split}_images", f"{split}_labels"])[1]
     images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
     if images.ndim not in (3, 4) or len(images) == 0:
         raise DatasetError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, C) with N > 0, got {images.shape}")
     if labels.ndim == 2 and labels.shape[1] != 1:
-        raise DatasetError(f"{path}: {split}_labels must hold one class per image (multi-label tasks are not supported), got {labels.shape}")
+        raise DatasetError(
+            f"{path}: {split}_labels must hold one class per image (multi-label tasks are not supported), got {labels.shape}"
+        )
     labels = labels.reshape(-1)
     if len(labels) != len(images):
         raise DatasetError(f"{path}: {len(images)} {split}_images but {len(labels)} {split}_labels")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise DatasetError(f"{path}: {split}_labels must be non-negative integer class indices, got {labels.dtype} min {labels.min()}")
+        raise DatasetError(
+            f"{path}: {split}_labels must be non-negative integer class indices, got {labels.dtype} min {labels.min()}"
+        )
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
         raise DatasetError(f"{path}: {split}_images holds NaN or Inf")
     _warn_degenerate(path, split, images, labels)
@@ -103,8 +122,10 @@ def _warn_degenerate(path: Path, split: str, images: np.ndarray, labels: np.ndar
     """Data that loads but teaches little: one class only (nothing to condition on or tell apart), constant images."""
     classes = np.unique(labels)
     if len(classes) == 1:
-        logger.warning(f"{path}: every one of the {len(labels)} {split} images is class {int(classes[0])}; "
-                       "a class-conditional model or a classifier learns nothing from a single class")
+        logger.warning(
+            f"{path}: every one of the {len(labels)} {split} images is class {int(classes[0])}; "
+            "a class-conditional model or a classifier learns nothing from a single class"
+        )
     flat = images.reshape(len(images), -1)
     constant = int((flat.min(axis=1) == flat.max(axis=1)).sum())
     if constant:
@@ -122,16 +143,20 @@ def check_class_names(dataset: str | os.PathLike, class_names: Sequence[str]) ->
     if known is None:
         return
     path = find_npz(dataset)
-    problems = [f"class {i} is '{known[i]}' in {path.stem} but the config calls {i} '{name}'"
-                for i, name in enumerate(class_names)
-                if i < len(known) and normalise_label_name(name) != normalise_label_name(known[i])]
+    problems = [
+        f"class {i} is '{known[i]}' in {path.stem} but the config calls {i} '{name}'"
+        for i, name in enumerate(class_names)
+        if i < len(known) and normalise_label_name(name) != normalise_label_name(known[i])
+    ]
     if len(class_names) != len(known):
         problems.append(f"{path.stem} has {len(known)} classes but the config's class_names {len(class_names)}")
     if problems:
         raise DatasetError(f"{path}: " + "; ".join(problems) + f"; set class_names to {list(known)}")
 
 
-def stratified_fraction(labels: np.ndarray, fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None) -> np.ndarray:
+def stratified_fraction(
+    labels: np.ndarray, fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None
+) -> np.ndarray:
     """Sorted indices of a seeded random ``fraction`` of every class (at least one image each; paper: 20 %),
     optionally capped at ``max_per_class`` (CPU scale). Each class draws from its own seeded generator, so the
     subset of one class does not change when another class is added or removed."""
@@ -160,9 +185,15 @@ def as_unit_images(images: np.ndarray) -> np.ndarray:
     return np.divide(channels - low, span, out=np.zeros_like(channels), where=span > 0)
 
 
-def medmnist_records(dataset: str | os.PathLike, split: str = "train", fraction: float = 1.0, seed: int = 0,
-                     max_per_class: int | None = None, num_classes: int | None = None,
-                     class_names: Sequence[str] | None = None) -> list[dict]:
+def medmnist_records(
+    dataset: str | os.PathLike,
+    split: str = "train",
+    fraction: float = 1.0,
+    seed: int = 0,
+    max_per_class: int | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> list[dict]:
     """MONAI dataset records ``{"image": (C, H, W) float32 in [0, 1], "label": class, "case_id"}`` of a stratified
     ``fraction`` of one split (index order, so the same settings always give the same subset). ``num_classes``: the
     labels must lie in [0, num_classes) (the configured class names). ``class_names``: the configured names, checked
@@ -172,8 +203,10 @@ def medmnist_records(dataset: str | os.PathLike, split: str = "train", fraction:
         num_classes = len(class_names) if num_classes is None else num_classes
     images, labels = read_medmnist_split(dataset, split)
     if num_classes is not None and labels.max() >= int(num_classes):
-        raise DatasetError(f"{find_npz(dataset)}: {split}_labels hold classes {np.unique(labels).tolist()} but only "
-                           f"{num_classes} class names are configured")
+        raise DatasetError(
+            f"{find_npz(dataset)}: {split}_labels hold classes {np.unique(labels).tolist()} but only "
+            f"{num_classes} class names are configured"
+        )
     keep = stratified_fraction(labels, fraction, seed, max_per_class)
     unit = as_unit_images(images[keep])
     return [{"image": unit[i], "label": int(labels[j]), "case_id": f"{split}_{j:05d}"} for i, j in enumerate(keep)]
@@ -183,8 +216,10 @@ def check_image_shape(records: list[dict], shape: list[int], dataset: str | os.P
     """Refuse images whose (C, H, W) is not the configured one (the network's input), naming the file."""
     found = {tuple(r["image"].shape) for r in records}
     if found != {tuple(int(s) for s in shape)}:
-        raise DatasetError(f"{find_npz(dataset)}: images are {sorted(found)} (C, H, W) but the config expects "
-                           f"{list(shape)}; set image_channels / image_size")
+        raise DatasetError(
+            f"{find_npz(dataset)}: images are {sorted(found)} (C, H, W) but the config expects "
+            f"{list(shape)}; set image_channels / image_size"
+        )
     return records
 
 
@@ -198,7 +233,9 @@ def _read_image(path: Path) -> np.ndarray:
     return np.squeeze(np.asanyarray(nib.load(path).dataobj))
 
 
-def read_labelled_images(source: str | os.PathLike, split: str = "train", datalist_key: str = "training") -> tuple[np.ndarray, np.ndarray]:
+def read_labelled_images(
+    source: str | os.PathLike, split: str = "train", datalist_key: str = "training"
+) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, C, H, W) float32 in [0, 1], labels (N,)) from a MedMNIST npz (or its folder) or a datalist JSON
     whose ``datalist_key`` entries hold ``image`` (PNG or 2D NIfTI, relative to the JSON's folder) and ``label``
     (class index). This is what the classifier configs read, for real and synthetic data alike."""
@@ -213,18 +250,23 @@ def read_labelled_images(source: str | os.PathLike, split: str = "train", datali
     images, labels = [], []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not entry["image"]:
-            raise DatasetError(f"{path}: entry {index} of '{datalist_key}' needs an 'image' file path (a string), "
-                               f"got {entry!r}")
+            raise DatasetError(
+                f"{path}: entry {index} of '{datalist_key}' needs an 'image' file path (a string), got {entry!r}"
+            )
         file = path.parent / entry["image"]
         if not file.is_file():
             raise DatasetError(f"{path}: image {file} does not exist")
         label = entry.get("label")
         if isinstance(label, bool) or not isinstance(label, int) or label < 0:
-            raise DatasetError(f"{path}: entry {entry['image']} needs a non-negative integer class 'label', got {label!r}")
+            raise DatasetError(
+                f"{path}: entry {entry['image']} needs a non-negative integer class 'label', got {label!r}"
+            )
         images.append(_read_image(file))
         labels.append(label)
     if len({image.shape for image in images}) != 1:
-        raise DatasetError(f"{path}: images differ in shape {sorted({str(i.shape) for i in images})}; resample them to one size first")
+        raise DatasetError(
+            f"{path}: images differ in shape {sorted({str(i.shape) for i in images})}; resample them to one size first"
+        )
     return as_unit_images(np.stack(images)), np.asarray(labels, dtype=np.int64)
 
 
@@ -233,7 +275,9 @@ def write_medmnist_npz(path: str | os.PathLike, splits: Mapping[str, tuple[np.nd
     arrays = {}
     for split, (images, labels) in splits.items():
         arrays[f"{split}_images"] = np.asarray(images, dtype=np.uint8)
-        arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.uint8 if np.max(labels, initial=0) < 256 else np.int64).reshape(-1, 1)
+        arrays[f"{split}_labels"] = np.asarray(
+            labels, dtype=np.uint8 if np.max(labels, initial=0) < 256 else np.int64
+        ).reshape(-1, 1)
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
     return Path(path)

@@ -43,8 +43,14 @@ def _uniform(generator: torch.Generator, low: float = 0.0, high: float = 1.0) ->
     return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
 
 
-def cut_lesion_patches(image: np.ndarray, label: np.ndarray, lesion_values: Sequence[int], patch_size: Sequence[int],
-                       min_voxels: int = 1, source: str = "") -> list[LesionPatch]:
+def cut_lesion_patches(
+    image: np.ndarray,
+    label: np.ndarray,
+    lesion_values: Sequence[int],
+    patch_size: Sequence[int],
+    min_voxels: int = 1,
+    source: str = "",
+) -> list[LesionPatch]:
     """One patch per connected lesion region (union of ``lesion_values``), centred on its centre of mass.
 
     Regions are found in 2-D per slice for (H, W, D) inputs when ``patch_size`` has two values, in 3-D when it has
@@ -55,8 +61,13 @@ def cut_lesion_patches(image: np.ndarray, label: np.ndarray, lesion_values: Sequ
         raise ValueError(f"image {image.shape} and label {label.shape} differ")
     size = tuple(int(s) for s in patch_size)
     if len(size) == 2 and image.ndim == 3:
-        return [p for k in range(image.shape[2])
-                for p in cut_lesion_patches(image[..., k], label[..., k], lesion_values, size, min_voxels, f"{source}#slice{k}")]
+        return [
+            p
+            for k in range(image.shape[2])
+            for p in cut_lesion_patches(
+                image[..., k], label[..., k], lesion_values, size, min_voxels, f"{source}#slice{k}"
+            )
+        ]
     if len(size) != image.ndim:
         raise ValueError(f"patch_size {size} does not fit a {image.ndim}-D image")
     lesion = np.isin(label, list(lesion_values))
@@ -71,7 +82,9 @@ def cut_lesion_patches(image: np.ndarray, label: np.ndarray, lesion_values: Sequ
             continue
         centre = np.round(ndimage.center_of_mass(voxels)).astype(int)
         window = tuple(slice(c + s - s // 2, c + s - s // 2 + s) for c, s in zip(centre, size))
-        patches.append(LesionPatch(padded_image[window].copy(), padded_label[window].copy(), f"{source}#region{region}"))
+        patches.append(
+            LesionPatch(padded_image[window].copy(), padded_label[window].copy(), f"{source}#region{region}")
+        )
     return patches
 
 
@@ -82,8 +95,13 @@ def gaussian_window(shape: Sequence[int], sigma_fraction: float = 0.25) -> np.nd
     return np.exp(-sum(g**2 for g in grids) / (2 * sigma**2)).astype(np.float32)
 
 
-def prepare_patch(patch: np.ndarray, reference: np.ndarray, generator: torch.Generator,
-                  quantile_range: Sequence[float] = QUANTILE_RANGE, num_bins: int = 256) -> tuple[np.ndarray, dict]:
+def prepare_patch(
+    patch: np.ndarray,
+    reference: np.ndarray,
+    generator: torch.Generator,
+    quantile_range: Sequence[float] = QUANTILE_RANGE,
+    num_bins: int = 256,
+) -> tuple[np.ndarray, dict]:
     """Fig. 1b steps 1-2: equalise, then map into [min(reference), quantile_q(reference)], q drawn uniformly in
     ``quantile_range``. Returns the patch and what was drawn (q, the range); :func:`place_patch` weights the edges."""
     equalised = HistogramNormalize(num_bins=num_bins, min=0, max=1)(np.asarray(patch, dtype=np.float32))
@@ -93,8 +111,9 @@ def prepare_patch(patch: np.ndarray, reference: np.ndarray, generator: torch.Gen
     return (low + equalised * (high - low)).astype(np.float32), {"quantile": q, "intensity_range": [low, high]}
 
 
-def random_pose(image: np.ndarray, label: np.ndarray, generator: torch.Generator, rotate: bool = True,
-                flip: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+def random_pose(
+    image: np.ndarray, label: np.ndarray, generator: torch.Generator, rotate: bool = True, flip: bool = True
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Random in-plane rotation (uniform angle; linear for the image, nearest for the label) and flips per axis."""
     angle = _uniform(generator, 0.0, 360.0) if rotate else 0.0
     flips = [bool(torch.rand((), generator=generator) < 0.5) if flip else False for _ in range(image.ndim)]
@@ -107,8 +126,9 @@ def random_pose(image: np.ndarray, label: np.ndarray, generator: torch.Generator
     return np.ascontiguousarray(image), np.ascontiguousarray(label), {"angle": angle, "flips": flips}
 
 
-def place_patch(canvas: np.ndarray, patch: np.ndarray, label: np.ndarray, centre: Sequence[int],
-                sigma_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def place_patch(
+    canvas: np.ndarray, patch: np.ndarray, label: np.ndarray, centre: Sequence[int], sigma_fraction: float = 0.25
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The patch blended into ``canvas`` (the anatomy reference) at ``centre``: (pathology reference image, weight W,
     lesion label), each of the canvas' shape. With g the Gaussian window, the image is canvas (1 - g) + patch g
     inside the patch (Fig. 1b step 3) and the canvas outside; W = g inside the patch (cropped at the canvas border)

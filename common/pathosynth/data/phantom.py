@@ -17,6 +17,7 @@ geometry is given for 256 px in-plane and scaled with ``in_plane``. No real data
 end-systolic frames of one heart (RV crescent, myocardial ring, LV cavity; blood bright, myocardium dark) in the
 ACDC layout (``patientXXX/patientXXX_frameYY[_gt].nii.gz`` + ``Info.cfg``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -47,8 +48,9 @@ def _wrap(a):
     return (a + np.pi) % (2 * np.pi) - np.pi
 
 
-def make_emidec_like_case(rng: np.random.Generator, pathological: bool, in_plane: int = 128,
-                          num_slices: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_emidec_like_case(
+    rng: np.random.Generator, pathological: bool, in_plane: int = 128, num_slices: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one LGE short-axis case; returns (image uint8 (H, W, D), label uint8 (H, W, D)).
 
     Why: gives tests and the demo anatomically plausible, fully labelled data whose variability
@@ -87,7 +89,7 @@ def make_emidec_like_case(rng: np.random.Generator, pathological: bool, in_plane
         n_mi = int(min(D, rng.integers(2, D + 1) + rng.integers(0, 3)))
         z0 = int(rng.integers(0, D - n_mi + 1))
         zs = np.zeros(D, bool)
-        zs[z0:z0 + n_mi] = True
+        zs[z0 : z0 + n_mi] = True
         sector = dphi < half * (1 + 0.2 * noise)
         depth = trans * (0.6 + 0.4 * np.cos(np.pi / 2 * np.clip(dphi / half, 0, 1))) + 0.15 * noise
         mi = myo & sector & (w < depth) & zs
@@ -98,7 +100,7 @@ def make_emidec_like_case(rng: np.random.Generator, pathological: bool, in_plane
             core = mi & (dphi < half * rng.uniform(0.4, 0.7)) & (w < depth * rng.uniform(0.45, 0.6))
             n_p = int(rng.integers(1, n_mi + 1))
             core[..., : z0 + (n_mi - n_p) // 2] = False
-            core[..., z0 + (n_mi - n_p) // 2 + n_p:] = False
+            core[..., z0 + (n_mi - n_p) // 2 + n_p :] = False
             pmo = core & ~ndi.binary_dilation((label == 0) | (label == 2), _CROSS)
             label[pmo] = 4
 
@@ -126,8 +128,11 @@ def make_emidec_like_case(rng: np.random.Generator, pathological: bool, in_plane
     img[rv] = i_blood + rng.normal(0, 4)
     img[cavity], img[myo], img[mi], img[pmo] = i_blood, i_myo, i_mi, i_pmo
     img = ndi.gaussian_filter(img, (0.5 + 0.3 * s, 0.5 + 0.3 * s, 0))  # partial volume
-    bias = 1 + 0.08 * (rng.uniform(-1, 1) * (yy - H / 2) / H + rng.uniform(-1, 1) * (xx - W / 2) / W
-                       + _smooth_noise(rng, (H, W), H / 6))
+    bias = 1 + 0.08 * (
+        rng.uniform(-1, 1) * (yy - H / 2) / H
+        + rng.uniform(-1, 1) * (xx - W / 2) / W
+        + _smooth_noise(rng, (H, W), H / 6)
+    )
     img *= bias[..., None]
     sigma = rng.uniform(4.0, 8.0)  # Rician-like: magnitude of a complex Gaussian perturbation
     img = np.hypot(img + rng.normal(0, sigma, img.shape), rng.normal(0, sigma, img.shape))
@@ -165,8 +170,9 @@ def case_rng(seed: int, case_id: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), *case_id.encode("ascii")]))
 
 
-def generate_emidec_like_dataset(out_dir, n_normal: int = 4, n_pathological: int = 8, seed: int = 0,
-                                 in_plane: int = 128) -> list[str]:
+def generate_emidec_like_dataset(
+    out_dir, n_normal: int = 4, n_pathological: int = 8, seed: int = 0, in_plane: int = 128
+) -> list[str]:
     """Write an EMIDEC-layout synthetic dataset to ``out_dir``; returns the sorted case ids.
 
     Why: the project's embedded default data (real EMIDEC cannot be shipped). Same arguments give
@@ -210,8 +216,9 @@ _ACDC_GROUP_SHAPE = {
 _ACDC_RAW = {"lv": 1.0, "rv": 0.85, "myocardium": 0.42, "tissue": 0.4, "lung": 0.07, "fat": 2.2}
 
 
-def make_acdc_like_patient(rng: np.random.Generator, group: str = "NOR", in_plane: int = 96,
-                           n_slices: int = 6) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def make_acdc_like_patient(
+    rng: np.random.Generator, group: str = "NOR", in_plane: int = 96, n_slices: int = 6
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Draw the two labelled frames of one cine short-axis stack: ``{"ED": (image, label), "ES": (image, label)}``.
 
     Images are float32 (H, W, D) min-max normalised to [0, 1] per volume (as the real re-export), labels uint8
@@ -223,7 +230,9 @@ def make_acdc_like_patient(rng: np.random.Generator, group: str = "NOR", in_plan
         raise ValueError(f"group must be one of {ACDC_PHANTOM_GROUPS}, got {group!r}")
     H = W = int(in_plane)
     D = int(n_slices)
-    s = in_plane / 200.0  # the heart fills a little more of the field of view than in the 256-px frames (a centred crop)
+    s = (
+        in_plane / 200.0
+    )  # the heart fills a little more of the field of view than in the 256-px frames (a centred crop)
     g = _ACDC_GROUP_SHAPE[group]
     yy, xx = np.mgrid[0:H, 0:W].astype(float)
     cy, cx = H / 2 + rng.uniform(-5, 5) * s, W / 2 + rng.uniform(-5, 5) * s
@@ -241,7 +250,7 @@ def make_acdc_like_patient(rng: np.random.Generator, group: str = "NOR", in_plan
         centre, half = rng.uniform(-np.pi, np.pi), np.radians(rng.uniform(35, 70))
         wall_f = 1 - 0.4 * np.clip(1 - np.abs(_wrap(phi - centre)) / half, 0, 1)
     z = np.arange(D) / max(D - 1, 1)  # 0 base -> 1 apex
-    taper = 1 - 0.6 * z ** 1.5
+    taper = 1 - 0.6 * z**1.5
     a = rng.uniform(0.8, 1.2) * np.pi  # RV on the septal side, as in the real stacks
     rv_size = g["rv"] * rng.uniform(0.9, 1.1)
     rv_slices = max(D - 1, 1) if D > 2 else D  # the RV ends one slice above the LV apex
@@ -261,8 +270,11 @@ def make_acdc_like_patient(rng: np.random.Generator, group: str = "NOR", in_plan
     raw_bg[np.hypot(yy - ay, xx - ax) < 5.5 * s + 1] = _ACDC_RAW["lv"] * 0.95
     raw_bg[rb >= 1] = 0.0
     contrast = {k: _ACDC_RAW[k] * rng.uniform(0.92, 1.08) for k in ("lv", "rv", "myocardium")}
-    bias = 1 + 0.1 * (rng.uniform(-1, 1) * (yy - H / 2) / H + rng.uniform(-1, 1) * (xx - W / 2) / W
-                      + _smooth_noise(rng, (H, W), H / 6))
+    bias = 1 + 0.1 * (
+        rng.uniform(-1, 1) * (yy - H / 2) / H
+        + rng.uniform(-1, 1) * (xx - W / 2) / W
+        + _smooth_noise(rng, (H, W), H / 6)
+    )
     sigma = rng.uniform(0.02, 0.04)
 
     frames = {}
@@ -270,7 +282,7 @@ def make_acdc_like_patient(rng: np.random.Generator, group: str = "NOR", in_plan
         r_endo_ed = (r_ed * shape_f)[..., None] * taper
         r_epi_ed = r_endo_ed + np.maximum((wall_ed * wall_f)[..., None] * (0.85 + 0.15 * taper), 1.5)
         r_endo = np.maximum(r_endo_ed * np.sqrt(1 - ef_l), 1.5)
-        r_epi = np.sqrt(r_endo ** 2 + r_epi_ed ** 2 - r_endo_ed ** 2)  # myocardial area kept -> the wall thickens
+        r_epi = np.sqrt(r_endo**2 + r_epi_ed**2 - r_endo_ed**2)  # myocardial area kept -> the wall thickens
         lv = dist[..., None] < r_endo
         myo = ~lv & (dist[..., None] < r_epi)
         # RV: crescent wrapping the septum; the part of an ellipse outside the epicardium.
@@ -297,8 +309,9 @@ def make_acdc_like_patient(rng: np.random.Generator, group: str = "NOR", in_plan
     return frames
 
 
-def generate_acdc_like_dataset(out_dir, n_patients: int = 4, seed: int = 0, in_plane: int = 96,
-                               n_slices: int = 6) -> list[str]:
+def generate_acdc_like_dataset(
+    out_dir, n_patients: int = 4, seed: int = 0, in_plane: int = 96, n_slices: int = 6
+) -> list[str]:
     """Write an ACDC-layout synthetic dataset to ``out_dir``; returns the sorted patient ids.
 
     ``patientXXX/patientXXX_frame01.nii.gz`` (end-diastole) and ``patientXXX_frameYY.nii.gz`` (end-systole, YY drawn

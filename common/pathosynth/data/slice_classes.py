@@ -16,8 +16,8 @@ label pairs) and writes PNG slices + a classifier datalist outside the sources.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -56,8 +56,14 @@ def lesion_slice_classes(label: np.ndarray, lesion_values: Sequence[int]) -> np.
     return np.isin(label, np.asarray(list(lesion_values))).any(axis=tuple(range(label.ndim - 1))).astype(np.int64)
 
 
-def write_lesion_slices(cases: Sequence[dict], out_dir: str | os.PathLike, lesion_values: Sequence[int],
-                        image_size: Sequence[int], description: str = "", fov_size: Sequence[int] | None = None) -> Path:
+def write_lesion_slices(
+    cases: Sequence[dict],
+    out_dir: str | os.PathLike,
+    lesion_values: Sequence[int],
+    image_size: Sequence[int],
+    description: str = "",
+    fov_size: Sequence[int] | None = None,
+) -> Path:
     """Every slice of ``cases`` (validated records with ``image`` / ``label`` NIfTI paths, e.g. from
     :func:`~pathosynth.data.load_cases`), cropped to the centred ``fov_size`` when given, as an 8-bit PNG
     ``OUT/images/<case>_zNN.png`` (:func:`unit_slices`) and
@@ -79,49 +85,83 @@ def write_lesion_slices(cases: Sequence[dict], out_dir: str | os.PathLike, lesio
         slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size, fov_size)
         classes = lesion_slice_classes(np.asanyarray(nib.load(case["label"]).dataobj), lesion_values)
         if len(classes) != len(slices):
-            raise DatasetError(f"case {case['case_id']}: label {case['label']} has {len(classes)} slices, image {case['image']} {len(slices)}")
+            raise DatasetError(
+                f"case {case['case_id']}: label {case['label']} has {len(classes)} slices, image {case['image']} {len(slices)}"
+            )
         for z, (image, label) in enumerate(zip(slices, classes)):
             name = f"images/{case['case_id']}_z{z:02d}.png"
             with atomic_path(out / name) as tmp:
                 Image.fromarray(np.round(image[0] * 255).astype(np.uint8)).save(tmp, format="PNG")
-            entries.append({"image": name, "label": int(label), "case_id": f"{case['case_id']}_z{z:02d}",
-                            "source_case_id": case.get("source_case_id", case["case_id"])})
+            entries.append(
+                {
+                    "image": name,
+                    "label": int(label),
+                    "case_id": f"{case['case_id']}_z{z:02d}",
+                    "source_case_id": case.get("source_case_id", case["case_id"]),
+                }
+            )
     counts = np.bincount([e["label"] for e in entries], minlength=2).tolist()
-    write_json(out / "datalist.json", {"description": description or "2D slices; label 1 = the slice holds a lesion label",
-                                       "class_names": ["no lesion", "lesion"], "class_counts": counts,
-                                       "fov_size": [int(s) for s in fov_size] if fov_size is not None else None, "training": entries})
+    write_json(
+        out / "datalist.json",
+        {
+            "description": description or "2D slices; label 1 = the slice holds a lesion label",
+            "class_names": ["no lesion", "lesion"],
+            "class_counts": counts,
+            "fov_size": [int(s) for s in fov_size] if fov_size is not None else None,
+            "training": entries,
+        },
+    )
     return out / "datalist.json"
 
 
-def volume_slice_records(dataset_dir: str | os.PathLike, class_names: Sequence[str], image_size: Sequence[int],
-                         fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None) -> list[dict]:
+def volume_slice_records(
+    dataset_dir: str | os.PathLike,
+    class_names: Sequence[str],
+    image_size: Sequence[int],
+    fraction: float = 0.2,
+    seed: int = 0,
+    max_per_class: int | None = None,
+) -> list[dict]:
     """Slice records ``{"image": (1, H, W) float32 in [0, 1], "label", "case_id"}`` of a stratified fraction of the
     cases of an EMIDEC or ACDC folder, the class being the case's group named in ``class_names``."""
     import nibabel as nib
 
-    from .layouts import detect_layout
     from .cases import load_cases
+    from .layouts import detect_layout
     from .splits import SPLIT_DEFAULTS
 
     layout = detect_layout(dataset_dir)
-    cases = load_cases(str(dataset_dir), None, labels=dict(SPLIT_DEFAULTS[layout]["labels"]), lesion_classes=[], select="all")
+    cases = load_cases(
+        str(dataset_dir), None, labels=dict(SPLIT_DEFAULTS[layout]["labels"]), lesion_classes=[], select="all"
+    )
     names = [str(c) for c in class_names]
     for case in cases:
         if case.get("group") not in names:
-            raise DatasetError(f"case {case['case_id']} ({case['image']}) is in group {case.get('group')!r}, which is not one "
-                               f"of the configured class_names {names}")
+            raise DatasetError(
+                f"case {case['case_id']} ({case['image']}) is in group {case.get('group')!r}, which is not one "
+                f"of the configured class_names {names}"
+            )
     case_labels = np.array([names.index(c["group"]) for c in cases])
     records = []
     for index in stratified_fraction(case_labels, fraction, seed, max_per_class):
         case = cases[index]
         slices = unit_slices(nib.load(case["image"]).get_fdata(), image_size)
-        records += [{"image": image, "label": int(case_labels[index]), "case_id": f"{case['case_id']}_z{z:02d}"}
-                    for z, image in enumerate(slices)]
+        records += [
+            {"image": image, "label": int(case_labels[index]), "case_id": f"{case['case_id']}_z{z:02d}"}
+            for z, image in enumerate(slices)
+        ]
     return records
 
 
-def class_image_records(dataset: str | os.PathLike, class_names: Sequence[str], image_size: Sequence[int], split: str = "train",
-                        fraction: float = 0.2, seed: int = 0, max_per_class: int | None = None) -> list[dict]:
+def class_image_records(
+    dataset: str | os.PathLike,
+    class_names: Sequence[str],
+    image_size: Sequence[int],
+    split: str = "train",
+    fraction: float = 0.2,
+    seed: int = 0,
+    max_per_class: int | None = None,
+) -> list[dict]:
     """Records of an EMIDEC/ACDC folder (:func:`volume_slice_records`; ``max_per_class`` counts cases) or of a MedMNIST
     npz (:func:`~pathosynth.data.medmnist.medmnist_records`, its ``split``; images must already be ``image_size``)."""
     from .layouts import detect_layout

@@ -32,8 +32,9 @@ SPLIT_DEFAULTS = {
 }
 
 
-def _units_and_strata(records: Sequence[Mapping], group_key: str | None,
-                      stratify_key: str) -> tuple[dict[object, list[dict]], dict[str, list[object]]]:
+def _units_and_strata(
+    records: Sequence[Mapping], group_key: str | None, stratify_key: str
+) -> tuple[dict[object, list[dict]], dict[str, list[object]]]:
     """(unit key -> its records in case id order, stratum -> its unit keys in case id order). A unit is one record,
     or with ``group_key`` all records sharing that key's value; the records of one unit must share one stratum."""
     ordered = sorted((dict(r) for r in records), key=lambda r: r["case_id"])
@@ -49,7 +50,9 @@ def _units_and_strata(records: Sequence[Mapping], group_key: str | None,
     for key, members in units.items():
         values = sorted({str(r.get(stratify_key)) for r in members})
         if len(values) > 1:
-            raise ValueError(f"{group_key} {key} has cases in several '{stratify_key}' strata {values}; they cannot stay together")
+            raise ValueError(
+                f"{group_key} {key} has cases in several '{stratify_key}' strata {values}; they cannot stay together"
+            )
         strata.setdefault(values[0], []).append(key)
     for group, members in strata.items():
         members.sort(key=lambda k: (units[k][0]["case_id"], str(k)))
@@ -60,8 +63,13 @@ def _flatten(units: Mapping[object, list[dict]], keys) -> list[dict]:
     return sorted((r for key in keys for r in units[key]), key=lambda r: r["case_id"])
 
 
-def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed: int = 0, group_key: str | None = None,
-                  stratify_key: str = "group") -> tuple[list[dict], list[dict]]:
+def split_by_case(
+    records: Sequence[Mapping],
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    group_key: str | None = None,
+    stratify_key: str = "group",
+) -> tuple[list[dict], list[dict]]:
     """(train, test) records; within each stratum (value of ``stratify_key``, the clinical group) a seeded shuffle
     of the sorted units picks ``round(test_fraction * n)`` test units (at least one when the stratum has two or more).
     Strata of a single unit are pooled into one stratum when there are several (a tiny dataset, e.g. one patient per
@@ -74,7 +82,9 @@ def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     units, strata = _units_and_strata(records, group_key, stratify_key)
     singletons = sorted(group for group, members in strata.items() if len(members) == 1)
-    if len(singletons) > 1:  # a stratum of one unit cannot be split: pool those (tiny datasets) so some reach the test set
+    if (
+        len(singletons) > 1
+    ):  # a stratum of one unit cannot be split: pool those (tiny datasets) so some reach the test set
         strata[" + ".join(singletons)] = [strata.pop(group)[0] for group in singletons]
     train, test = [], []
     groups = sorted(strata)
@@ -88,8 +98,9 @@ def split_by_case(records: Sequence[Mapping], test_fraction: float = 0.25, seed:
     return sorted(train, key=lambda r: r["case_id"]), sorted(test, key=lambda r: r["case_id"])
 
 
-def kfold_by_case(records: Sequence[Mapping], k: int = 3, seed: int = 0, group_key: str | None = None,
-                  stratify_key: str = "group") -> list[tuple[list[dict], list[dict]]]:
+def kfold_by_case(
+    records: Sequence[Mapping], k: int = 3, seed: int = 0, group_key: str | None = None, stratify_key: str = "group"
+) -> list[tuple[list[dict], list[dict]]]:
     """``k`` (train, test) record lists for k-fold cross-validation by case: every unit (a case, or with ``group_key``
     all records of e.g. one patient) is in exactly one test fold and in the training part of the others.
 
@@ -111,18 +122,26 @@ def kfold_by_case(records: Sequence[Mapping], k: int = 3, seed: int = 0, group_k
         for position in np.random.default_rng([int(seed), index]).permutation(len(members)):
             folds[dealt % k].append(members[position])
             dealt += 1
-    return [(_flatten(units, [key for other in range(k) if other != fold for key in folds[other]]), _flatten(units, folds[fold]))
-            for fold in range(k)]
+    return [
+        (
+            _flatten(units, [key for other in range(k) if other != fold for key in folds[other]]),
+            _flatten(units, folds[fold]),
+        )
+        for fold in range(k)
+    ]
 
 
-def stratified_subset(records: Sequence[Mapping], n_units: int, seed: int = 0, group_key: str | None = None,
-                      stratify_key: str = "group") -> list[dict]:
+def stratified_subset(
+    records: Sequence[Mapping], n_units: int, seed: int = 0, group_key: str | None = None, stratify_key: str = "group"
+) -> list[dict]:
     """The records of ``n_units`` units (cases, or e.g. patients with ``group_key``) drawn in a seeded shuffle within
     each stratum and taken round robin over the sorted strata, so the groups stay as balanced as the data allow (a
     smaller study, e.g. at CPU scale). All records when ``n_units`` covers every unit."""
     units, strata = _units_and_strata(records, group_key, stratify_key)
-    queues = [[strata[g][i] for i in np.random.default_rng([int(seed), index, 7]).permutation(len(strata[g]))]
-              for index, g in enumerate(sorted(strata))]
+    queues = [
+        [strata[g][i] for i in np.random.default_rng([int(seed), index, 7]).permutation(len(strata[g]))]
+        for index, g in enumerate(sorted(strata))
+    ]
     chosen: list[object] = []
     while len(chosen) < min(int(n_units), len(units)):
         for queue in queues:
@@ -131,8 +150,12 @@ def stratified_subset(records: Sequence[Mapping], n_units: int, seed: int = 0, g
     return _flatten(units, chosen)
 
 
-def _layout_records(dataset_dir: str | os.PathLike, labels: Mapping[str, int] | None, lesion_classes: Sequence[str] | None,
-                    group_key: str | None) -> tuple[list[dict], dict[str, int], list[str], str | None]:
+def _layout_records(
+    dataset_dir: str | os.PathLike,
+    labels: Mapping[str, int] | None,
+    lesion_classes: Sequence[str] | None,
+    group_key: str | None,
+) -> tuple[list[dict], dict[str, int], list[str], str | None]:
     """Validated records of a dataset folder, with the layout's defaults (:data:`SPLIT_DEFAULTS`) for settings left None."""
     from .layouts import detect_layout
 
@@ -152,9 +175,15 @@ def _semantics(dataset_dir: str | os.PathLike, labels: Mapping[str, int]) -> dic
     return {"labels": labels, "dataset": declared[0] if declared else None}
 
 
-def write_split(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, test_fraction: float = 0.25, seed: int = 0,
-                labels: Mapping[str, int] | None = None, lesion_classes: Sequence[str] | None = None,
-                group_key: str | None = None) -> dict[str, str]:
+def write_split(
+    dataset_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    labels: Mapping[str, int] | None = None,
+    lesion_classes: Sequence[str] | None = None,
+    group_key: str | None = None,
+) -> dict[str, str]:
     """Validate a dataset and write its split as datalists (paths point into the dataset; nothing is copied):
     ``train.json``, ``test.json`` and ``split.json`` (case ids, seed, fraction, grouping); for lesion datasets
     (``lesion_classes`` not empty, EMIDEC) also ``train_pathological.json``, ``train_normal.json`` and
@@ -168,25 +197,43 @@ def write_split(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, test
     out.mkdir(parents=True, exist_ok=True)
     parts = {"train": ("train", train), "test": ("test", test)}
     if lesion_classes:
-        parts.update({
-            "train_pathological": ("P", [r for r in train if r.get("group") != "normal"]),
-            "train_normal": ("N", [r for r in train if r.get("group") == "normal"]),
-            "test_pathological": ("testP", [r for r in test if r.get("group") != "normal"]),
-        })
+        parts.update(
+            {
+                "train_pathological": ("P", [r for r in train if r.get("group") != "normal"]),
+                "train_normal": ("N", [r for r in train if r.get("group") == "normal"]),
+                "test_pathological": ("testP", [r for r in test if r.get("group") != "normal"]),
+            }
+        )
     paths = {}
     semantics = _semantics(dataset_dir, labels)
     for name, (set_name, members) in parts.items():
         if members:
             export_datalist([(set_name, members)], out / f"{name}.json", **semantics)
             paths[name] = str(out / f"{name}.json")
-    write_json(out / "split.json", {"dataset_dir": str(Path(dataset_dir).resolve()), "seed": int(seed), "test_fraction": test_fraction,
-                                    "group_key": group_key, "train": [r["case_id"] for r in train], "test": [r["case_id"] for r in test]})
+    write_json(
+        out / "split.json",
+        {
+            "dataset_dir": str(Path(dataset_dir).resolve()),
+            "seed": int(seed),
+            "test_fraction": test_fraction,
+            "group_key": group_key,
+            "train": [r["case_id"] for r in train],
+            "test": [r["case_id"] for r in test],
+        },
+    )
     return paths
 
 
-def write_kfold(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, k: int = 3, seed: int = 0,
-                labels: Mapping[str, int] | None = None, lesion_classes: Sequence[str] | None = None,
-                group_key: str | None = None, max_units: int | None = None) -> list[dict[str, str]]:
+def write_kfold(
+    dataset_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    k: int = 3,
+    seed: int = 0,
+    labels: Mapping[str, int] | None = None,
+    lesion_classes: Sequence[str] | None = None,
+    group_key: str | None = None,
+    max_units: int | None = None,
+) -> list[dict[str, str]]:
     """Validate a dataset and write its k folds as datalists (paths point into the dataset; nothing is copied):
     ``fold<i>/train.json`` and ``fold<i>/test.json`` for i in 0..k-1, and ``folds.json`` (case ids per fold, seed,
     grouping). ``max_units`` first keeps a stratified seeded subset of that many units (:func:`stratified_subset`).
@@ -206,8 +253,18 @@ def write_kfold(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, k: i
         export_datalist([("train", train)], fold_dir / "train.json", **semantics)
         export_datalist([("test", test)], fold_dir / "test.json", **semantics)
         paths.append({"train": str(fold_dir / "train.json"), "test": str(fold_dir / "test.json")})
-    write_json(out / "folds.json", {"dataset_dir": str(Path(dataset_dir).resolve()), "k": int(k), "seed": int(seed), "group_key": group_key,
-                                    "max_units": max_units, "cases": sorted(r["case_id"] for r in records),
-                                    "folds": [{"train": [r["case_id"] for r in train], "test": [r["case_id"] for r in test]}
-                                              for train, test in folds]})
+    write_json(
+        out / "folds.json",
+        {
+            "dataset_dir": str(Path(dataset_dir).resolve()),
+            "k": int(k),
+            "seed": int(seed),
+            "group_key": group_key,
+            "max_units": max_units,
+            "cases": sorted(r["case_id"] for r in records),
+            "folds": [
+                {"train": [r["case_id"] for r in train], "test": [r["case_id"] for r in test]} for train, test in folds
+            ],
+        },
+    )
     return paths

@@ -66,7 +66,9 @@ class LesionMasksd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             label = torch.as_tensor(d[key])[0]
-            masks = torch.stack([torch.isin(label, torch.as_tensor(v, device=label.device)) for v in self.values]).float()
+            masks = torch.stack(
+                [torch.isin(label, torch.as_tensor(v, device=label.device)) for v in self.values]
+            ).float()
             union = masks.amax(dim=0, keepdim=True)
             d[self.mask_key] = masks
             d[self.union_key] = union
@@ -146,9 +148,17 @@ class RandRectangleMaskd(RandomizableTransform, MapTransform):
     (``set_random_state``; the bundle's ``set_determinism`` and DataLoader seed it).
     """
 
-    def __init__(self, keys: KeysCollection, mask_key: str = "mask", target_key: str = "target",
-                 area_fraction: Sequence[float] = (0.1, 0.25), aspect_ratio: Sequence[float] = (0.5, 2.0),
-                 fill: float = 0.0, prob: float = 1.0, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mask_key: str = "mask",
+        target_key: str = "target",
+        area_fraction: Sequence[float] = (0.1, 0.25),
+        aspect_ratio: Sequence[float] = (0.5, 2.0),
+        fill: float = 0.0,
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         if len(self.keys) != 1:
@@ -168,7 +178,10 @@ class RandRectangleMaskd(RandomizableTransform, MapTransform):
             self.box = None
             return
         height, width = (int(s) for s in spatial_shape)
-        low, high = math.ceil(self.area_fraction[0] * height * width), math.floor(self.area_fraction[1] * height * width)
+        low, high = (
+            math.ceil(self.area_fraction[0] * height * width),
+            math.floor(self.area_fraction[1] * height * width),
+        )
         area = int(self.R.randint(max(low, 1), high + 1)) if high >= max(low, 1) else 0
         ratio = math.exp(self.R.uniform(math.log(self.aspect_ratio[0]), math.log(self.aspect_ratio[1])))
         ideal = math.sqrt(area * ratio)
@@ -178,7 +191,9 @@ class RandRectangleMaskd(RandomizableTransform, MapTransform):
                 w = min(max(round(area / h), w_low), w_high)
                 break
         else:
-            raise ValueError(f"no rectangle of an image of {height}x{width} pixels covers {list(self.area_fraction)} of it")
+            raise ValueError(
+                f"no rectangle of an image of {height}x{width} pixels covers {list(self.area_fraction)} of it"
+            )
         top, left = int(self.R.randint(0, height - h + 1)), int(self.R.randint(0, width - w + 1))
         self.box = (slice(top, top + h), slice(left, left + w))
 
@@ -187,7 +202,9 @@ class RandRectangleMaskd(RandomizableTransform, MapTransform):
         for key in self.key_iterator(d):
             image = d[key]
             if image.ndim != 3:
-                raise ValueError(f"RandRectangleMaskd needs a (C, H, W) image under '{key}', got shape {tuple(image.shape)}")
+                raise ValueError(
+                    f"RandRectangleMaskd needs a (C, H, W) image under '{key}', got shape {tuple(image.shape)}"
+                )
             self.randomize(image.shape[1:])
             mask = torch.zeros((1, *image.shape[1:]), dtype=torch.float32)
             masked = image.clone()

@@ -42,8 +42,9 @@ def warn_if_constant(case: str, path: str, image: np.ndarray) -> None:
     """An all-constant image loads and passes every check, yet carries nothing to learn (a blank export, a wrong
     file): worth a warning that names the file, not an error (a blank slice stack can be deliberate)."""
     if image.size and np.isfinite(image).all() and image.min() == image.max():
-        logger.warning(f"{case}: image {path} is constant (every voxel {image.flat[0]}); "
-                       "it holds no structure to learn from")
+        logger.warning(
+            f"{case}: image {path} is constant (every voxel {image.flat[0]}); it holds no structure to learn from"
+        )
 
 
 def check_case(
@@ -69,7 +70,9 @@ def check_case(
         return [f"{case}: label {err}"], set()
 
     if _spatial(image.shape) != _spatial(label.shape):
-        problems.append(f"{case}: image {record['image']} has shape {image.shape} but label {record['label']} has {label.shape}")
+        problems.append(
+            f"{case}: image {record['image']} has shape {image.shape} but label {record['label']} has {label.shape}"
+        )
     if len(_spatial(image.shape)) not in (2, 3):
         problems.append(f"{case}: image {record['image']} has shape {image.shape}; expected a 2-D or 3-D volume")
     if not np.allclose(image_affine, label_affine, atol=1e-3):
@@ -86,16 +89,24 @@ def check_case(
     declared = set(int(v) for v in labels.values())
     unknown = sorted(values - declared)
     if unknown:
-        problems.append(f"{case}: label {record['label']} has values {unknown} not among the declared labels {dict(labels)}")
+        problems.append(
+            f"{case}: label {record['label']} has values {unknown} not among the declared labels {dict(labels)}"
+        )
 
     has_lesion = bool(values & set(class_values(labels, lesion_classes)))
     if lesion_classes:
         needs = require_lesion if require_lesion is not None else record.get("group") == "pathological"
         if needs and not has_lesion:
-            why = "it is declared pathological" if record.get("group") == "pathological" else "this run synthesises into real lesion masks"
+            why = (
+                "it is declared pathological"
+                if record.get("group") == "pathological"
+                else "this run synthesises into real lesion masks"
+            )
             problems.append(f"{case}: label {record['label']} has no {'/'.join(lesion_classes)} voxels, but {why}")
         if record.get("group") == "normal" and has_lesion:
-            problems.append(f"{case}: declared normal (Case_N*) but label {record['label']} holds {'/'.join(lesion_classes)} voxels")
+            problems.append(
+                f"{case}: declared normal (Case_N*) but label {record['label']} holds {'/'.join(lesion_classes)} voxels"
+            )
     return problems, values
 
 

@@ -82,14 +82,20 @@ def _check_requirements(metadata: dict, closure, metadata_path: Path) -> None:
             missing[dist] = f"{import_name} (imported by {', '.join(sorted(importers))})"
     if missing:
         lines = "\n".join(f"  {dist}: {why}" for dist, why in missing.items())
-        raise PackError(f"{metadata_path} does not declare packages the bundle's code imports; add them to "
-                        f"'required_packages_version':\n{lines}")
+        raise PackError(
+            f"{metadata_path} does not declare packages the bundle's code imports; add them to "
+            f"'required_packages_version':\n{lines}"
+        )
 
 
 def bundle_files(bundle_dir: Path) -> list[Path]:
     """Configs, docs and LICENSE of a bundle (dot files and caches left out)."""
     files = [p for sub in ("configs", "docs") for p in sorted((bundle_dir / sub).rglob("*")) if p.is_file()]
-    files = [p for p in files if not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(bundle_dir).parts)]
+    files = [
+        p
+        for p in files
+        if not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(bundle_dir).parts)
+    ]
     return files + [bundle_dir / "LICENSE"]
 
 
@@ -103,8 +109,12 @@ def merged_config(configs_dir: Path, overlays: Sequence[str | os.PathLike], base
     return json.dumps(ConfigParser.load_config_files([str(f) for f in files]), indent=4).encode() + b"\n"
 
 
-def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, weights: Sequence[str | os.PathLike] = (),
-                overlays: Sequence[str | os.PathLike] = ()) -> Path:
+def pack_bundle(
+    bundle_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    weights: Sequence[str | os.PathLike] = (),
+    overlays: Sequence[str | os.PathLike] = (),
+) -> Path:
     """Write ``<out_dir>/<bundle>_v<version>.zip`` (atomically) and return its path. ``overlays`` (paths, relative
     ones inside the bundle's configs/) are merged into the archive's inference.json."""
     bundle_dir = Path(bundle_dir).resolve()
@@ -120,24 +130,33 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, weigh
     stored = [MONAI_MODEL_FILE] + [path.name for path in weights[1:]]  # names in models/: every file is kept
     clashes = sorted({name for name in stored if stored.count(name) > 1})
     if clashes:
-        raise PackError(f"weights {[str(w) for w in weights]} would be stored as models/{stored} and overwrite each other "
-                        f"({', '.join(clashes)}); the first is stored as {MONAI_MODEL_FILE}, the others under their own "
-                        "names: rename one")
+        raise PackError(
+            f"weights {[str(w) for w in weights]} would be stored as models/{stored} and overwrite each other "
+            f"({', '.join(clashes)}); the first is stored as {MONAI_MODEL_FILE}, the others under their own "
+            "names: rename one"
+        )
     target = Path(out_dir) / f"{name}_v{metadata['version']}.zip"
     if target.exists():
-        raise PackError(f"{target} already exists; an archive version is immutable: bump 'version' in {metadata_path} "
-                        "(with a changelog entry) or pack into another folder")
+        raise PackError(
+            f"{target} already exists; an archive version is immutable: bump 'version' in {metadata_path} "
+            "(with a changelog entry) or pack into another folder"
+        )
     closure = code_closure(p for p in (bundle_dir / "configs").rglob("*.json") if p.name != "metadata.json")
     _check_requirements(metadata, closure, metadata_path)
 
-    packed_metadata = {**metadata, "required_packages_version": {
-        k: v for k, v in (metadata.get("required_packages_version") or {}).items() if canonical(k) != PACKAGE}}
+    packed_metadata = {
+        **metadata,
+        "required_packages_version": {
+            k: v for k, v in (metadata.get("required_packages_version") or {}).items() if canonical(k) != PACKAGE
+        },
+    }
     replaced = {metadata_path: json.dumps(packed_metadata, indent=4).encode() + b"\n"}
     for base in ("inference.json", "train.json") if overlays else ():  # the configs whose network_def is loaded
         if (bundle_dir / "configs" / base).is_file():
             replaced[bundle_dir / "configs" / base] = merged_config(bundle_dir / "configs", overlays, base)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(target) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+
             def add(arcname: str, data: bytes) -> None:
                 info = zipfile.ZipInfo(f"{name}/{arcname}", date_time=ZIP_TIME)
                 info.compress_type = zipfile.ZIP_DEFLATED
@@ -157,7 +176,9 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, weigh
                     add(f"models/{metadata_file.name}", metadata_file.read_bytes())
                 else:
                     add(f"models/{path.name}", path.read_bytes())
-    logger.info(f"packed {name} v{metadata['version']}: {len(closure.modules)} pathosynth modules, {len(weights)} weights file(s) -> {target}")
+    logger.info(
+        f"packed {name} v{metadata['version']}: {len(closure.modules)} pathosynth modules, {len(weights)} weights file(s) -> {target}"
+    )
     for import_name, importers in sorted(closure.optional.items()):  # guarded imports: features, not requirements
         logger.info(f"optional, not pinned: {import_name} (used by {', '.join(sorted(importers))} when installed)")
     return target

@@ -86,7 +86,10 @@ def _guarded(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
         if isinstance(node, ast.Try) and child in node.body:
             for handler in node.handlers:
                 names = [handler.type] if not isinstance(handler.type, ast.Tuple) else handler.type.elts
-                if handler.type is None or any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError", "Exception") for n in names):
+                if handler.type is None or any(
+                    isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError", "Exception")
+                    for n in names
+                ):
                     return True
     return False
 
@@ -110,8 +113,11 @@ def module_imports(name: str) -> ModuleImports:
             else:
                 base = node.module or ""
             # ``from pkg import x``: x may be a submodule or an attribute of pkg
-            targets = [f"{base}.{alias.name}" if module_file(f"{base}.{alias.name}") else base for alias in node.names] \
-                if base.split(".")[0] == PACKAGE else [base]
+            targets = (
+                [f"{base}.{alias.name}" if module_file(f"{base}.{alias.name}") else base for alias in node.names]
+                if base.split(".")[0] == PACKAGE
+                else [base]
+            )
         else:
             continue
         for target in targets:

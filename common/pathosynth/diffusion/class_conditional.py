@@ -47,8 +47,15 @@ class ClassConditionedPrepareBatch(DiffusionPrepareBatch):
         image_key, label_key: batch keys.
     """
 
-    def __init__(self, num_train_timesteps: int, num_classes: int, space: DiffusionSpace, p_uncond: float = 0.1,
-                 image_key: str = "image", label_key: str = "label") -> None:
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        num_classes: int,
+        space: DiffusionSpace,
+        p_uncond: float = 0.1,
+        image_key: str = "image",
+        label_key: str = "label",
+    ) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
         if not 0.0 <= float(p_uncond) <= 1.0:
             raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
@@ -75,7 +82,13 @@ class ClassConditionedDiffusionInferer(torch.nn.Module):
         super().__init__()
         self.scheduler = scheduler
 
-    def __call__(self, inputs: torch.Tensor, diffusion_model, noise: torch.Tensor, timesteps: torch.Tensor,
-                 condition: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        inputs: torch.Tensor,
+        diffusion_model,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         return diffusion_model(noisy, timesteps, class_labels=condition)

@@ -33,10 +33,21 @@ class CleanContextDiffusionInferer(DiffusionInferer):
     ``condition`` (``LesionFocusPrepareBatch(condition_name="lesion_mask")``); the image is noised to t, its
     background put back clean, and the masks concatenated (:func:`clean_context_input`)."""
 
-    def __call__(self, inputs: torch.Tensor, diffusion_model, noise: torch.Tensor, timesteps: torch.Tensor,
-                 condition: torch.Tensor | None = None, mode: str = "concat", seg=None, **kwargs):  # type: ignore[override]
+    def __call__(
+        self,
+        inputs: torch.Tensor,
+        diffusion_model,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        mode: str = "concat",
+        seg=None,
+        **kwargs,
+    ):  # type: ignore[override]
         if condition is None:
-            raise ValueError("a clean-context model needs the lesion masks as its condition "
-                             "(LesionFocusPrepareBatch condition_name='lesion_mask')")
+            raise ValueError(
+                "a clean-context model needs the lesion masks as its condition "
+                "(LesionFocusPrepareBatch condition_name='lesion_mask')"
+            )
         noisy = self.scheduler.add_noise(original_samples=inputs, noise=noise, timesteps=timesteps)
         return diffusion_model(clean_context_input(noisy, inputs, condition), timesteps=timesteps)

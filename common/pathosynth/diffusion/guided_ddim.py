@@ -39,14 +39,22 @@ class GuidedDDIMSampler:
             ``"class_labels"`` (class index of a ``DiffusionModelUNet`` with ``num_class_embeds``).
     """
 
-    def __init__(self, scheduler, num_inference_steps: int = 20, guidance_scale: float = 9.0, eta: float = 0.0,
-                 condition_key: str = "context") -> None:
+    def __init__(
+        self,
+        scheduler,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 9.0,
+        eta: float = 0.0,
+        condition_key: str = "context",
+    ) -> None:
         self.scheduler = scheduler
         self.num_train_timesteps = int(scheduler.num_train_timesteps)
         self.num_inference_steps = int(num_inference_steps)
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
-            raise ValueError(f"num_inference_steps must lie in [1, {self.num_train_timesteps}] (the training T), "
-                             f"got {num_inference_steps}")
+            raise ValueError(
+                f"num_inference_steps must lie in [1, {self.num_train_timesteps}] (the training T), "
+                f"got {num_inference_steps}"
+            )
         self.chain = ReverseChain(scheduler, self.num_inference_steps, float(eta))
         self.guidance_scale = float(guidance_scale)
         self.eta = float(eta)
@@ -64,8 +72,13 @@ class GuidedDDIMSampler:
         return 1 if self.guidance_scale in (0.0, 1.0) else 2
 
     def settings(self) -> dict:
-        return {"sampler": "ddim", **self.chain.settings(), "guidance_scale": self.guidance_scale,
-                "guidance": "out_null + w * (out_prompt - out_null)", "condition_key": self.condition_key}
+        return {
+            "sampler": "ddim",
+            **self.chain.settings(),
+            "guidance_scale": self.guidance_scale,
+            "guidance": "out_null + w * (out_prompt - out_null)",
+            "condition_key": self.condition_key,
+        }
 
     @staticmethod
     def predict(network, x, t, context, controlnet=None, cn_cond=None, condition_key: str = "context") -> torch.Tensor:
@@ -74,7 +87,9 @@ class GuidedDDIMSampler:
         if controlnet is None:
             return network(x, timesteps, **{condition_key: context})
         down, mid = controlnet(x=x, timesteps=timesteps, controlnet_cond=cn_cond, context=context)
-        return network(x, timesteps, context=context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        return network(
+            x, timesteps, context=context, down_block_additional_residuals=down, mid_block_additional_residual=mid
+        )
 
     def guided_noise(self, network, x, t, context, null_context, controlnet=None, cn_cond=None) -> torch.Tensor:
         """The guided output; one network call for w in {0, 1}, else the null and prompt branches in one batch."""
@@ -83,8 +98,15 @@ class GuidedDDIMSampler:
             return self.predict(network, x, t, context, controlnet, cn_cond, key)
         if w == 0.0:
             return self.predict(network, x, t, null_context, controlnet, cn_cond, key)
-        both = self.predict(network, torch.cat([x, x]), t, torch.cat([null_context, context]), controlnet,
-                            None if cn_cond is None else torch.cat([cn_cond, cn_cond]), key)
+        both = self.predict(
+            network,
+            torch.cat([x, x]),
+            t,
+            torch.cat([null_context, context]),
+            controlnet,
+            None if cn_cond is None else torch.cat([cn_cond, cn_cond]),
+            key,
+        )
         out_null, out_prompt = both.chunk(2)
         return out_null + w * (out_prompt - out_null)
 

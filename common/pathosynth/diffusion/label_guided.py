@@ -26,7 +26,9 @@ def label_values_of(labels: Mapping[str, int] | Sequence[int]) -> list[int]:
     return [int(v) for v in (labels.values() if isinstance(labels, Mapping) else labels)]
 
 
-def one_hot_labels(label: torch.Tensor, labels: Mapping[str, int] | Sequence[int], size: Sequence[int] | None = None) -> torch.Tensor:
+def one_hot_labels(
+    label: torch.Tensor, labels: Mapping[str, int] | Sequence[int], size: Sequence[int] | None = None
+) -> torch.Tensor:
     """(B, 1, H, W) label map -> (B, L, h, w) float one-hot, channel k = ``label == values[k]``, resized (nearest)
     to ``size``. Label values may be any integers (not only 0..L-1); a value that is not declared has no channel."""
     label = _plain_tensor(label)
@@ -95,7 +97,9 @@ class SpadeDiffusionInferer(DiffusionInferer):
     """
 
     def __call__(self, inputs, diffusion_model, noise, timesteps, condition=None, mode="crossattn", seg=None):
-        return super().__call__(inputs, _bind_seg(diffusion_model, seg), noise, timesteps, condition=condition, mode=mode, seg=seg)
+        return super().__call__(
+            inputs, _bind_seg(diffusion_model, seg), noise, timesteps, condition=condition, mode=mode, seg=seg
+        )
 
     def sample(self, input_noise, diffusion_model, *args, seg=None, **kwargs):
         return super().sample(input_noise, _bind_seg(diffusion_model, seg), *args, seg=seg, **kwargs)

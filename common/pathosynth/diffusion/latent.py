@@ -63,7 +63,9 @@ class DiffusionSpace:
         self._scale = None if scale is None else float(scale)
         self.stats_checkpoint = stats_checkpoint
         if (self._shift is None or self._scale is None) and stats_checkpoint is None:
-            raise ValueError("give shift and scale, or a stats_checkpoint whose metadata holds latent_shift/latent_scale")
+            raise ValueError(
+                "give shift and scale, or a stats_checkpoint whose metadata holds latent_shift/latent_scale"
+            )
         self._latent_sizes: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     @property
@@ -194,7 +196,9 @@ def _estimate_latent_stats(autoencoder, data, device, key, batch_size, max_items
     if checkpoint is not None and Path(checkpoint).exists():
         meta = torch.load(checkpoint, map_location="cpu", weights_only=True).get("metadata", {})
         if "latent_shift" in meta and "latent_scale" in meta:
-            logger.info(f"latent statistics from {checkpoint}: shift {meta['latent_shift']:.4g}, scale {meta['latent_scale']:.4g}")
+            logger.info(
+                f"latent statistics from {checkpoint}: shift {meta['latent_shift']:.4g}, scale {meta['latent_scale']:.4g}"
+            )
             return {"latent_shift": float(meta["latent_shift"]), "latent_scale": float(meta["latent_scale"])}
     space = DiffusionSpace(autoencoder, shift=0.0, scale=1.0)
     device = torch.device(device) if device is not None else space.device

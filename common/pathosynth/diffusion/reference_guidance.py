@@ -111,7 +111,12 @@ class GuidanceReference:
 
     def settings(self) -> dict:
         factor = self.factor if isinstance(self.factor, int) else [int(f) for f in self.factor]
-        return {"name": self.name, "factor": factor, "stop_step": int(self.stop_step), "weighted": self.weight is not None}
+        return {
+            "name": self.name,
+            "factor": factor,
+            "stop_step": int(self.stop_step),
+            "weighted": self.weight is not None,
+        }
 
 
 def refine(x: torch.Tensor, references: Sequence[tuple[GuidanceReference, torch.Tensor]]) -> torch.Tensor:
@@ -136,8 +141,9 @@ class ReferenceGuidedSampler(Inferer):
         progress: show a progress bar over the steps.
     """
 
-    def __init__(self, scheduler, num_inference_steps: int | None = None, eta: float | None = None,
-                 progress: bool = False) -> None:
+    def __init__(
+        self, scheduler, num_inference_steps: int | None = None, eta: float | None = None, progress: bool = False
+    ) -> None:
         super().__init__()
         self.scheduler = scheduler
         self.chain = ReverseChain(scheduler, num_inference_steps, eta)
@@ -146,8 +152,11 @@ class ReferenceGuidedSampler(Inferer):
         self.last_network_evaluations = 0
 
     def settings(self) -> dict:
-        return {"sampler": type(self).__name__, **self.chain.settings(),
-                "guidance": "x += sum_s W_s (phi_Ns(y_s,t-1) - phi_Ns(x_t-1)) while t >= a_s (t = 1..T)"}
+        return {
+            "sampler": type(self).__name__,
+            **self.chain.settings(),
+            "guidance": "x += sum_s W_s (phi_Ns(y_s,t-1) - phi_Ns(x_t-1)) while t >= a_s (t = 1..T)",
+        }
 
     @torch.no_grad()
     def __call__(  # type: ignore[override]
@@ -162,10 +171,16 @@ class ReferenceGuidedSampler(Inferer):
         shape = tuple(int(s) for s in shape)
         for reference in references:
             if tuple(reference.image.shape) != shape:
-                raise ValueError(f"reference '{reference.name}' has shape {tuple(reference.image.shape)}, the samples {shape}")
+                raise ValueError(
+                    f"reference '{reference.name}' has shape {tuple(reference.image.shape)}, the samples {shape}"
+                )
         if generators is not None and len(generators) != shape[0]:
             raise ValueError(f"need one generator per sample ({shape[0]}), got {len(generators)}")
-        device = torch.device(device) if device is not None else (references[0].image.device if references else torch.device("cpu"))
+        device = (
+            torch.device(device)
+            if device is not None
+            else (references[0].image.device if references else torch.device("cpu"))
+        )
         template = torch.empty(shape, device=device)
         x = sample_noise(template, generators)
         indices = range(len(self.timesteps) - 1, -1, -1)

@@ -130,26 +130,37 @@ class ReverseChain:
         timesteps: any strictly increasing training timesteps to visit instead of ``num_inference_steps``.
     """
 
-    def __init__(self, scheduler, num_inference_steps: int | None = None, eta: float | None = None,
-                 timesteps: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        scheduler,
+        num_inference_steps: int | None = None,
+        eta: float | None = None,
+        timesteps: Sequence[int] | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.num_train_timesteps = int(scheduler.num_train_timesteps)
         if timesteps is None:
             self.timesteps = respaced_timesteps(self.num_train_timesteps, num_inference_steps)
         else:
             self.timesteps = [int(t) for t in timesteps]
-            if not self.timesteps or any(b <= a for a, b in zip(self.timesteps, self.timesteps[1:])) \
-                    or self.timesteps[0] < 0 or self.timesteps[-1] >= self.num_train_timesteps:
-                raise ValueError(f"timesteps must increase strictly within [0, {self.num_train_timesteps}), "
-                                 f"got {timesteps}")
+            if (
+                not self.timesteps
+                or any(b <= a for a, b in zip(self.timesteps, self.timesteps[1:]))
+                or self.timesteps[0] < 0
+                or self.timesteps[-1] >= self.num_train_timesteps
+            ):
+                raise ValueError(
+                    f"timesteps must increase strictly within [0, {self.num_train_timesteps}), got {timesteps}"
+                )
         alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod).double()
         if not bool(((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()) or bool((alphas_cumprod.diff() > 0).any()):
             raise ValueError("the scheduler's alphas_cumprod must be non-increasing and lie in (0, 1]")
         self.alpha_bar = torch.cat([alphas_cumprod[self.timesteps], torch.ones(1, dtype=torch.float64)])  # [-1] = 1
         self.prediction_type = str(getattr(scheduler, "prediction_type", "epsilon"))
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"scheduler prediction_type must be one of {PREDICTION_TYPES}, "
-                             f"got {self.prediction_type!r}")
+            raise ValueError(
+                f"scheduler prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
+            )
         self.variance_type = str(getattr(scheduler, "variance_type", "fixed_small"))
         if self.variance_type not in VARIANCE_TYPES:
             raise ValueError(f"scheduler variance_type must be one of {VARIANCE_TYPES}, got {self.variance_type!r}")
@@ -162,10 +173,14 @@ class ReverseChain:
         return len(self.timesteps)
 
     def settings(self) -> dict:
-        return {"num_train_timesteps": self.num_train_timesteps, "num_inference_steps": len(self.timesteps),
-                "step": "ddpm" if self.eta is None else "ddim", "eta": self.eta,
-                "prediction_type": self.prediction_type,
-                "clip_sample": None if self.clip_range is None else list(self.clip_range)}
+        return {
+            "num_train_timesteps": self.num_train_timesteps,
+            "num_inference_steps": len(self.timesteps),
+            "step": "ddpm" if self.eta is None else "ddim",
+            "eta": self.eta,
+            "prediction_type": self.prediction_type,
+            "clip_sample": None if self.clip_range is None else list(self.clip_range),
+        }
 
     def timestep(self, index: int, batch_size: int, device=None) -> torch.Tensor:
         """(B,) training timestep of chain position ``index``, the network's time input."""
@@ -183,8 +198,14 @@ class ReverseChain:
             eps = eps_from_x0(x, x0, a_t)
         return x0, eps
 
-    def step(self, model_output: torch.Tensor, x: torch.Tensor, index: int, noise: torch.Tensor | None = None,
-             to_index: int | None = None) -> torch.Tensor:
+    def step(
+        self,
+        model_output: torch.Tensor,
+        x: torch.Tensor,
+        index: int,
+        noise: torch.Tensor | None = None,
+        to_index: int | None = None,
+    ) -> torch.Tensor:
         """x at chain position ``index`` -> position ``to_index`` (default ``index - 1``; -1 is the clean image).
 
         ``noise`` is z, needed when the step is stochastic (DDPM, or DDIM with η > 0) and ignored at the last step.
@@ -192,8 +213,15 @@ class ReverseChain:
         x0, eps = self.denoise(model_output, x, index)
         return self.step_from(x0, eps, x, index, noise, to_index)
 
-    def step_from(self, x0: torch.Tensor, eps: torch.Tensor, x: torch.Tensor, index: int,
-                  noise: torch.Tensor | None = None, to_index: int | None = None) -> torch.Tensor:
+    def step_from(
+        self,
+        x0: torch.Tensor,
+        eps: torch.Tensor,
+        x: torch.Tensor,
+        index: int,
+        noise: torch.Tensor | None = None,
+        to_index: int | None = None,
+    ) -> torch.Tensor:
         """:meth:`step` from an (x̂0, ε̂) pair instead of a network output: for samplers that edit x̂0 first (the
         inpainting sampler imposing the known image on x̂0 re-derives ε̂ with :func:`eps_from_x0`)."""
         to_index = index - 1 if to_index is None else int(to_index)

@@ -50,8 +50,15 @@ class TextConditionedPrepareBatch(DiffusionPrepareBatch):
         image_key, prompt_key: batch keys.
     """
 
-    def __init__(self, num_train_timesteps: int, space: DiffusionSpace, text_encoder, p_uncond: float = 0.1,
-                 image_key: str = "image", prompt_key: str = "prompt") -> None:
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        space: DiffusionSpace,
+        text_encoder,
+        p_uncond: float = 0.1,
+        image_key: str = "image",
+        prompt_key: str = "prompt",
+    ) -> None:
         super().__init__(num_train_timesteps=num_train_timesteps)
         if not 0.0 <= float(p_uncond) <= 1.0:
             raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
@@ -83,8 +90,17 @@ class EdgeControlPrepareBatch(TextConditionedPrepareBatch):
         (others as :class:`TextConditionedPrepareBatch`; ``p_uncond`` 0.5 is the ControlNet paper's rate.)
     """
 
-    def __init__(self, num_train_timesteps: int, space: DiffusionSpace, denoiser, edge_condition, p_uncond: float = 0.5,
-                 image_key: str = "image", label_key: str = "label", prompt_key: str = "prompt") -> None:
+    def __init__(
+        self,
+        num_train_timesteps: int,
+        space: DiffusionSpace,
+        denoiser,
+        edge_condition,
+        p_uncond: float = 0.5,
+        image_key: str = "image",
+        label_key: str = "label",
+        prompt_key: str = "prompt",
+    ) -> None:
         super().__init__(num_train_timesteps, space, unwrap(denoiser).text_encoder, p_uncond, image_key, prompt_key)
         self.denoiser = denoiser
         self.edge_condition = edge_condition
@@ -98,7 +114,12 @@ class EdgeControlPrepareBatch(TextConditionedPrepareBatch):
         denoiser = unwrap(self.denoiser)
         with torch.no_grad():
             context = denoiser.encode_text(denoiser.tokenize(prompts).to(x0.device))
-        return x0, noise, (), {"noise": noise, "timesteps": timesteps, "cn_cond": edges, "condition": context, "mode": "crossattn"}
+        return (
+            x0,
+            noise,
+            (),
+            {"noise": noise, "timesteps": timesteps, "cn_cond": edges, "condition": context, "mode": "crossattn"},
+        )
 
 
 class FrozenUNetControlNetInferer(ControlNetDiffusionInferer):
@@ -111,4 +132,6 @@ class FrozenUNetControlNetInferer(ControlNetDiffusionInferer):
 
     def __call__(self, inputs, controlnet, noise, timesteps, cn_cond, condition=None, mode="crossattn", seg=None):
         self.diffusion_model.eval()  # frozen: the trainer only puts the ControlNet in train mode
-        return super().__call__(inputs, self.diffusion_model, controlnet, noise, timesteps, cn_cond, condition, mode, seg)
+        return super().__call__(
+            inputs, self.diffusion_model, controlnet, noise, timesteps, cn_cond, condition, mode, seg
+        )

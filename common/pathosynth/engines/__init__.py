@@ -1,5 +1,6 @@
 """What MONAI's engines lack: resumable checkpoints, sharded synthesis with the output contract, VQ-GAN training."""
 
+from .adversarial import LOSS_TERMS, AdversarialVQTrainer, decoder_last_layer, local_perceptual_loss, vq_loss_terms
 from .checkpoint import (
     ResumableCheckpoint,
     bundle_checkpoint,
@@ -9,4 +10,3 @@ from .checkpoint import (
     load_weights,
 )
 from .synthesis import SynthesisRunner
-from .adversarial import LOSS_TERMS, AdversarialVQTrainer, decoder_last_layer, local_perceptual_loss, vq_loss_terms

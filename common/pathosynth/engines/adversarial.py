@@ -54,8 +54,8 @@ from monai.utils import convert_to_tensor
 from monai.utils.enums import CommonKeys as Keys
 from torch import Tensor, nn
 
-from ..losses import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
 from ..distributed import unwrap
+from ..losses import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
 
 __all__ = ["LOSS_TERMS", "AdversarialVQTrainer", "decoder_last_layer", "local_perceptual_loss", "vq_loss_terms"]
 
@@ -143,8 +143,12 @@ def local_perceptual_loss(
     from monai.losses import PerceptualLoss
 
     loss = PerceptualLoss(
-        spatial_dims=2, network_type="resnet50", is_fake_3d=False, pretrained=True,
-        pretrained_path=str(path), pretrained_state_dict_key=state_dict_key,
+        spatial_dims=2,
+        network_type="resnet50",
+        is_fake_3d=False,
+        pretrained=True,
+        pretrained_path=str(path),
+        pretrained_state_dict_key=state_dict_key,
     )
     return loss.to(device) if device is not None else loss
 
@@ -344,7 +348,13 @@ class AdversarialVQTrainer(Trainer):
             d_loss = engine.discriminator_loss(logits_real, logits_fake)
             d_loss.backward()
             engine.d_optimizer.step()
-            out.update({"d_loss": d_loss.detach(), "d_real": logits_real.detach().mean(), "d_fake": logits_fake.detach().mean()})
+            out.update(
+                {
+                    "d_loss": d_loss.detach(),
+                    "d_real": logits_real.detach().mean(),
+                    "d_fake": logits_fake.detach().mean(),
+                }
+            )
 
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -70,17 +70,22 @@ def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Mappin
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "weights only" in str(err).lower() or "weights_only" in str(err):
-            raise UserInputError(f"{what} {path} holds pickled Python objects, not only tensors, numbers and strings "
-                                 "(e.g. a whole saved module); it is not loaded, for safety: save its state_dict() "
-                                 "or use a checkpoint written by training") from None
+            raise UserInputError(
+                f"{what} {path} holds pickled Python objects, not only tensors, numbers and strings "
+                "(e.g. a whole saved module); it is not loaded, for safety: save its state_dict() "
+                "or use a checkpoint written by training"
+            ) from None
         raise UserInputError(f"{what} {path} is not a PyTorch checkpoint ({_first_line(err)})") from None
     except (EOFError, RuntimeError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
         problem = "is empty" if path.stat().st_size == 0 else "is truncated or corrupted, or not a PyTorch checkpoint"
-        raise UserInputError(f"{what} {path} {problem} ({type(err).__name__}: {_first_line(err)}); "
-                             "copy it again or retrain") from None
+        raise UserInputError(
+            f"{what} {path} {problem} ({type(err).__name__}: {_first_line(err)}); copy it again or retrain"
+        ) from None
     if not isinstance(state, Mapping):
-        raise UserInputError(f"{what} {path} holds a {type(state).__name__}, not a checkpoint dict "
-                             "({'network': state_dict, 'metadata': ...} or a state dict)")
+        raise UserInputError(
+            f"{what} {path} holds a {type(state).__name__}, not a checkpoint dict "
+            "({'network': state_dict, 'metadata': ...} or a state dict)"
+        )
     return state
 
 
@@ -94,14 +99,22 @@ def _load_state(module: torch.nn.Module, weights: Mapping, path, strict: bool = 
     own = module.state_dict()
     missing = [k for k in own if k not in weights] if strict else []
     unexpected = [k for k in weights if k not in own] if strict else []
-    reshaped = [f"{k}: {list(weights[k].shape)} in the file, {list(own[k].shape)} in the network" for k in own
-                if k in weights and isinstance(weights[k], torch.Tensor) and weights[k].shape != own[k].shape]
-    found = (("tensors of another shape", reshaped), ("network tensors missing", missing),
-             ("unknown tensors", unexpected))
+    reshaped = [
+        f"{k}: {list(weights[k].shape)} in the file, {list(own[k].shape)} in the network"
+        for k in own
+        if k in weights and isinstance(weights[k], torch.Tensor) and weights[k].shape != own[k].shape
+    ]
+    found = (
+        ("tensors of another shape", reshaped),
+        ("network tensors missing", missing),
+        ("unknown tensors", unexpected),
+    )
     problems = [f"{len(names)} {label} (e.g. {'; '.join(names[:2])})" for label, names in found if names]
     if problems:
-        raise UserInputError(f"checkpoint {path} does not fit this network: {', '.join(problems)}; was it trained with "
-                             "other network settings or for another bundle?")
+        raise UserInputError(
+            f"checkpoint {path} does not fit this network: {', '.join(problems)}; was it trained with "
+            "other network settings or for another bundle?"
+        )
     try:
         module.load_state_dict(weights, strict=strict)
     except RuntimeError as err:
@@ -118,8 +131,9 @@ def ensure_writable_folder(folder: str | os.PathLike, key: str = "ckpt_dir") -> 
         os.close(handle)
         os.unlink(probe)
     except OSError as err:
-        raise UserInputError(f"{key} {folder} is not a folder this run can write to ({err.strerror or err}); "
-                             f"give another --{key}") from None
+        raise UserInputError(
+            f"{key} {folder} is not a folder this run can write to ({err.strerror or err}); give another --{key}"
+        ) from None
     return folder
 
 
@@ -239,13 +253,16 @@ class ResumableCheckpoint:
         self.extra = dict(extra or {})
         for key, obj in self.extra.items():
             if not (callable(getattr(obj, "state_dict", None)) and callable(getattr(obj, "load_state_dict", None))):
-                raise TypeError(f"extra[{key!r}] ({type(obj).__name__}) has no state_dict/load_state_dict "
-                                "to save and restore")
+                raise TypeError(
+                    f"extra[{key!r}] ({type(obj).__name__}) has no state_dict/load_state_dict to save and restore"
+                )
         self.init_weights = Path(init_weights) if init_weights else None
         if self.init_weights is not None:  # a config naming a missing file fails before any training step
             if not self.init_weights.is_file():
-                raise MissingInputError(f"init_weights {self.init_weights} does not exist "
-                                        "(a weights file such as <ckpt_dir>/context_encoder.pt)")
+                raise MissingInputError(
+                    f"init_weights {self.init_weights} does not exist "
+                    "(a weights file such as <ckpt_dir>/context_encoder.pt)"
+                )
             self.metadata["init_weights"] = {"path": str(self.init_weights), "sha256": sha256_file(self.init_weights)}
         self.dataset = dataset_fingerprint(cases) if cases is not None else None
         self._finished = False
@@ -259,16 +276,20 @@ class ResumableCheckpoint:
         differences = []
         saved_meta = state.get("metadata")
         if saved_meta is None:
-            logger.info(f"{self.latest_path} records no training settings (an older checkpoint); "
-                        "resuming without comparing them")
+            logger.info(
+                f"{self.latest_path} records no training settings (an older checkpoint); "
+                "resuming without comparing them"
+            )
         else:
             for key in sorted(set(saved_meta) & set(self.metadata) - {"init_weights"}):
                 if not _same_setting(saved_meta[key], self.metadata[key]):
                     differences.append(f"{key}: {saved_meta[key]!r} in the checkpoint, {self.metadata[key]!r} now")
         saved_data = state.get("dataset")
         if self.dataset is not None and saved_data is None:
-            logger.info(f"{self.latest_path} records no dataset fingerprint (an older checkpoint); "
-                        "resuming without checking the data")
+            logger.info(
+                f"{self.latest_path} records no dataset fingerprint (an older checkpoint); "
+                "resuming without checking the data"
+            )
         elif self.dataset is not None and saved_data["fingerprint"] != self.dataset["fingerprint"]:
             differences.append(_data_difference(saved_data, self.dataset))
         if differences:
@@ -276,7 +297,8 @@ class ResumableCheckpoint:
                 f"ckpt_dir {self.ckpt_dir} holds a {self.name} training that differs from this run "
                 f"({self.latest_path.name}): " + "; ".join(differences) + ". Resuming would continue that model as "
                 "if it were this one. Give a new --ckpt_dir to train this run (or rerun with the checkpoint's data and "
-                "settings to continue it)")
+                "settings to continue it)"
+            )
 
     @property
     def latest_path(self) -> Path:
@@ -308,16 +330,20 @@ class ResumableCheckpoint:
             return
         missing = [key for key in ("network", "optimizer", "epoch", "iteration") if key not in state]
         if missing:
-            raise UserInputError(f"checkpoint {self.latest_path} is no resume checkpoint (it lacks "
-                                 f"{', '.join(missing)}); move it away or give a new --ckpt_dir")
+            raise UserInputError(
+                f"checkpoint {self.latest_path} is no resume checkpoint (it lacks "
+                f"{', '.join(missing)}); move it away or give a new --ckpt_dir"
+            )
         _load_state(unwrap(self.network), state["network"], self.latest_path)
         if self.ema_network is not None and state.get("ema_network") is not None:
             _load_state(unwrap(self.ema_network), state["ema_network"], self.latest_path)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as err:
-            raise UserInputError(f"checkpoint {self.latest_path}: its optimizer state does not fit this run "
-                                 f"({_first_line(err)}); give a new --ckpt_dir") from None
+            raise UserInputError(
+                f"checkpoint {self.latest_path}: its optimizer state does not fit this run "
+                f"({_first_line(err)}); give a new --ckpt_dir"
+            ) from None
         saved_extra = state.get("extra") or {}
         restored = []
         for key, obj in self.extra.items():
@@ -329,16 +355,20 @@ class ResumableCheckpoint:
         engine.state.epoch = int(state["epoch"])
         engine.state.iteration = int(state["iteration"])
         also = f" (with {', '.join(restored)})" if restored else ""
-        logger.info(f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, "
-                    f"iteration {engine.state.iteration}{also}")
+        logger.info(
+            f"resumed {self.name} from {self.latest_path} at epoch {engine.state.epoch}, "
+            f"iteration {engine.state.iteration}{also}"
+        )
         if self.init_weights is not None:
             logger.info(f"init_weights {self.init_weights} not loaded: a resumed run continues from its own checkpoint")
         max_epochs = getattr(engine.state, "max_epochs", None)
         if max_epochs is not None and engine.state.epoch >= max_epochs:
             self._finished = True  # nothing is trained, so nothing is rewritten
             total = max_epochs * (getattr(engine.state, "epoch_length", None) or 0)
-            logger.warning(f"training already finished at step {engine.state.iteration} of max_steps {total} in "
-                           f"{self.ckpt_dir}; nothing to do (raise max_steps or use a new ckpt_dir)")
+            logger.warning(
+                f"training already finished at step {engine.state.iteration} of max_steps {total} in "
+                f"{self.ckpt_dir}; nothing to do (raise max_steps or use a new ckpt_dir)"
+            )
 
     def save(self, engine: Engine) -> None:
         """Atomically write the resume state and the inference weights (rank 0 only)."""
@@ -363,21 +393,35 @@ class ResumableCheckpoint:
         _save(resume_state, self.latest_path)
         weights = ema_state if ema_state is not None else network_state
         trained_on = {} if self.dataset is None else {"dataset": {k: self.dataset[k] for k in ("fingerprint", "count")}}
-        _save({"network": weights, "metadata": {**self.metadata, **trained_on, "epoch": engine.state.epoch,
-                                                "iteration": engine.state.iteration}}, self.weights_path)
+        _save(
+            {
+                "network": weights,
+                "metadata": {
+                    **self.metadata,
+                    **trained_on,
+                    "epoch": engine.state.epoch,
+                    "iteration": engine.state.iteration,
+                },
+            },
+            self.weights_path,
+        )
 
 
 def _data_difference(saved: Mapping, now: Mapping) -> str:
     """Which cases differ between two :func:`dataset_fingerprint` records, in a few words."""
     old, new = saved.get("cases") or {}, now.get("cases") or {}
     parts = []
-    for label, names in (("only in the checkpoint's data", [k for k in old if k not in new]),
-                         ("only in this run's", [k for k in new if k not in old]),
-                         ("with other files", [k for k in old if k in new and old[k] != new[k]])):
+    for label, names in (
+        ("only in the checkpoint's data", [k for k in old if k not in new]),
+        ("only in this run's", [k for k in new if k not in old]),
+        ("with other files", [k for k in old if k in new and old[k] != new[k]]),
+    ):
         if names:
             parts.append(f"{len(names)} {label} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
-    return (f"the data: trained on {saved.get('count')} cases (fingerprint {saved['fingerprint'][:12]}), this run has "
-            f"{now['count']} (fingerprint {now['fingerprint'][:12]})" + (": " + ", ".join(parts) if parts else ""))
+    return (
+        f"the data: trained on {saved.get('count')} cases (fingerprint {saved['fingerprint'][:12]}), this run has "
+        f"{now['count']} (fingerprint {now['fingerprint'][:12]})" + (": " + ", ".join(parts) if parts else "")
+    )
 
 
 def metadata_path(weights_path: str | os.PathLike) -> Path:
@@ -394,16 +438,19 @@ def _weights_and_metadata(state: Mapping, path: Path) -> tuple[Mapping, Mapping 
         if isinstance(state.get(key), Mapping):
             return state[key], state.get("metadata") or {}
     if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserInputError(f"checkpoint {path} holds neither a 'network' state dict nor a flat state dict of "
-                             "tensors; pass an inference checkpoint <ckpt_dir>/<name>.pt or a bundle's models/model.pt")
+        raise UserInputError(
+            f"checkpoint {path} holds neither a 'network' state dict nor a flat state dict of "
+            "tensors; pass an inference checkpoint <ckpt_dir>/<name>.pt or a bundle's models/model.pt"
+        )
     sidecar = metadata_path(path)
     if not sidecar.is_file():
         return state, None
     try:
         return state, json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(f"{sidecar} (the metadata of {path.name}) is not valid JSON ({err}); copy it again "
-                             "from the bundle archive") from None
+        raise UserInputError(
+            f"{sidecar} (the metadata of {path.name}) is not valid JSON ({err}); copy it again from the bundle archive"
+        ) from None
 
 
 def checkpoint_metadata(path: str | os.PathLike) -> Mapping:
@@ -426,17 +473,22 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapp
     """
     path = Path(path)
     if not path.exists():
-        raise MissingInputError(f"checkpoint {path} does not exist; train first "
-                                f"(python -m monai.bundle run training ... --ckpt_dir {path.parent})")
+        raise MissingInputError(
+            f"checkpoint {path} does not exist; train first "
+            f"(python -m monai.bundle run training ... --ckpt_dir {path.parent})"
+        )
     weights, saved = _weights_and_metadata(read_checkpoint(path), path)
     if saved is None and expect:
-        raise UserInputError(f"checkpoint {path} is a flat state dict and {metadata_path(path)}, which records what it "
-                             f"was trained with ({', '.join(expect)}), is missing; copy it from the bundle archive "
-                             "(pathosynth.cli pack --weights writes both)")
+        raise UserInputError(
+            f"checkpoint {path} is a flat state dict and {metadata_path(path)}, which records what it "
+            f"was trained with ({', '.join(expect)}), is missing; copy it from the bundle archive "
+            "(pathosynth.cli pack --weights writes both)"
+        )
     for key, value in (expect or {}).items():
         if key in (saved or {}) and _plain(saved[key]) != _plain(value):
-            raise UserInputError(f"checkpoint {path} was trained with {key}={saved[key]!r}, "
-                                 f"but this run expects {value!r}")
+            raise UserInputError(
+                f"checkpoint {path} was trained with {key}={saved[key]!r}, but this run expects {value!r}"
+            )
     module = unwrap(network)
     _load_state(module, weights, path)
     return module.eval()  # inference never needs the DDP wrapper, whose forward would wait for the other ranks
@@ -459,8 +511,10 @@ def export_monai_model(source: str | os.PathLike, target: str | os.PathLike) -> 
     source = Path(source)
     weights, metadata = _weights_and_metadata(read_checkpoint(source), source)
     if metadata is None:
-        raise UserInputError(f"checkpoint {source} is a flat state dict without {metadata_path(source).name} beside "
-                             "it; pack the checkpoint training wrote (<ckpt_dir>/<name>.pt)")
+        raise UserInputError(
+            f"checkpoint {source} is a flat state dict without {metadata_path(source).name} beside "
+            "it; pack the checkpoint training wrote (<ckpt_dir>/<name>.pt)"
+        )
     try:
         json.dumps(_plain(dict(metadata)))
     except TypeError as err:
@@ -484,8 +538,9 @@ def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> 
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingInputError(f"init_weights {path} does not exist "
-                                "(a weights file such as <ckpt_dir>/context_encoder.pt)")
+        raise MissingInputError(
+            f"init_weights {path} does not exist (a weights file such as <ckpt_dir>/context_encoder.pt)"
+        )
     state = read_checkpoint(path, "init_weights")
     if isinstance(state.get("network"), Mapping):
         state = state["network"]
@@ -494,15 +549,19 @@ def load_matching_weights(network: torch.nn.Module, path: str | os.PathLike) -> 
     matched = {k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
     skipped = [k for k in own if k not in matched]
     if not matched:
-        raise UserInputError(f"init_weights {path}: none of its {len(state)} tensors matches this network by name and "
-                             f"shape (network tensors e.g. {list(own)[:3]}, file tensors e.g. {list(state)[:3]}); "
-                             "was it trained with another network?")
+        raise UserInputError(
+            f"init_weights {path}: none of its {len(state)} tensors matches this network by name and "
+            f"shape (network tensors e.g. {list(own)[:3]}, file tensors e.g. {list(state)[:3]}); "
+            "was it trained with another network?"
+        )
     module.load_state_dict(matched, strict=False)
     unused = len([k for k in state if k not in matched])
     more = " ..." if len(skipped) > 8 else ""
-    logger.info(f"init_weights {path}: loaded {len(matched)} of the network's {len(own)} tensors; skipped "
-                f"{len(skipped)} (kept their initial values: {', '.join(skipped[:8])}{more}); "
-                f"{unused} tensors of the file unused")
+    logger.info(
+        f"init_weights {path}: loaded {len(matched)} of the network's {len(own)} tensors; skipped "
+        f"{len(skipped)} (kept their initial values: {', '.join(skipped[:8])}{more}); "
+        f"{unused} tensors of the file unused"
+    )
     return list(matched), skipped
 
 
@@ -518,6 +577,7 @@ def _plain(value):
 def _same_setting(saved, now) -> bool:
     """Two recorded training settings agree; a file recorded as ``{"path", "sha256"}`` compares by its content
     alone (a moved ckpt_dir holds the same base model)."""
+
     def content(value):
         if isinstance(value, Mapping):
             return {k: content(v) for k, v in value.items() if not (k == "path" and value.get("sha256"))}

@@ -29,8 +29,11 @@ def describe_synthesizer(synthesize: Callable) -> dict:
 def _describe(owner) -> dict:
     if hasattr(owner, "settings"):
         return {"synthesizer": type(owner).__name__, **owner.settings()}
-    parts = {name: _describe(value) for name, value in vars(owner).items()
-             if value is not None and hasattr(value, "settings")}
+    parts = {
+        name: _describe(value)
+        for name, value in vars(owner).items()
+        if value is not None and hasattr(value, "settings")
+    }
     return {"synthesizer": type(owner).__name__, **parts}
 
 
@@ -85,11 +88,20 @@ class SynthesisRunner:
         described = dict(settings) if settings is not None else describe_synthesizer(synthesize)
         identity = OutputIdentity(self.bundle, self.checkpoints, self.seed, described, NiftiFormat.name)
         self.writer = SyntheticDatasetWriter(
-            self.output_dir, NiftiFormat(preview_cases, preview_labels), identity, inputs=[*inputs, *case_files],
-            overwrite=overwrite, progress=progress, entry_keys={"source_case_id": "case_id"},
-            datalist_info={"name": self.bundle.get("name", "pathosynth"), "bundle_version": self.bundle.get("version"),
-                           "description": "synthetic cases; paths are relative to this file's folder",
-                           **datalist_label_map(labels)})
+            self.output_dir,
+            NiftiFormat(preview_cases, preview_labels),
+            identity,
+            inputs=[*inputs, *case_files],
+            overwrite=overwrite,
+            progress=progress,
+            entry_keys={"source_case_id": "case_id"},
+            datalist_info={
+                "name": self.bundle.get("name", "pathosynth"),
+                "bundle_version": self.bundle.get("version"),
+                "description": "synthetic cases; paths are relative to this file's folder",
+                **datalist_label_map(labels),
+            },
+        )
 
     def jobs(self) -> list[tuple[Mapping, int]]:
         """All (case, sample index) pairs in a fixed order; rank r takes every world-th one."""
@@ -106,9 +118,15 @@ class SynthesisRunner:
         for case, index in batch:
             seed = derive_seed(self.seed, case["case_id"], index)
             result = self.synthesize(case, seed)
-            record = {"case_id": case["case_id"], "sample_index": index, "source_image": str(case["image"]),
-                      "source_label": str(case["label"]), "seed": seed, "synthesis": result.info,
-                      "synthesised_voxels": int(result.changed.sum())}
+            record = {
+                "case_id": case["case_id"],
+                "sample_index": index,
+                "source_image": str(case["image"]),
+                "source_label": str(case["label"]),
+                "seed": seed,
+                "synthesis": result.info,
+                "synthesised_voxels": int(result.changed.sum()),
+            }
             samples.append(SyntheticSample(self.output_id(case, index), result.image, record, label=result.label))
         return samples
 

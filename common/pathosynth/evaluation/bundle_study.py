@@ -68,19 +68,31 @@ class BundleStudy:
 
     scale_bundle = ""  # the bundle whose configs/study/ holds the named scales
 
-    def __init__(self, dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, scale: str = "cpu",
-                 jobs: int | None = None, bundles_dir: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike,
+        out_dir: str | os.PathLike,
+        scale: str = "cpu",
+        jobs: int | None = None,
+        bundles_dir: str | os.PathLike | None = None,
+    ) -> None:
         self.dataset_dir = Path(dataset_dir).resolve()
         self.out = Path(out_dir).resolve()
         self.bundles = Path(bundles_dir or default_bundles_dir()).resolve()
-        scale_path = Path(scale) if str(scale).endswith(".json") else self.bundles / self.scale_bundle / "configs" / "study" / f"{scale}.json"
+        scale_path = (
+            Path(scale)
+            if str(scale).endswith(".json")
+            else self.bundles / self.scale_bundle / "configs" / "study" / f"{scale}.json"
+        )
         if not scale_path.is_file():
             raise FileNotFoundError(f"study scale {scale!r}: {scale_path} does not exist")
         self.scale_path = scale_path.resolve()
         self.scale = json.loads(scale_path.read_text())
         self.jobs = int(jobs or self.scale.get("jobs", 1))
         if self.out == self.dataset_dir or self.out.is_relative_to(self.dataset_dir):
-            raise ValueError(f"study output {self.out} lies inside the dataset {self.dataset_dir}; the dataset is only read")
+            raise ValueError(
+                f"study output {self.out} lies inside the dataset {self.dataset_dir}; the dataset is only read"
+            )
 
     def split_path(self, name: str) -> str:
         return str(self.out / "split" / f"{name}.json")
@@ -98,8 +110,19 @@ class BundleStudy:
     def command(self, job: StudyJob, overlay: Path) -> list[str]:
         configs = self.bundles / job.bundle / "configs"
         files = [str(configs / c) for c in job.configs] + [str(overlay)]
-        return [sys.executable, "-m", "monai.bundle", "run", job.workflow, "--config_file", json.dumps(files),
-                "--meta_file", str(configs / "metadata.json"), "--logging_file", str(configs / "logging.conf")]
+        return [
+            sys.executable,
+            "-m",
+            "monai.bundle",
+            "run",
+            job.workflow,
+            "--config_file",
+            json.dumps(files),
+            "--meta_file",
+            str(configs / "metadata.json"),
+            "--logging_file",
+            str(configs / "logging.conf"),
+        ]
 
     def run_job(self, job: StudyJob) -> float:
         """Run one step unless it finished before; returns its wall time (0 when skipped)."""
@@ -119,7 +142,9 @@ class BundleStudy:
         with open(log, "w") as handle:
             handle.write(" ".join(command) + "\n\n")
             handle.flush()
-            result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.bundles / job.bundle)
+            result = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.bundles / job.bundle
+            )
         seconds = time.monotonic() - start
         if result.returncode != 0:
             tail = log.read_text()[-3000:]
@@ -188,7 +213,12 @@ class BundleStudy:
         scale and its description, the code's git commit."""
         from .results_markdown import code_commit
 
-        return {"command": command, "scale": self.scale_path.stem, "description": self.scale.get("description", ""), "code": code_commit()}
+        return {
+            "command": command,
+            "scale": self.scale_path.stem,
+            "description": self.scale.get("description", ""),
+            "code": code_commit(),
+        }
 
     def wall_time(self, phases: Sequence[tuple[str, str]], details: str) -> dict:
         """Per phase (name, step-name prefix) the number of finished steps and their summed seconds, the study's
@@ -199,5 +229,11 @@ class BundleStudy:
             times = [t for name, t in timings.items() if name.startswith(prefix)]
             rows.append({"phase": phase, "steps": len(times), "seconds": sum(times)})
         record = self.out / "wall_time.json"
-        return {"phases": rows, "invocations": json.loads(record.read_text()) if record.exists() else [], "jobs": self.jobs,
-                "threads_per_job": self.threads_per_job, "cpu_count": os.cpu_count(), "details": details}
+        return {
+            "phases": rows,
+            "invocations": json.loads(record.read_text()) if record.exists() else [],
+            "jobs": self.jobs,
+            "threads_per_job": self.threads_per_job,
+            "cpu_count": os.cpu_count(),
+            "details": details,
+        }

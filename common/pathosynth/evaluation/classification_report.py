@@ -32,14 +32,20 @@ def read_reports(folder: str | os.PathLike) -> list[dict]:
 
 def results_table(reports: list[dict]) -> str:
     """Markdown: one row per (training data, classifier)."""
-    lines = ["| training data | classifier | train images | folds | " + " | ".join(METRICS) + " | ensemble accuracy |",
-             "|---|---|---|---|" + "---|" * len(METRICS) + "---|"]
+    lines = [
+        "| training data | classifier | train images | folds | " + " | ".join(METRICS) + " | ensemble accuracy |",
+        "|---|---|---|---|" + "---|" * len(METRICS) + "---|",
+    ]
     for r in reports:
         scores = " | ".join(f"{r['mean'][m]:.3f} ± {r['std'][m]:.3f}" for m in METRICS)
-        lines.append(f"| {r['training_data']} | {r['classifier']} | {r['training']['num_images']} | {len(r['folds'])} | "
-                     f"{scores} | {r['ensemble']['accuracy']:.3f} |")
+        lines.append(
+            f"| {r['training_data']} | {r['classifier']} | {r['training']['num_images']} | {len(r['folds'])} | "
+            f"{scores} | {r['ensemble']['accuracy']:.3f} |"
+        )
     if reports:
-        lines.append(f"\nTest split: '{reports[0]['test_split']}' of {reports[0]['test_source']} ({reports[0]['num_test_images']} images).")
+        lines.append(
+            f"\nTest split: '{reports[0]['test_split']}' of {reports[0]['test_source']} ({reports[0]['num_test_images']} images)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -60,7 +66,14 @@ def write_results_table(folder: str | os.PathLike) -> str:
         x = np.arange(len(reports))
         fig, axis = plt.subplots(figsize=(max(4.0, 1.1 * len(reports)), 3.2))
         for offset, metric in ((-0.2, "accuracy"), (0.2, "auc")):
-            axis.bar(x + offset, [r["mean"][metric] for r in reports], 0.4, yerr=[r["std"][metric] for r in reports], label=metric, capsize=3)
+            axis.bar(
+                x + offset,
+                [r["mean"][metric] for r in reports],
+                0.4,
+                yerr=[r["std"][metric] for r in reports],
+                label=metric,
+                capsize=3,
+            )
         axis.set_xticks(x, names, fontsize=7)
         axis.set_ylim(0, 1)
         axis.set_ylabel("score on real test split")

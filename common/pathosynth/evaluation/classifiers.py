@@ -54,8 +54,12 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 1) -> torch
     return nets[name](int(in_channels), int(num_classes))
 
 
-def load_images(sources: Sequence[str | os.PathLike], split: str = "train", image_size: Sequence[int] | None = None,
-                num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(
+    sources: Sequence[str | os.PathLike],
+    split: str = "train",
+    image_size: Sequence[int] | None = None,
+    num_classes: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(images (N, C, H, W) in [0, 1], labels (N,)) of all ``sources`` together, resized (bilinear) to ``image_size``."""
     if not sources:
         raise ValueError("no training sources given")
@@ -85,9 +89,16 @@ def stratified_folds(labels: np.ndarray | torch.Tensor, k: int = 5, seed: int = 
 
 
 @torch.no_grad()
-def predict_probabilities(network: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, device="cpu") -> torch.Tensor:
+def predict_probabilities(
+    network: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, device="cpu"
+) -> torch.Tensor:
     network.eval()
-    return torch.cat([torch.softmax(network(images[i:i + batch_size].to(device)), 1).cpu() for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            torch.softmax(network(images[i : i + batch_size].to(device)), 1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def _epoch_loss(network, images, labels, batch_size, device, optimizer=None, generator=None) -> float:
@@ -97,7 +108,7 @@ def _epoch_loss(network, images, labels, batch_size, device, optimizer=None, gen
     total = 0.0
     with torch.set_grad_enabled(optimizer is not None):
         for start in range(0, len(images), batch_size):
-            pick = order[start:start + batch_size]
+            pick = order[start : start + batch_size]
             loss = F.cross_entropy(network(images[pick].to(device)), labels[pick].to(device))
             if optimizer is not None:
                 optimizer.zero_grad()
@@ -110,7 +121,9 @@ def _epoch_loss(network, images, labels, batch_size, device, optimizer=None, gen
 def _train_fold(name, num_classes, train, val, settings, seed, device):
     torch.manual_seed(seed)
     network = build_classifier(name, num_classes, train[0].shape[1]).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"]
+    )
     generator = torch.Generator().manual_seed(seed)
     best, best_state, history, waited = math.inf, None, [], 0
     for epoch in range(settings["max_epochs"]):
@@ -125,22 +138,54 @@ def _train_fold(name, num_classes, train, val, settings, seed, device):
             if waited >= settings["patience"]:
                 break
     network.load_state_dict(best_state)
-    val_scores = classification_scores(val[1].numpy(), predict_probabilities(network, val[0], device=device).numpy(), num_classes)
-    return best_state, {"history": history, "best_val_loss": best, "val_scores": val_scores,
-                        "stopped_epoch": len(history), "best_epoch": min(history, key=lambda h: h["val_loss"])["epoch"]}
+    val_scores = classification_scores(
+        val[1].numpy(), predict_probabilities(network, val[0], device=device).numpy(), num_classes
+    )
+    return best_state, {
+        "history": history,
+        "best_val_loss": best,
+        "val_scores": val_scores,
+        "stopped_epoch": len(history),
+        "best_epoch": min(history, key=lambda h: h["val_loss"])["epoch"],
+    }
 
 
-def cross_validate(sources: Sequence[str], classifier: str, num_classes: int, ckpt_dir: str | os.PathLike, run_name: str,
-                   folds: int = 5, max_epochs: int = 50, patience: int = 5, learning_rate: float = 1e-3,
-                   weight_decay: float = 1e-2, batch_size: int = 64, image_size: Sequence[int] | None = None,
-                   seed: int = 0, device="cpu", split: str = "train") -> list[Path]:
+def cross_validate(
+    sources: Sequence[str],
+    classifier: str,
+    num_classes: int,
+    ckpt_dir: str | os.PathLike,
+    run_name: str,
+    folds: int = 5,
+    max_epochs: int = 50,
+    patience: int = 5,
+    learning_rate: float = 1e-3,
+    weight_decay: float = 1e-2,
+    batch_size: int = 64,
+    image_size: Sequence[int] | None = None,
+    seed: int = 0,
+    device="cpu",
+    split: str = "train",
+) -> list[Path]:
     """Train ``classifier`` on each of ``folds`` stratified folds of ``sources``; returns the fold checkpoints
     ``<ckpt_dir>/<run_name>_<classifier>_fold<k>.pt`` (weights + settings + history)."""
     images, labels = load_images(sources, split, image_size, num_classes)
-    settings = {"classifier": classifier, "num_classes": int(num_classes), "sources": [str(s) for s in sources],
-                "folds": int(folds), "max_epochs": int(max_epochs), "patience": int(patience), "learning_rate": float(learning_rate),
-                "weight_decay": float(weight_decay), "batch_size": int(batch_size), "seed": int(seed), "split": split,
-                "image_size": list(images.shape[-2:]), "num_images": len(labels), "class_counts": np.bincount(labels.numpy()).tolist()}
+    settings = {
+        "classifier": classifier,
+        "num_classes": int(num_classes),
+        "sources": [str(s) for s in sources],
+        "folds": int(folds),
+        "max_epochs": int(max_epochs),
+        "patience": int(patience),
+        "learning_rate": float(learning_rate),
+        "weight_decay": float(weight_decay),
+        "batch_size": int(batch_size),
+        "seed": int(seed),
+        "split": split,
+        "image_size": list(images.shape[-2:]),
+        "num_images": len(labels),
+        "class_counts": np.bincount(labels.numpy()).tolist(),
+    }
     paths = []
     for fold, val_index in enumerate(stratified_folds(labels.numpy(), folds, seed)):
         path = Path(ckpt_dir) / f"{run_name}_{classifier}_fold{fold}.pt"
@@ -152,7 +197,9 @@ def cross_validate(sources: Sequence[str], classifier: str, num_classes: int, ck
         train_mask[val_index] = False
         train = (images[train_mask], labels[train_mask])
         val = (images[val_index], labels[val_index])
-        state, report = _train_fold(classifier, num_classes, train, val, settings, derive_seed(seed, classifier, fold), device)
+        state, report = _train_fold(
+            classifier, num_classes, train, val, settings, derive_seed(seed, classifier, fold), device
+        )
         logger.info(f"{path.name}: best val loss {report['best_val_loss']:.4f} at epoch {report['best_epoch']}")
         with atomic_path(path) as tmp:
             torch.save({"network": state, "metadata": {"settings": settings, "fold": fold, **report}}, tmp)
@@ -168,8 +215,13 @@ def load_fold(path: str | os.PathLike, device="cpu") -> tuple[torch.nn.Module, d
     return network.to(device).eval(), checkpoint["metadata"]
 
 
-def evaluate_folds(checkpoints: Sequence[str | os.PathLike], test_source: str, test_split: str = "test",
-                   report_path: str | os.PathLike | None = None, device="cpu") -> dict:
+def evaluate_folds(
+    checkpoints: Sequence[str | os.PathLike],
+    test_source: str,
+    test_split: str = "test",
+    report_path: str | os.PathLike | None = None,
+    device="cpu",
+) -> dict:
     """Scores of every fold model on the real held-out split, their mean/std and the fold ensemble (mean softmax)."""
     models = [load_fold(path, device) for path in checkpoints]
     settings = models[0][1]["settings"]
@@ -178,13 +230,21 @@ def evaluate_folds(checkpoints: Sequence[str | os.PathLike], test_source: str, t
     per_fold = [classification_scores(labels.numpy(), p.numpy(), settings["num_classes"]) for p in probabilities]
     metrics = ("accuracy", "precision", "recall", "f1", "auc")
     report = {
-        "classifier": settings["classifier"], "training_sources": settings["sources"], "test_source": str(test_source),
-        "test_split": test_split, "num_test_images": len(labels), "training": settings,
-        "folds": [{"checkpoint": str(c), "best_epoch": m["best_epoch"], "stopped_epoch": m["stopped_epoch"], **s}
-                  for c, (_, m), s in zip(checkpoints, models, per_fold)],
+        "classifier": settings["classifier"],
+        "training_sources": settings["sources"],
+        "test_source": str(test_source),
+        "test_split": test_split,
+        "num_test_images": len(labels),
+        "training": settings,
+        "folds": [
+            {"checkpoint": str(c), "best_epoch": m["best_epoch"], "stopped_epoch": m["stopped_epoch"], **s}
+            for c, (_, m), s in zip(checkpoints, models, per_fold)
+        ],
         "mean": {k: float(np.mean([s[k] for s in per_fold])) for k in metrics},
         "std": {k: float(np.std([s[k] for s in per_fold])) for k in metrics},
-        "ensemble": classification_scores(labels.numpy(), torch.stack(probabilities).mean(0).numpy(), settings["num_classes"]),
+        "ensemble": classification_scores(
+            labels.numpy(), torch.stack(probabilities).mean(0).numpy(), settings["num_classes"]
+        ),
     }
     if report_path is not None:
         write_json(report_path, report)

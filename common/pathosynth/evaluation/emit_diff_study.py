@@ -96,16 +96,24 @@ class EmitDiffStudy(BundleStudy):
         self.augmentations = list(self.scale.get("augmentations", AUGMENTATIONS))
         unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
         if unknown:
-            raise ValueError(f"study scale {self.scale_path}: unknown augmentations {unknown}; known: {list(AUGMENTATIONS)}")
+            raise ValueError(
+                f"study scale {self.scale_path}: unknown augmentations {unknown}; known: {list(AUGMENTATIONS)}"
+            )
         self.k = int(self.scale.get("folds", 3))
         self.seeds = [int(s) for s in self.scale.get("seeds", [0])]
         ablation_folds = self.scale.get("ablation_folds", [0])
         self.ablation_folds = list(range(self.k)) if ablation_folds == "all" else [int(f) for f in ablation_folds]
         if not set(self.ablation_folds) <= set(range(self.k)):
-            raise ValueError(f"study scale {self.scale_path}: ablation_folds {self.ablation_folds} are not among the {self.k} folds")
+            raise ValueError(
+                f"study scale {self.scale_path}: ablation_folds {self.ablation_folds} are not among the {self.k} folds"
+            )
         emit = self.scale.get("emit_diff", {})
-        self.emit_diff = SegmentationRun(synthetic=True, alpha=float(emit.get("alpha", 0.6)), patch_size=int(emit.get("patch_size", 64)),
-                                         variants_per_case=int(emit.get("variants_per_case", 10)))
+        self.emit_diff = SegmentationRun(
+            synthetic=True,
+            alpha=float(emit.get("alpha", 0.6)),
+            patch_size=int(emit.get("patch_size", 64)),
+            variants_per_case=int(emit.get("variants_per_case", 10)),
+        )
 
     # ---- labels of the dataset's layout ----------------------------------------------------------------
     @property
@@ -114,7 +122,9 @@ class EmitDiffStudy(BundleStudy):
 
         layout = self.scale.get("layout") or detect_layout(self.dataset_dir)
         if layout not in LAYOUT_LABELS:
-            raise ValueError(f"{self.dataset_dir}: the study needs an ACDC or EMIDEC layout (or a 'layout' key in the scale), found {layout!r}")
+            raise ValueError(
+                f"{self.dataset_dir}: the study needs an ACDC or EMIDEC layout (or a 'layout' key in the scale), found {layout!r}"
+            )
         return layout
 
     @property
@@ -146,7 +156,9 @@ class EmitDiffStudy(BundleStudy):
     def runs(self) -> dict[str, list[SegmentationRun]]:
         """``"tab2"``: baseline, the classic augmentations, EMIT-Diff; each Fig. 5 panel: EMIT-Diff with one setting
         varied (the default EMIT-Diff run is one of its points when its value is listed)."""
-        runs = {"tab2": [SegmentationRun(), *(SegmentationRun(augmentation=a) for a in self.augmentations), self.emit_diff]}
+        runs = {
+            "tab2": [SegmentationRun(), *(SegmentationRun(augmentation=a) for a in self.augmentations), self.emit_diff]
+        }
         for panel, (key, field) in ABLATIONS.items():
             values = self.scale.get(key, [])
             runs[panel] = [replace(self.emit_diff, **{field: float(v) if field == "alpha" else int(v)}) for v in values]
@@ -162,68 +174,130 @@ class EmitDiffStudy(BundleStudy):
         case does not depend on how many are drawn, so a smaller ratio uses a prefix of the same variants)."""
         return max(run.variants_per_case for run in self.fold_runs(fold) if run.synthetic)
 
-    def generator_job(self, name: str, config: str, section: str, settings: dict, needs: list[str] | None = None,
-                      workflow: str = "run", finish=None) -> StudyJob:
+    def generator_job(
+        self,
+        name: str,
+        config: str,
+        section: str,
+        settings: dict,
+        needs: list[str] | None = None,
+        workflow: str = "run",
+        finish=None,
+    ) -> StudyJob:
         files, values = self.section("generative")
         extra_files, extra = self.section(section)
-        return StudyJob(name, self.bundle, [config, *files, *extra_files],
-                        {**values, **extra, "labels": self.labels, "dataset_dir": None, "max_cases": None, **settings},
-                        workflow=workflow, needs=list(needs or []), finish=finish)
+        return StudyJob(
+            name,
+            self.bundle,
+            [config, *files, *extra_files],
+            {**values, **extra, "labels": self.labels, "dataset_dir": None, "max_cases": None, **settings},
+            workflow=workflow,
+            needs=list(needs or []),
+            finish=finish,
+        )
 
     def generative_jobs(self, fold: int) -> list[StudyJob]:
         """Stage 1, stage 2 and the synthesis of one fold, all on its training cases only."""
         train = self.fold_datalist(fold, "train")
-        common = {"datalist": train, "ckpt_dir": self.models_dir(fold), "output_dir": str(self.out / "logs" / "tensorboard" / f"fold{fold}")}
+        common = {
+            "datalist": train,
+            "ckpt_dir": self.models_dir(fold),
+            "output_dir": str(self.out / "logs" / "tensorboard" / f"fold{fold}"),
+        }
         stage1, stage2 = f"train_diffusion_fold{fold}", f"train_controlnet_fold{fold}"
-        synthesis = {"datalist": train, "ckpt_dir": self.models_dir(fold), "output_dir": str(Path(self.synthetic_datalist(fold)).parent),
-                     "num_samples_per_case": self.fold_variants(fold), "progress": False, "preview_classes": self.classes}
-        return [self.generator_job(stage1, "train_diffusion.json", "diffusion", common, workflow="training"),
-                self.generator_job(stage2, "train_controlnet.json", "controlnet", common, [stage1], workflow="training"),
-                self.generator_job(f"synth_fold{fold}", "inference.json", "synthesis", synthesis, [stage1, stage2],
-                                   finish=lambda: self.check_synthetic(fold))]
+        synthesis = {
+            "datalist": train,
+            "ckpt_dir": self.models_dir(fold),
+            "output_dir": str(Path(self.synthetic_datalist(fold)).parent),
+            "num_samples_per_case": self.fold_variants(fold),
+            "progress": False,
+            "preview_classes": self.classes,
+        }
+        return [
+            self.generator_job(stage1, "train_diffusion.json", "diffusion", common, workflow="training"),
+            self.generator_job(stage2, "train_controlnet.json", "controlnet", common, [stage1], workflow="training"),
+            self.generator_job(
+                f"synth_fold{fold}",
+                "inference.json",
+                "synthesis",
+                synthesis,
+                [stage1, stage2],
+                finish=lambda: self.check_synthetic(fold),
+            ),
+        ]
 
     def segmentation_job(self, fold: int, run: SegmentationRun, seed: int) -> StudyJob:
         files, values = self.section("segmentation")
         augmentation = [f"augmentation/{AUGMENTATIONS[run.augmentation]}"] if run.augmentation else []
-        settings = {**values, "labels": self.labels, "scored_classes": self.classes,
-                    "real_datalist": self.fold_datalist(fold, "train"), "test_datalist": self.fold_datalist(fold, "test"),
-                    "synthetic_datalists": [self.synthetic_datalist(fold)] if run.synthetic else [],
-                    "augment": run.augmentation is not None, "seed": seed, "output_dir": str(self.segmentation_dir(fold, run, seed))}
+        settings = {
+            **values,
+            "labels": self.labels,
+            "scored_classes": self.classes,
+            "real_datalist": self.fold_datalist(fold, "train"),
+            "test_datalist": self.fold_datalist(fold, "test"),
+            "synthetic_datalists": [self.synthetic_datalist(fold)] if run.synthetic else [],
+            "augment": run.augmentation is not None,
+            "seed": seed,
+            "output_dir": str(self.segmentation_dir(fold, run, seed)),
+        }
         if run.synthetic:
             settings.update(alpha=run.alpha, patch_size=run.patch_size, variants_per_case=run.variants_per_case)
-        return StudyJob(f"segment_fold{fold}_{run.name}_seed{seed}", self.bundle, ["train_segmentation.json", *files, *augmentation],
-                        settings, needs=[f"synth_fold{fold}"] if run.synthetic else [])
+        return StudyJob(
+            f"segment_fold{fold}_{run.name}_seed{seed}",
+            self.bundle,
+            ["train_segmentation.json", *files, *augmentation],
+            settings,
+            needs=[f"synth_fold{fold}"] if run.synthetic else [],
+        )
 
     def jobs_plan(self) -> list[StudyJob]:
         """Every step, in the order the scheduler prefers among ready steps: each fold's generative chain (fold by
         fold, so the first fold's EMIT-Diff and ablation runs can start early), then the runs that read synthetic
         data, then the others (which fill the cores while the generative models train)."""
         generative = [job for fold in range(self.k) for job in self.generative_jobs(fold)]
-        segmentation = [self.segmentation_job(fold, run, seed) for fold in range(self.k) for run in self.fold_runs(fold) for seed in self.seeds]
+        segmentation = [
+            self.segmentation_job(fold, run, seed)
+            for fold in range(self.k)
+            for run in self.fold_runs(fold)
+            for seed in self.seeds
+        ]
         return generative + [j for j in segmentation if j.needs] + [j for j in segmentation if not j.needs]
 
     # ---- data and checks -------------------------------------------------------------------------------
     def write_folds(self) -> None:
         """The k folds (a stratified subset of ``max_patients`` units first, when the scale says so), then the checks."""
         try:
-            write_kfold(self.dataset_dir, self.out / "split", self.k, int(self.scale.get("split_seed", 0)), labels=self.labels,
-                        max_units=self.scale.get("max_patients"))
+            write_kfold(
+                self.dataset_dir,
+                self.out / "split",
+                self.k,
+                int(self.scale.get("split_seed", 0)),
+                labels=self.labels,
+                max_units=self.scale.get("max_patients"),
+            )
         except FileExistsError as error:
-            raise ValueError(f"{self.out} holds the folds of another dataset or split setting (folds, split_seed, max_patients); "
-                             f"use a new study folder ({error})") from error
+            raise ValueError(
+                f"{self.out} holds the folds of another dataset or split setting (folds, split_seed, max_patients); "
+                f"use a new study folder ({error})"
+            ) from error
         self.check_folds()
 
     def _entries(self, datalist: str | os.PathLike) -> list[dict]:
         path = Path(datalist)
         entries = json.loads(path.read_text())["training"]
-        return [{**e, **{k: str((path.parent / e[k]).resolve()) for k in ("image", "label", "source_image") if e.get(k)}} for e in entries]
+        return [
+            {**e, **{k: str((path.parent / e[k]).resolve()) for k in ("image", "label", "source_image") if e.get(k)}}
+            for e in entries
+        ]
 
     def check_folds(self) -> None:
         """Every case is in exactly one test fold; a fold's training and test images are disjoint."""
         folds = json.loads((self.out / "split" / "folds.json").read_text())
         tests = [case for fold in folds["folds"] for case in fold["test"]]
         if sorted(tests) != sorted(folds["cases"]) or len(set(tests)) != len(tests):
-            raise RuntimeError(f"{self.out / 'split' / 'folds.json'}: the test folds do not cover every case exactly once")
+            raise RuntimeError(
+                f"{self.out / 'split' / 'folds.json'}: the test folds do not cover every case exactly once"
+            )
         for fold in range(self.k):
             train = {e["image"] for e in self._entries(self.fold_datalist(fold, "train"))}
             test = {e["image"] for e in self._entries(self.fold_datalist(fold, "test"))}
@@ -237,7 +311,9 @@ class EmitDiffStudy(BundleStudy):
         sources = [e.get("source_image") for e in entries]
         foreign = sorted({s for s in sources if s not in train}, key=str)
         if foreign:
-            raise RuntimeError(f"fold {fold}: synthetic variants of images outside the fold's training cases: {foreign[:3]}")
+            raise RuntimeError(
+                f"fold {fold}: synthetic variants of images outside the fold's training cases: {foreign[:3]}"
+            )
         short = sorted(s for s in train if sources.count(s) < self.fold_variants(fold))
         if short:
             raise RuntimeError(f"fold {fold}: fewer than {self.fold_variants(fold)} synthetic variants of {short[:3]}")

@@ -34,15 +34,21 @@ METRICS: dict[str, tuple[str, float, bool]] = {
     "assd": ("ASSD (mm) ↓", 1.0, False),
 }
 ABLATION_PANELS = ("ratio", "alpha", "patch_size")
-PANELS = {"ratio": ("(a) augmentation ratio n", "synthetic variants per real case (n)", "variants_per_case"),
-          "alpha": ("(b) α", "α (probability that a patch is real)", "alpha"),
-          "patch_size": ("(c) patch size", "patch size (px)", "patch_size")}
+PANELS = {
+    "ratio": ("(a) augmentation ratio n", "synthetic variants per real case (n)", "variants_per_case"),
+    "alpha": ("(b) α", "α (probability that a patch is real)", "alpha"),
+    "patch_size": ("(c) patch size", "patch size (px)", "patch_size"),
+}
 
 
 def _stats(values: Sequence[float]) -> dict:
     values = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return {"mean": float(np.mean(values)) if values else math.nan, "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-            "n_folds": len(values), "per_fold": values}
+    return {
+        "mean": float(np.mean(values)) if values else math.nan,
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+        "n_folds": len(values),
+        "per_fold": values,
+    }
 
 
 def fold_summary(files_per_fold: Sequence[Sequence[Path]], classes: Sequence[str]) -> dict[str, dict[str, dict]]:
@@ -68,11 +74,18 @@ def _cell(stats: Mapping, scale: float, digits: int = 2) -> str:
     if not stats["n_folds"]:
         return "–"
     mean = number(stats["mean"]) * scale
-    return f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}" if stats["n_folds"] > 1 else f"{mean:.{digits}f}"
+    return (
+        f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}"
+        if stats["n_folds"] > 1
+        else f"{mean:.{digits}f}"
+    )
 
 
 def _main_table(rows: Sequence[tuple[str, Mapping]]) -> list[str]:
-    lines = ["| method | " + " | ".join(title for title, _, _ in METRICS.values()) + " | folds |", "|---" * (len(METRICS) + 2) + "|"]
+    lines = [
+        "| method | " + " | ".join(title for title, _, _ in METRICS.values()) + " | folds |",
+        "|---" * (len(METRICS) + 2) + "|",
+    ]
     for label, summary in rows:
         cells = [_cell(summary[m]["mean"], scale) for m, (_, scale, _) in METRICS.items()]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {summary['dice']['mean']['n_folds']} |")
@@ -82,11 +95,16 @@ def _main_table(rows: Sequence[tuple[str, Mapping]]) -> list[str]:
 def _class_table(rows: Sequence[tuple[str, Mapping]], metric: str, classes: Sequence[str]) -> list[str]:
     title, scale, _ = METRICS[metric]
     lines = ["| method | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-    lines += [f"| {label} | " + " | ".join(_cell(summary[metric][c], scale) for c in classes) + " |" for label, summary in rows]
+    lines += [
+        f"| {label} | " + " | ".join(_cell(summary[metric][c], scale) for c in classes) + " |"
+        for label, summary in rows
+    ]
     return [f"**{title}**", "", *lines]
 
 
-def _ablation_plot(path: Path, study, panels: Mapping[str, list], summaries: Mapping[str, Mapping], baseline: Mapping) -> None:
+def _ablation_plot(
+    path: Path, study, panels: Mapping[str, list], summaries: Mapping[str, Mapping], baseline: Mapping
+) -> None:
     """Fig. 5 analogue: mean Dice (class mean, ×100, mean ± std over the ablation folds) against n, α and patch size;
     the baseline (no synthetic data) as a dashed line, the default EMIT-Diff setting as a filled marker."""
     plt = pyplot()
@@ -94,8 +112,14 @@ def _ablation_plot(path: Path, study, panels: Mapping[str, list], summaries: Map
     fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.6 * max(len(shown), 1), 3.0), squeeze=False)
     for axis, panel in zip(axes[0], shown):
         title, xlabel, field = PANELS[panel]
-        points = sorted(((getattr(run, field), summaries[run.name]) for run in panels[panel] if summaries[run.name]["dice"]["mean"]["n_folds"]),
-                        key=lambda p: p[0])
+        points = sorted(
+            (
+                (getattr(run, field), summaries[run.name])
+                for run in panels[panel]
+                if summaries[run.name]["dice"]["mean"]["n_folds"]
+            ),
+            key=lambda p: p[0],
+        )
         if points:
             x = [p[0] for p in points]
             y = [p[1]["dice"]["mean"]["mean"] * 100 for p in points]
@@ -127,7 +151,9 @@ def _ablation_table(panel: str, runs: Sequence[Mapping], summaries: Mapping[str,
     lines = [f"| {PANELS[panel][1]} | mean Dice ×100 | HD95 (mm) | folds |", "|---|---|---|---|"]
     for run in sorted(runs, key=lambda r: r[field]):
         s = summaries[run["name"]]
-        lines.append(f"| {run[field]:g} | {_cell(s['dice']['mean'], 100)} | {_cell(s['hd95']['mean'], 1)} | {s['dice']['mean']['n_folds']} |")
+        lines.append(
+            f"| {run[field]:g} | {_cell(s['dice']['mean'], 100)} | {_cell(s['hd95']['mean'], 1)} | {s['dice']['mean']['n_folds']} |"
+        )
     return lines
 
 
@@ -140,25 +166,47 @@ def write_emit_diff_report(study, report_dir: str | Path | None = None) -> Path:
     classes = study.classes
     runs = study.runs()
     all_runs = list(dict.fromkeys(run for panel in runs.values() for run in panel))
-    summaries = {run.name: fold_summary([study.scores(f, run) if run in study.fold_runs(f) else [] for f in range(study.k)], classes)
-                 for run in all_runs}
+    summaries = {
+        run.name: fold_summary(
+            [study.scores(f, run) if run in study.fold_runs(f) else [] for f in range(study.k)], classes
+        )
+        for run in all_runs
+    }
     # Fig. 5: every point (and the baseline line) on the ablation folds only, so the points are comparable
-    ablations = {run.name: fold_summary([study.scores(f, run) for f in study.ablation_folds], classes)
-                 for panel in ABLATION_PANELS for run in [runs["tab2"][0], *runs.get(panel, [])]}
+    ablations = {
+        run.name: fold_summary([study.scores(f, run) for f in study.ablation_folds], classes)
+        for panel in ABLATION_PANELS
+        for run in [runs["tab2"][0], *runs.get(panel, [])]
+    }
     _ablation_plot(out / "ablations.png", study, runs, ablations, ablations[runs["tab2"][0].name]["dice"]["mean"])
-    trained = next((json.loads(files[0].read_text()) for f in range(study.k) if (files := study.scores(f, runs["tab2"][0]))), {})
-    results = as_results({
-        "study": "emit_diff_study", "scale_name": study.scale.get("name", study.scale_path.stem),
-        "provenance": study.provenance("emit_diff_study"), "scale": study.scale,
-        "folds": json.loads((study.out / "split" / "folds.json").read_text()), "k": study.k, "classes": classes,
-        "ablation_folds": study.ablation_folds, "fold_variants": [study.fold_variants(f) for f in range(study.k)],
-        "emit_diff": {"name": study.emit_diff.name, **asdict(study.emit_diff)},
-        "segmenter": {k: trained.get(k) for k in ("network", "max_steps", "batch_size", "in_plane_size")},
-        "runs": {run.name: {"name": run.name, "label": run.label, **asdict(run)} for run in all_runs},
-        "panels": {panel: [run.name for run in members] for panel, members in runs.items()},
-        "summaries": summaries, "ablation_summaries": ablations, "timings_s": study.step_timings(), "seeds": study.seeds,
-        "wall_time": study.wall_time((("generative training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")),
-                                     "emit_diff_study.json")})
+    trained = next(
+        (json.loads(files[0].read_text()) for f in range(study.k) if (files := study.scores(f, runs["tab2"][0]))), {}
+    )
+    results = as_results(
+        {
+            "study": "emit_diff_study",
+            "scale_name": study.scale.get("name", study.scale_path.stem),
+            "provenance": study.provenance("emit_diff_study"),
+            "scale": study.scale,
+            "folds": json.loads((study.out / "split" / "folds.json").read_text()),
+            "k": study.k,
+            "classes": classes,
+            "ablation_folds": study.ablation_folds,
+            "fold_variants": [study.fold_variants(f) for f in range(study.k)],
+            "emit_diff": {"name": study.emit_diff.name, **asdict(study.emit_diff)},
+            "segmenter": {k: trained.get(k) for k in ("network", "max_steps", "batch_size", "in_plane_size")},
+            "runs": {run.name: {"name": run.name, "label": run.label, **asdict(run)} for run in all_runs},
+            "panels": {panel: [run.name for run in members] for panel, members in runs.items()},
+            "summaries": summaries,
+            "ablation_summaries": ablations,
+            "timings_s": study.step_timings(),
+            "seeds": study.seeds,
+            "wall_time": study.wall_time(
+                (("generative training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")),
+                "emit_diff_study.json",
+            ),
+        }
+    )
     write_results(out / "emit_diff_study.json", results)
     with atomic_path(out / "emit_diff_study.md") as tmp:
         tmp.write_text(render_emit_diff_report(results))
@@ -179,34 +227,39 @@ def render_emit_diff_report(results: Mapping) -> str:
     ablation_text = []
     for panel, (_, _, field) in PANELS.items():
         if panels.get(panel):
-            ablation_text += [f"{PANELS[panel][0]}:", "", *_ablation_table(panel, [runs[n] for n in panels[panel]], ablations, field), ""]
+            ablation_text += [
+                f"{PANELS[panel][0]}:",
+                "",
+                *_ablation_table(panel, [runs[n] for n in panels[panel]], ablations, field),
+                "",
+            ]
     class_tables = []
     for metric in METRICS:
         class_tables += [*_class_table(tab2, metric, classes), ""]
-    return f"""# EMIT-Diff study at {results['scale_name']} scale
+    return f"""# EMIT-Diff study at {results["scale_name"]} scale
 
-{provenance_markdown(results['provenance'])}
+{provenance_markdown(results["provenance"])}
 
-{k}-fold cross-validation by {folds['group_key'] or 'case'} (stratified by group, seed {folds['seed']}) over {len(folds['cases'])}
+{k}-fold cross-validation by {folds["group_key"] or "case"} (stratified by group, seed {folds["seed"]}) over {len(folds["cases"])}
 cases{subset}; training / test cases per fold: {fold_sizes}. In every fold the text-conditioned DDPM, the ControlNet
 and the synthesis of the variants ({variants} per training case) use that fold's training cases only; every segmenter
 is trained on them and scored on the fold's test cases.
 
-Segmenter: {trained.get('network') or 'MONAI AttentionUnet'}, {trained.get('max_steps')} steps of {trained.get('batch_size')} slices
-({trained.get('in_plane_size')} px) for every run; seeds {results['seeds']} per fold. EMIT-Diff = Algorithm 1 with
-n = {e['variants_per_case']}, α = {e['alpha']:g}, patch size {e['patch_size']} px; the classic augmentations are the overlays
+Segmenter: {trained.get("network") or "MONAI AttentionUnet"}, {trained.get("max_steps")} steps of {trained.get("batch_size")} slices
+({trained.get("in_plane_size")} px) for every run; seeds {results["seeds"]} per fold. EMIT-Diff = Algorithm 1 with
+n = {e["variants_per_case"]}, α = {e["alpha"]:g}, patch size {e["patch_size"]} px; the classic augmentations are the overlays
 of `bundles/text_edge_controlnet/configs/augmentation/`.
 
 ## Tab. 2 analogue: classic augmentation vs EMIT-Diff
 
-Mean over the classes {', '.join(classes)}; mean ± std over folds of the per-fold mean over test cases.
+Mean over the classes {", ".join(classes)}; mean ± std over folds of the per-fold mean over test cases.
 
 {chr(10).join(_main_table(tab2))}
 
 Per class (mean ± std over folds):
 
 {chr(10).join(class_tables)}
-## Fig. 5 analogue: ablations on fold(s) {results['ablation_folds']}
+## Fig. 5 analogue: ablations on fold(s) {results["ablation_folds"]}
 
 EMIT-Diff with one setting varied, the others at the defaults; mean over classes.
 
@@ -215,5 +268,5 @@ EMIT-Diff with one setting varied, the others at the defaults; mean over classes
 {chr(10).join(ablation_text)}
 Baseline on the same fold(s): mean Dice ×100 {_cell(baseline, 100)}.
 
-{wall_time_markdown(results['wall_time'])}
+{wall_time_markdown(results["wall_time"])}
 """

@@ -43,8 +43,15 @@ def _probabilities(network, device):
     return classify
 
 
-def explain(network: torch.nn.Module, image: np.ndarray, method: str | None = None, num_samples: int = 1000,
-            n_segments: int = 30, seed: int = 0, device="cpu") -> tuple[int, np.ndarray]:
+def explain(
+    network: torch.nn.Module,
+    image: np.ndarray,
+    method: str | None = None,
+    num_samples: int = 1000,
+    n_segments: int = 30,
+    seed: int = 0,
+    device="cpu",
+) -> tuple[int, np.ndarray]:
     """(predicted class, (H, W) weight map) for one (1, H, W) image in [0, 1]."""
     network = network.eval().to(device)
     method = method or explanation_method()
@@ -54,13 +61,24 @@ def explain(network: torch.nn.Module, image: np.ndarray, method: str | None = No
     if method == "lime":
         modules = _lime()
         if modules is None:
-            raise ImportError("method 'lime' needs the lime package (pip install lime); 'occlusion' needs nothing extra")
+            raise ImportError(
+                "method 'lime' needs the lime package (pip install lime); 'occlusion' needs nothing extra"
+            )
         lime_image, SegmentationAlgorithm = modules
         # compactness 10 (scikit-image's default, on Lab colours): lower values let noisy images collapse to one segment
-        segmenter = SegmentationAlgorithm("slic", n_segments=n_segments, compactness=10.0, start_label=0, channel_axis=-1)
+        segmenter = SegmentationAlgorithm(
+            "slic", n_segments=n_segments, compactness=10.0, start_label=0, channel_axis=-1
+        )
         explanation = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
-            rgb, classify, labels=(predicted,), top_labels=None, hide_color=0.0, num_samples=num_samples,
-            segmentation_fn=segmenter, random_seed=seed)
+            rgb,
+            classify,
+            labels=(predicted,),
+            top_labels=None,
+            hide_color=0.0,
+            num_samples=num_samples,
+            segmentation_fn=segmenter,
+            random_seed=seed,
+        )
         weights = np.zeros(explanation.segments.max() + 1)
         for segment, weight in explanation.local_exp[predicted]:
             weights[segment] = weight
@@ -77,9 +95,17 @@ def explain(network: torch.nn.Module, image: np.ndarray, method: str | None = No
     raise ValueError(f"method must be 'lime' or 'occlusion', got {method!r}")
 
 
-def save_explanation_figure(path: str | os.PathLike, network: torch.nn.Module, groups: dict[str, tuple[np.ndarray, np.ndarray]],
-                            class_names: Sequence[str], per_class: int = 2, method: str | None = None, num_samples: int = 1000,
-                            seed: int = 0, device="cpu") -> dict:
+def save_explanation_figure(
+    path: str | os.PathLike,
+    network: torch.nn.Module,
+    groups: dict[str, tuple[np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    per_class: int = 2,
+    method: str | None = None,
+    num_samples: int = 1000,
+    seed: int = 0,
+    device="cpu",
+) -> dict:
     """A PNG with, for each group (e.g. "real", "synthetic") side by side, ``per_class`` images of every class and
     their explanation maps. ``groups``: name -> (images (N, 1, H, W) in [0, 1], labels (N,)). Returns a summary."""
     import matplotlib

@@ -33,8 +33,12 @@ def save_figure(fig, path: str | Path, dpi: int = 90) -> None:
     pyplot().close(fig)
 
 
-def image_row(path: str | Path, panels: Sequence[tuple[str, np.ndarray, str]], intensity_range: tuple[float, float],
-              label_max: int) -> None:
+def image_row(
+    path: str | Path,
+    panels: Sequence[tuple[str, np.ndarray, str]],
+    intensity_range: tuple[float, float],
+    label_max: int,
+) -> None:
     """One row of (title, 2-D array, colormap) panels, rotated for display: grey panels share ``intensity_range``
     (the real image's, so synthetic images are judged on its scale), label maps ("viridis") span 0..``label_max``."""
     fig, axes = pyplot().subplots(1, len(panels), figsize=(1.8 * len(panels), 2.1))

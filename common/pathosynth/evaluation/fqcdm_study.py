@@ -92,7 +92,9 @@ class FqcdmStudy(BundleStudy):
         self.methods = list(self.scale.get("methods", QUALITY_METHODS))
         unknown = sorted(set(self.methods) - set(QUALITY_METHODS))
         if unknown:
-            raise ValueError(f"study scale {self.scale_path}: unknown methods {unknown}; known: {list(QUALITY_METHODS)}")
+            raise ValueError(
+                f"study scale {self.scale_path}: unknown methods {unknown}; known: {list(QUALITY_METHODS)}"
+            )
         self.seeds = list(self.scale.get("seeds", [0]))
         self.n_real = int(self.scale["real_cases"])
 
@@ -126,10 +128,18 @@ class FqcdmStudy(BundleStudy):
         """Figure/table -> its runs (a run shared by two of them is trained once)."""
         r, ratios = self.n_real, self.scale.get("ratios", [])
         s_tab4 = int(round(max(ratios, default=1) * r))
-        tab4 = [SegmentationRun(n_real, n_syn, augment) for n_real, n_syn in ((r, 0), (0, s_tab4), (r, s_tab4)) for augment in (False, True)]
+        tab4 = [
+            SegmentationRun(n_real, n_syn, augment)
+            for n_real, n_syn in ((r, 0), (0, s_tab4), (r, s_tab4))
+            for augment in (False, True)
+        ]
         fig4 = [SegmentationRun(r, int(round(q * r))) for q in [0, *ratios]]
         fig5 = [SegmentationRun(0, k) for k in self.scale.get("synthetic_only_cases", [])]
-        fig6 = [SegmentationRun(n, 0, pretrained=p) for n in self.scale.get("finetune_real_cases", []) for p in (False, True)]
+        fig6 = [
+            SegmentationRun(n, 0, pretrained=p)
+            for n in self.scale.get("finetune_real_cases", [])
+            for p in (False, True)
+        ]
         return {"tab4": tab4, "fig4": fig4, "fig5": fig5, "fig6": fig6}
 
     def unique_runs(self) -> list[SegmentationRun]:
@@ -142,19 +152,50 @@ class FqcdmStudy(BundleStudy):
     def real_sizes(self) -> list[int]:
         return sorted({run.n_real for run in self.unique_runs() if run.n_real})
 
-    def generator_job(self, name: str, configs: list[str], section: str, settings: dict, workflow: str = "run",
-                      needs: list[str] | None = None, finish=None) -> StudyJob:
+    def generator_job(
+        self,
+        name: str,
+        configs: list[str],
+        section: str,
+        settings: dict,
+        workflow: str = "run",
+        needs: list[str] | None = None,
+        finish=None,
+    ) -> StudyJob:
         files, values = self.section("generative")
         extra_files, extra = self.section(section)
-        return StudyJob(name, self.generator, [*configs, *files, *extra_files], {**values, **extra, **settings, "dataset_dir": None},
-                        workflow=workflow, needs=list(needs or []), finish=finish)
+        return StudyJob(
+            name,
+            self.generator,
+            [*configs, *files, *extra_files],
+            {**values, **extra, **settings, "dataset_dir": None},
+            workflow=workflow,
+            needs=list(needs or []),
+            finish=finish,
+        )
 
     def training_jobs(self) -> list[StudyJob]:
-        common = {"datalist": self.split_path("train"), "ckpt_dir": self.models_dir, "output_dir": str(self.out / "logs" / "tensorboard")}
-        jobs = [self.generator_job("train_autoencoder", ["train_autoencoder.json"], "autoencoder", common, "training"),
-                self.generator_job("train_latent_ddpm", ["train_diffusion.json"], "diffusion", common, "training", ["train_autoencoder"])]
+        common = {
+            "datalist": self.split_path("train"),
+            "ckpt_dir": self.models_dir,
+            "output_dir": str(self.out / "logs" / "tensorboard"),
+        }
+        jobs = [
+            self.generator_job("train_autoencoder", ["train_autoencoder.json"], "autoencoder", common, "training"),
+            self.generator_job(
+                "train_latent_ddpm", ["train_diffusion.json"], "diffusion", common, "training", ["train_autoencoder"]
+            ),
+        ]
         if "Pixel DDPM" in self.methods:
-            jobs.append(self.generator_job("train_pixel_ddpm", ["train_diffusion.json", "train_diffusion_pixel.json"], "pixel", common, "training"))
+            jobs.append(
+                self.generator_job(
+                    "train_pixel_ddpm",
+                    ["train_diffusion.json", "train_diffusion_pixel.json"],
+                    "pixel",
+                    common,
+                    "training",
+                )
+            )
         return jobs
 
     def denoiser_settings(self, section: str) -> dict:
@@ -165,63 +206,139 @@ class FqcdmStudy(BundleStudy):
         jobs = []
         for method in self.methods:
             overlays, needs = QUALITY_METHODS[method]
-            settings = {"datalist": self.split_path("quality_test"), "ckpt_dir": self.models_dir, "output_dir": str(self.synthetic_dir("test", method)),
-                        "num_samples_per_case": 1, "progress": False}
+            settings = {
+                "datalist": self.split_path("quality_test"),
+                "ckpt_dir": self.models_dir,
+                "output_dir": str(self.synthetic_dir("test", method)),
+                "num_samples_per_case": 1,
+                "progress": False,
+            }
             settings.update(self.denoiser_settings("pixel" if method == "Pixel DDPM" else "diffusion"))
-            jobs.append(self.generator_job(f"synth_test_{slug(method)}", ["inference.json", *overlays], "synthesis", settings, "run", needs))
-        pool = {"datalist": self.split_path("label_pool"), "max_cases": self.synthetic_pool_size(), "ckpt_dir": self.models_dir,
-                "output_dir": str(self.pool_datalist.parent), "num_samples_per_case": 1, "progress": False, **self.denoiser_settings("diffusion")}
-        jobs.append(self.generator_job("synth_train_FQCDM", ["inference.json"], "synthesis", pool, "run",
-                                       ["train_autoencoder", "train_latent_ddpm"], finish=self.write_synthetic_subsets))
+            jobs.append(
+                self.generator_job(
+                    f"synth_test_{slug(method)}", ["inference.json", *overlays], "synthesis", settings, "run", needs
+                )
+            )
+        pool = {
+            "datalist": self.split_path("label_pool"),
+            "max_cases": self.synthetic_pool_size(),
+            "ckpt_dir": self.models_dir,
+            "output_dir": str(self.pool_datalist.parent),
+            "num_samples_per_case": 1,
+            "progress": False,
+            **self.denoiser_settings("diffusion"),
+        }
+        jobs.append(
+            self.generator_job(
+                "synth_train_FQCDM",
+                ["inference.json"],
+                "synthesis",
+                pool,
+                "run",
+                ["train_autoencoder", "train_latent_ddpm"],
+                finish=self.write_synthetic_subsets,
+            )
+        )
         return jobs
 
     def segmentation_datalists(self, run: SegmentationRun) -> list[str]:
-        return ([self.real_datalist(run.n_real)] if run.n_real else []) + ([self.synthetic_datalist(run.n_synthetic)] if run.n_synthetic else [])
+        return ([self.real_datalist(run.n_real)] if run.n_real else []) + (
+            [self.synthetic_datalist(run.n_synthetic)] if run.n_synthetic else []
+        )
 
     def segmentation_jobs(self) -> list[StudyJob]:
         files, settings = self.section("segmentation")
         jobs = []
         if any(run.pretrained for run in self.unique_runs()):
             _, pretraining = self.section("pretraining")
-            shared = {k: v for k, v in settings.items() if not k.startswith("train#")}  # the network and data, not the segmenter's optimiser
-            jobs.append(StudyJob("pretrain_context_encoder", "downstream_segmentation", ["pretrain_context_encoder.json", *files],
-                                 {**shared, **pretraining, "train_datalists": [self.synthetic_datalist(int(self.scale["pretraining_cases"]))],
-                                  "seed": 0, "ckpt_dir": str(self.pretrained_dir), "output_dir": str(self.pretrained_dir)},
-                                 workflow="training", needs=["synth_train_FQCDM"]))
+            shared = {
+                k: v for k, v in settings.items() if not k.startswith("train#")
+            }  # the network and data, not the segmenter's optimiser
+            jobs.append(
+                StudyJob(
+                    "pretrain_context_encoder",
+                    "downstream_segmentation",
+                    ["pretrain_context_encoder.json", *files],
+                    {
+                        **shared,
+                        **pretraining,
+                        "train_datalists": [self.synthetic_datalist(int(self.scale["pretraining_cases"]))],
+                        "seed": 0,
+                        "ckpt_dir": str(self.pretrained_dir),
+                        "output_dir": str(self.pretrained_dir),
+                    },
+                    workflow="training",
+                    needs=["synth_train_FQCDM"],
+                )
+            )
         for seed in self.seeds:
             for run in self.unique_runs():
-                needs = (["synth_train_FQCDM"] if run.n_synthetic else []) + (["pretrain_context_encoder"] if run.pretrained else [])
-                values = {**settings, "train_datalists": self.segmentation_datalists(run), "test_datalist": self.split_path("test"),
-                          "seed": seed, "augment": run.augment, "output_dir": str(self.segmentation_dir(run, seed))}
+                needs = (["synth_train_FQCDM"] if run.n_synthetic else []) + (
+                    ["pretrain_context_encoder"] if run.pretrained else []
+                )
+                values = {
+                    **settings,
+                    "train_datalists": self.segmentation_datalists(run),
+                    "test_datalist": self.split_path("test"),
+                    "seed": seed,
+                    "augment": run.augment,
+                    "output_dir": str(self.segmentation_dir(run, seed)),
+                }
                 if run.pretrained:
                     values["init_weights"] = str(self.pretrained_dir / "context_encoder.pt")
-                jobs.append(StudyJob(f"segment_{run.name}_seed{seed}", "downstream_segmentation", ["train.json", *files], values, needs=needs))
+                jobs.append(
+                    StudyJob(
+                        f"segment_{run.name}_seed{seed}",
+                        "downstream_segmentation",
+                        ["train.json", *files],
+                        values,
+                        needs=needs,
+                    )
+                )
         return jobs
 
     # ---- data ----------------------------------------------------------------------------------------
     def write_split(self) -> None:
         """The patient split, the seeded order of the training cases, and the real subsets."""
-        paths = write_split(self.dataset_dir, self.out / "split", float(self.scale.get("test_fraction", 0.2)),
-                            int(self.scale.get("split_seed", 0)))
+        paths = write_split(
+            self.dataset_dir,
+            self.out / "split",
+            float(self.scale.get("test_fraction", 0.2)),
+            int(self.scale.get("split_seed", 0)),
+        )
         train = json.loads(Path(paths["train"]).read_text())
         entries = sorted(train["training"], key=lambda e: e["case_id"])
         order = np.random.default_rng(int(self.scale.get("split_seed", 0))).permutation(len(entries))
-        pool = {**train, "description": "the training cases in the study's seeded order", "training": [entries[i] for i in order]}
+        pool = {
+            **train,
+            "description": "the training cases in the study's seeded order",
+            "training": [entries[i] for i in order],
+        }
         write_json(self.split_path("label_pool"), pool)
         for n in self.real_sizes():
             first_entries(self.split_path("label_pool"), n, out=self.real_datalist(n))
         test = json.loads(Path(paths["test"]).read_text())
         n_quality = int(self.scale.get("quality_cases") or len(test["training"]))
-        chosen = np.random.default_rng([int(self.scale.get("split_seed", 0)), 1]).permutation(len(test["training"]))[:n_quality]
-        write_json(self.split_path("quality_test"), {**test, "description": f"{n_quality} seeded test cases for Tab. 1–3",
-                                                     "training": [test["training"][i] for i in sorted(chosen)]})
+        chosen = np.random.default_rng([int(self.scale.get("split_seed", 0)), 1]).permutation(len(test["training"]))[
+            :n_quality
+        ]
+        write_json(
+            self.split_path("quality_test"),
+            {
+                **test,
+                "description": f"{n_quality} seeded test cases for Tab. 1–3",
+                "training": [test["training"][i] for i in sorted(chosen)],
+            },
+        )
 
     def pool_order(self) -> list[str]:
         return [e["case_id"] for e in json.loads(Path(self.split_path("label_pool")).read_text())["training"]]
 
     def write_synthetic_subsets(self) -> None:
         """``first_{k}.json``: the first ``k`` synthetic cases in the label pool's order, for every size used."""
-        sizes = {run.n_synthetic for run in self.unique_runs() if run.n_synthetic} | {int(self.scale.get("pretraining_cases", 0))}
+        sizes = {run.n_synthetic for run in self.unique_runs() if run.n_synthetic} | {
+            int(self.scale.get("pretraining_cases", 0))
+        }
         for k in sorted(sizes - {0}):
             first_entries(self.pool_datalist, k, order=self.pool_order(), out=self.synthetic_datalist(k))
 

@@ -27,7 +27,11 @@ __all__ = ["ACDC_CLASSES", "render_fqcdm_report", "run_summary", "write_fqcdm_re
 ACDC_CLASSES = ("RV", "myocardium", "LV")
 # Tab. 5 columns: which FQCDM blocks a quality method has (FDGB: latent diffusion, FQB: quantisation, DBD: dual-branch
 # discriminator in the autoencoder's training)
-ABLATION = {"VQ reconstruction": (False, True, True), "FQCDM without quantisation": (True, False, True), "FQCDM": (True, True, True)}
+ABLATION = {
+    "VQ reconstruction": (False, True, True),
+    "FQCDM without quantisation": (True, False, True),
+    "FQCDM": (True, True, True),
+}
 
 
 def run_summary(score_files: Sequence[Path]) -> dict:
@@ -35,9 +39,15 @@ def run_summary(score_files: Sequence[Path]) -> dict:
     summary = seed_summary(score_files, "dice", classes=ACDC_CLASSES)
     per_class = [summary[c]["per_seed"] for c in ACDC_CLASSES]
     n = min(len(v) for v in per_class)
-    per_seed = [float(np.mean([v[i] for v in per_class])) for i in range(n)] if all(len(v) == n for v in per_class) else []
-    summary["mean"] = {"mean": float(np.mean(per_seed)) if per_seed else math.nan,
-                       "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan, "n_seeds": len(per_seed), "per_seed": per_seed}
+    per_seed = (
+        [float(np.mean([v[i] for v in per_class])) for i in range(n)] if all(len(v) == n for v in per_class) else []
+    )
+    summary["mean"] = {
+        "mean": float(np.mean(per_seed)) if per_seed else math.nan,
+        "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan,
+        "n_seeds": len(per_seed),
+        "per_seed": per_seed,
+    }
     return summary
 
 
@@ -49,15 +59,25 @@ def _cell(stats: Mapping) -> str:
 
 
 def _row(label: str, summary: Mapping) -> str:
-    return f"| {label} | {_cell(summary['mean'])} | " + " | ".join(_cell(summary[c]) for c in ACDC_CLASSES) + f" | {summary['mean']['n_seeds']} |"
+    return (
+        f"| {label} | {_cell(summary['mean'])} | "
+        + " | ".join(_cell(summary[c]) for c in ACDC_CLASSES)
+        + f" | {summary['mean']['n_seeds']} |"
+    )
 
 
-HEADER = ["| training set | mean Dice | " + " | ".join(f"{c} Dice" for c in ACDC_CLASSES) + " | seeds |", "|---" * (len(ACDC_CLASSES) + 3) + "|"]
+HEADER = [
+    "| training set | mean Dice | " + " | ".join(f"{c} Dice" for c in ACDC_CLASSES) + " | seeds |",
+    "|---" * (len(ACDC_CLASSES) + 3) + "|",
+]
 
 
 def _tab4_label(run: Mapping) -> str:
-    kind = {(True, False): "Real images", (False, True): "Synthetic images",
-            (True, True): "Synthetic images + Real images"}[(bool(run["n_real"]), bool(run["n_synthetic"]))]
+    kind = {
+        (True, False): "Real images",
+        (False, True): "Synthetic images",
+        (True, True): "Synthetic images + Real images",
+    }[(bool(run["n_real"]), bool(run["n_synthetic"]))]
     return f"{kind}{' + Data augmentation' if run['augment'] else ''} ({run['n_real']} real, {run['n_synthetic']} synthetic)"
 
 
@@ -66,14 +86,18 @@ def _curves(path: Path, study, summaries: Mapping[str, dict]) -> None:
     plt = pyplot()
 
     runs = study.runs()
-    panels = [("fig4", "Fig. 4: real + synthetic", "synthetic / real ratio", lambda r: r.n_synthetic / max(r.n_real, 1)),
-              ("fig5", "Fig. 5: synthetic only", "synthetic cases", lambda r: r.n_synthetic),
-              ("fig6", "Fig. 6: pretraining + fine-tuning", "real cases for fine-tuning", lambda r: r.n_real)]
+    panels = [
+        ("fig4", "Fig. 4: real + synthetic", "synthetic / real ratio", lambda r: r.n_synthetic / max(r.n_real, 1)),
+        ("fig5", "Fig. 5: synthetic only", "synthetic cases", lambda r: r.n_synthetic),
+        ("fig6", "Fig. 6: pretraining + fine-tuning", "real cases for fine-tuning", lambda r: r.n_real),
+    ]
     panels = [p for p in panels if runs.get(p[0])]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False)
     for axis, (key, title, xlabel, x_of) in zip(axes[0], panels):
-        groups = {"pretrained on synthetic (context encoder)": [r for r in runs[key] if r.pretrained],
-                  "from scratch" if key == "fig6" else "": [r for r in runs[key] if not r.pretrained]}
+        groups = {
+            "pretrained on synthetic (context encoder)": [r for r in runs[key] if r.pretrained],
+            "from scratch" if key == "fig6" else "": [r for r in runs[key] if not r.pretrained],
+        }
         for label, members in groups.items():
             members = sorted((r for r in members if summaries[r.name]["mean"]["n_seeds"]), key=x_of)
             if not members:
@@ -132,26 +156,58 @@ def write_fqcdm_report(study, report_dir: str | Path | None = None) -> Path:
     synthesis = _recorded_synthesis(study)
     fov_size = synthesis["fov_size"]
     labels = {name: synthesis["labels"][name] for name in ACDC_CLASSES if name in synthesis["labels"]}
-    quality = synthesis_quality_report({m: study.synthetic_dir("test", m) / "datalist.json" for m in study.methods}, out, fov_size,
-                                       title="Tab. 1–3 analogue: synthetic vs real test images of the same label maps", labels=labels)
-    summaries = {run.name: run_summary([f for s in study.seeds if (f := study.segmentation_dir(run, s) / "scores.json").exists()])
-                 for run in study.unique_runs()}
+    quality = synthesis_quality_report(
+        {m: study.synthetic_dir("test", m) / "datalist.json" for m in study.methods},
+        out,
+        fov_size,
+        title="Tab. 1–3 analogue: synthetic vs real test images of the same label maps",
+        labels=labels,
+    )
+    summaries = {
+        run.name: run_summary(
+            [f for s in study.seeds if (f := study.segmentation_dir(run, s) / "scores.json").exists()]
+        )
+        for run in study.unique_runs()
+    }
     _curves(out / "downstream.png", study, summaries)
-    trained = next((json.loads(f.read_text()) for run in study.unique_runs() for seed in study.seeds
-                    if (f := study.segmentation_dir(run, seed) / "scores.json").exists()), {})
-    results = as_results({
-        "study": "fqcdm_study", "scale_name": study.scale.get("name", study.scale_path.stem),
-        "provenance": study.provenance("fqcdm_study"), "scale": study.scale,
-        "split": json.loads((study.out / "split" / "split.json").read_text()),
-        "n_quality_cases": len(json.loads(Path(study.split_path("quality_test")).read_text())["training"]),
-        "synthesis": {"fov_size": fov_size, "image_size": synthesis["image_size"]}, "quality_classes": list(labels),
-        "quality": quality, "segmenter": {k: trained.get(k) for k in ("network", "max_steps", "batch_size", "in_plane_size")},
-        "runs": {run.name: asdict(run) for run in study.unique_runs()},
-        "panels": {key: [run.name for run in members] for key, members in study.runs().items()},
-        "downstream": summaries, "seeds": list(study.seeds),
-        "example": _example_panel(out / "examples.png", study, list(study.methods), fov_size), "timings_s": study.step_timings(),
-        "wall_time": study.wall_time((("training", "train_"), ("synthesis", "synth_"), ("pretraining", "pretrain_"),
-                                      ("segmentation", "segment_")), "fqcdm_study.json")})
+    trained = next(
+        (
+            json.loads(f.read_text())
+            for run in study.unique_runs()
+            for seed in study.seeds
+            if (f := study.segmentation_dir(run, seed) / "scores.json").exists()
+        ),
+        {},
+    )
+    results = as_results(
+        {
+            "study": "fqcdm_study",
+            "scale_name": study.scale.get("name", study.scale_path.stem),
+            "provenance": study.provenance("fqcdm_study"),
+            "scale": study.scale,
+            "split": json.loads((study.out / "split" / "split.json").read_text()),
+            "n_quality_cases": len(json.loads(Path(study.split_path("quality_test")).read_text())["training"]),
+            "synthesis": {"fov_size": fov_size, "image_size": synthesis["image_size"]},
+            "quality_classes": list(labels),
+            "quality": quality,
+            "segmenter": {k: trained.get(k) for k in ("network", "max_steps", "batch_size", "in_plane_size")},
+            "runs": {run.name: asdict(run) for run in study.unique_runs()},
+            "panels": {key: [run.name for run in members] for key, members in study.runs().items()},
+            "downstream": summaries,
+            "seeds": list(study.seeds),
+            "example": _example_panel(out / "examples.png", study, list(study.methods), fov_size),
+            "timings_s": study.step_timings(),
+            "wall_time": study.wall_time(
+                (
+                    ("training", "train_"),
+                    ("synthesis", "synth_"),
+                    ("pretraining", "pretrain_"),
+                    ("segmentation", "segment_"),
+                ),
+                "fqcdm_study.json",
+            ),
+        }
+    )
     write_results(out / "fqcdm_study.json", results)
     with atomic_path(out / "fqcdm_study.md") as tmp:
         tmp.write_text(render_fqcdm_report(results))
@@ -168,23 +224,29 @@ def render_fqcdm_report(results: Mapping) -> str:
     for method, flags in ABLATION.items():
         if method in quality:
             r = quality[method]
-            psnr, ms_ssim = (f"{v:.2f}" if math.isfinite(v) else "–" for v in (number(r["psnr"]["mean"]), number(r["ms_ssim"]["mean"]) * 100))
+            psnr, ms_ssim = (
+                f"{v:.2f}" if math.isfinite(v) else "–"
+                for v in (number(r["psnr"]["mean"]), number(r["ms_ssim"]["mean"]) * 100)
+            )
             ablation.append(f"| {' | '.join(mark(f) for f in flags)} | {method} | {psnr} | {ms_ssim} |")
     tab4 = HEADER + [_row(_tab4_label(runs[name]), summaries[name]) for name in results["panels"]["tab4"]]
-    fig_rows = {key: HEADER + [_row(name, summaries[name]) for name in results["panels"][key]] for key in ("fig4", "fig5", "fig6")}
+    fig_rows = {
+        key: HEADER + [_row(name, summaries[name]) for name in results["panels"][key]]
+        for key in ("fig4", "fig5", "fig6")
+    }
     trained, example, scale = results["segmenter"], results["example"], results["scale"]
-    return f"""# FQCDM study at {results['scale_name']} scale
+    return f"""# FQCDM study at {results["scale_name"]} scale
 
-{provenance_markdown(results['provenance'])}
+{provenance_markdown(results["provenance"])}
 
-Split by patient, stratified by ACDC group (seed {split['seed']}, test fraction {split['test_fraction']}):
-{len(split['train'])} training cases (ED and ES frames), {len(split['test'])} test cases. All generative models are
+Split by patient, stratified by ACDC group (seed {split["seed"]}, test fraction {split["test_fraction"]}):
+{len(split["train"])} training cases (ED and ES frames), {len(split["test"])} test cases. All generative models are
 trained on all training cases; images are synthesised at {image_size[0]}×{image_size[1]} px from a
 centred {fov_size[0]}×{fov_size[1]} px field of view.
 
 ## Tab. 1–3 analogue: image quality
 
-Every method synthesises the label maps of {results['n_quality_cases']} test cases (`split/quality_test.json`, seeded), one sample each.
+Every method synthesises the label maps of {results["n_quality_cases"]} test cases (`split/quality_test.json`, seeded), one sample each.
 
 {quality_text}
 
@@ -196,10 +258,10 @@ and is not comparable with the rows that generate from the label map alone:
 
 ## Downstream segmentation (Sec. 5)
 
-{trained.get('network') or 'MONAI UNet'}, {trained.get('max_steps')} training steps of {trained.get('batch_size')} slices
-({trained.get('in_plane_size')} px) for every run, scored on the
-{len(split['test'])} real test cases; "real n" = the first n training cases of the seeded order, "syn k" = FQCDM
-images synthesised from the first k label maps of that order. Mean ± std over seeds {results['seeds']}.
+{trained.get("network") or "MONAI UNet"}, {trained.get("max_steps")} training steps of {trained.get("batch_size")} slices
+({trained.get("in_plane_size")} px) for every run, scored on the
+{len(split["test"])} real test cases; "real n" = the first n training cases of the seeded order, "syn k" = FQCDM
+images synthesised from the first k label maps of that order. Mean ± std over seeds {results["seeds"]}.
 
 ### Tab. 4 analogue: synthetic data and classic augmentation
 
@@ -207,21 +269,21 @@ images synthesised from the first k label maps of that order. Mean ± std over s
 
 ### Fig. 4 analogue: mixed real + synthetic at several ratios
 
-{chr(10).join(fig_rows['fig4'])}
+{chr(10).join(fig_rows["fig4"])}
 
 ### Fig. 5 analogue: synthetic only
 
-{chr(10).join(fig_rows['fig5'])}
+{chr(10).join(fig_rows["fig5"])}
 
-### Fig. 6 analogue: context-encoder pretraining on {scale.get('pretraining_cases')} synthetic cases, then fine-tuning
+### Fig. 6 analogue: context-encoder pretraining on {scale.get("pretraining_cases")} synthetic cases, then fine-tuning
 
-{chr(10).join(fig_rows['fig6'])}
+{chr(10).join(fig_rows["fig6"])}
 
 ![downstream](downstream.png)
 
 ## Example
 
-{('![examples](examples.png)' + chr(10) + chr(10) + example) if example else 'no example available'}
+{("![examples](examples.png)" + chr(10) + chr(10) + example) if example else "no example available"}
 
-{wall_time_markdown(results['wall_time'])}
+{wall_time_markdown(results["wall_time"])}
 """

@@ -30,8 +30,13 @@ from .bundle_study import default_bundles_dir
 from .figures import pyplot, save_figure
 
 
-def load_inference(dataset_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, configs: Sequence[str] = ("inference.json",),
-                   overrides: dict | None = None, bundles_dir: str | os.PathLike | None = None) -> ConfigParser:
+def load_inference(
+    dataset_dir: str | os.PathLike,
+    ckpt_dir: str | os.PathLike,
+    configs: Sequence[str] = ("inference.json",),
+    overrides: dict | None = None,
+    bundles_dir: str | os.PathLike | None = None,
+) -> ConfigParser:
     """The bundle's inference config (its ``configs`` overlays in order) with the dataset and checkpoint folder set."""
     folder = Path(bundles_dir or default_bundles_dir()) / "reference_guided_ddpm" / "configs"
     parser = ConfigParser()
@@ -41,9 +46,17 @@ def load_inference(dataset_dir: str | os.PathLike, ckpt_dir: str | os.PathLike, 
     return parser
 
 
-def guidance_grid(out_png: str | os.PathLike, dataset_dir: str | os.PathLike, ckpt_dir: str | os.PathLike,
-                  factors: Sequence[int] = (2, 4, 8, 16), stop_steps: Sequence[int] | None = None, seeds: Sequence[int] = (0, 1, 2),
-                  configs: Sequence[str] = ("inference.json",), overrides: dict | None = None, case_index: int = 0) -> dict:
+def guidance_grid(
+    out_png: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    ckpt_dir: str | os.PathLike,
+    factors: Sequence[int] = (2, 4, 8, 16),
+    stop_steps: Sequence[int] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    configs: Sequence[str] = ("inference.json",),
+    overrides: dict | None = None,
+    case_index: int = 0,
+) -> dict:
     """Write the (rows N_s, columns a_s) figure and ``<out_png>.json`` with the distance/diversity numbers (2-D models)."""
     parser = load_inference(dataset_dir, ckpt_dir, configs, overrides)
     synthesizer = parser.get_parsed_content("synthesizer")
@@ -60,8 +73,9 @@ def guidance_grid(out_png: str | os.PathLike, dataset_dir: str | os.PathLike, ck
     def model(a):
         return (2 * torch.from_numpy(np.repeat(a[None, None], len(seeds), 0)) - 1).float().to(device)
 
-    pathology = GuidanceReference(model(patch), weight=torch.from_numpy(weight)[None, None].to(device), name="pathology",
-                                  **synthesizer.pathology)
+    pathology = GuidanceReference(
+        model(patch), weight=torch.from_numpy(weight)[None, None].to(device), name="pathology", **synthesizer.pathology
+    )
     cells = {}
     for factor, stop in itertools.product(factors, stop_steps):
         anatomy = GuidanceReference(model(reference), factor=int(factor), stop_step=int(stop), name="anatomy")
@@ -69,10 +83,15 @@ def guidance_grid(out_png: str | os.PathLike, dataset_dir: str | os.PathLike, ck
         sample = synthesizer.sampler(synthesizer.network, anatomy.image.shape, [anatomy, pathology], gens, device)
         unit = ((sample[:, 0].cpu().numpy() + 1) / 2).clip(0, 1)
         pairs = list(itertools.combinations(range(len(seeds)), 2))
-        cells[(factor, stop)] = {"sample": unit[0], "distance": float(np.abs(unit - reference).mean()),
-                                 "diversity": float(np.mean([np.abs(unit[i] - unit[j]).mean() for i, j in pairs])) if pairs else 0.0}
+        cells[(factor, stop)] = {
+            "sample": unit[0],
+            "distance": float(np.abs(unit - reference).mean()),
+            "diversity": float(np.mean([np.abs(unit[i] - unit[j]).mean() for i, j in pairs])) if pairs else 0.0,
+        }
     plt = pyplot()
-    fig, axes = plt.subplots(len(factors), len(stop_steps) + 1, figsize=(1.7 * (len(stop_steps) + 1), 1.8 * len(factors)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(factors), len(stop_steps) + 1, figsize=(1.7 * (len(stop_steps) + 1), 1.8 * len(factors)), squeeze=False
+    )
     for row, factor in enumerate(factors):
         axes[row, 0].imshow(np.rot90(patch), cmap="gray", vmin=0, vmax=1)
         axes[row, 0].set_title("reference + patch" if row == 0 else "", fontsize=7)
@@ -84,12 +103,24 @@ def guidance_grid(out_png: str | os.PathLike, dataset_dir: str | os.PathLike, ck
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
-    fig.suptitle(f"anatomy guidance: rows N_s, columns stop step a_s (T = {total}); pathology N = {synthesizer.pathology['factor']}, "
-                 f"a = {synthesizer.pathology['stop_step']}", fontsize=8)
+    fig.suptitle(
+        f"anatomy guidance: rows N_s, columns stop step a_s (T = {total}); pathology N = {synthesizer.pathology['factor']}, "
+        f"a = {synthesizer.pathology['stop_step']}",
+        fontsize=8,
+    )
     save_figure(fig, out_png)
-    summary = {"case": case["case_id"], "slice": k, "num_train_timesteps": total, "seeds": list(seeds), "placement": placement,
-               "sampler": synthesizer.sampler.settings(), "pathology_reference": dict(synthesizer.pathology),
-               "cells": [{"factor": f, "stop_step": s, "distance": c["distance"], "diversity": c["diversity"]} for (f, s), c in cells.items()]}
+    summary = {
+        "case": case["case_id"],
+        "slice": k,
+        "num_train_timesteps": total,
+        "seeds": list(seeds),
+        "placement": placement,
+        "sampler": synthesizer.sampler.settings(),
+        "pathology_reference": dict(synthesizer.pathology),
+        "cells": [
+            {"factor": f, "stop_step": s, "distance": c["distance"], "diversity": c["diversity"]}
+            for (f, s), c in cells.items()
+        ],
+    }
     write_json(Path(str(out_png) + ".json"), summary)
     return summary
-

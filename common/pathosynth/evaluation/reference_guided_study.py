@@ -56,7 +56,9 @@ class ReferenceGuidedStudy(BundleStudy):
         super().__init__(*args, **kwargs)
         self.fractions = [float(f) for f in self.scale.get("synthetic_fractions", [0.25, 0.5, 1.0])]
         if not all(0 < f <= 1 for f in self.fractions):
-            raise ValueError(f"study scale {self.scale_path}: synthetic_fractions must lie in (0, 1], got {self.fractions}")
+            raise ValueError(
+                f"study scale {self.scale_path}: synthetic_fractions must lie in (0, 1], got {self.fractions}"
+            )
         self.labels = dict(self.scale.get("labels", {"background": 0, "LV": 1, "myocardium": 2, "MI": 3, "PMO": 4}))
         self.lesion_classes = list(self.scale.get("lesion_classes", ["MI", "PMO"]))
         self.slice_size = [int(s) for s in self.scale.get("slice_size", [64, 64])]
@@ -78,8 +80,14 @@ class ReferenceGuidedStudy(BundleStudy):
     # ---- data ----------------------------------------------------------------------------------------
     def write_split(self) -> dict[str, str]:
         """The case split and the real slices (written once; a rerun keeps them)."""
-        paths = write_split(self.dataset_dir, self.out / "split", float(self.scale.get("test_fraction", 0.25)),
-                            int(self.scale.get("split_seed", 0)), labels=self.labels, lesion_classes=self.lesion_classes)
+        paths = write_split(
+            self.dataset_dir,
+            self.out / "split",
+            float(self.scale.get("test_fraction", 0.25)),
+            int(self.scale.get("split_seed", 0)),
+            labels=self.labels,
+            lesion_classes=self.lesion_classes,
+        )
         for name in ("train", "test"):
             if not self.slices(f"real_{name}").exists():
                 self.export_slices(paths[name], f"real_{name}", f"real {name} cases of {self.dataset_dir}")
@@ -87,8 +95,14 @@ class ReferenceGuidedStudy(BundleStudy):
 
     def export_slices(self, datalist: str | Path, name: str, description: str) -> Path:
         cases = load_cases(None, str(datalist), labels=self.labels, lesion_classes=self.lesion_classes, select="all")
-        return write_lesion_slices(cases, self.slices(name).parent, class_values(self.labels, self.lesion_classes),
-                                   self.slice_size, description, fov_size=self.generator_fov())
+        return write_lesion_slices(
+            cases,
+            self.slices(name).parent,
+            class_values(self.labels, self.lesion_classes),
+            self.slice_size,
+            description,
+            fov_size=self.generator_fov(),
+        )
 
     def generator_fov(self) -> list[int]:
         """The DDPM's in-plane field of view as its training run resolves it (train.json, the scale's overlays and
@@ -105,7 +119,9 @@ class ReferenceGuidedStudy(BundleStudy):
     def write_synthetic_slices(self) -> None:
         """Slices of the synthetic pairs (once), then their subsets."""
         if not self.slices("synthetic").exists():
-            self.export_slices(self.out / "synthetic" / "datalist.json", "synthetic", "reference-guided synthetic training pairs")
+            self.export_slices(
+                self.out / "synthetic" / "datalist.json", "synthetic", "reference-guided synthetic training pairs"
+            )
         self.write_synthetic_subsets()
 
     def write_synthetic_subsets(self) -> None:
@@ -113,34 +129,89 @@ class ReferenceGuidedStudy(BundleStudy):
         slices to a smaller one (the curve's points differ in amount, not in which slices were drawn)."""
         total = len(json.loads(self.slices("synthetic").read_text())["training"])
         for fraction in self.fractions:
-            first_entries(self.slices("synthetic"), max(1, int(round(fraction * total))), out=self.synthetic_subset(fraction))
+            first_entries(
+                self.slices("synthetic"), max(1, int(round(fraction * total))), out=self.synthetic_subset(fraction)
+            )
 
     # ---- plan ----------------------------------------------------------------------------------------
     def generator_settings(self, section: str) -> tuple[list[str], dict]:
         files, values = self.section("generative")
         extra_files, extra = self.section(section)
-        return [*files, *extra_files], {**values, **extra, "dataset_dir": None, "ckpt_dir": str(self.out / "models" / "ddpm")}
+        return [*files, *extra_files], {
+            **values,
+            **extra,
+            "dataset_dir": None,
+            "ckpt_dir": str(self.out / "models" / "ddpm"),
+        }
 
     def jobs_plan(self) -> list[StudyJob]:
         files, settings = self.generator_settings("train")
-        jobs = [StudyJob("train_ddpm", self.generator, ["train.json", *files],
-                         {**settings, "datalist": self.split_path("train"), "output_dir": str(self.out / "logs" / "tensorboard")}, "training")]
+        jobs = [
+            StudyJob(
+                "train_ddpm",
+                self.generator,
+                ["train.json", *files],
+                {
+                    **settings,
+                    "datalist": self.split_path("train"),
+                    "output_dir": str(self.out / "logs" / "tensorboard"),
+                },
+                "training",
+            )
+        ]
         files, settings = self.generator_settings("synthesis")
         network = {k: v for k, v in self.section("generative")[1].items() if k.startswith("unet_")}
-        jobs.append(StudyJob("synthesise", self.generator, ["inference.json", *files],
-                             {**settings, **network, "datalist": self.split_path("train_normal"), "patch_datalist": self.split_path("train_pathological"),
-                              "output_dir": str(self.out / "synthetic"), "progress": False},
-                             needs=["train_ddpm"], finish=self.write_synthetic_slices))
+        jobs.append(
+            StudyJob(
+                "synthesise",
+                self.generator,
+                ["inference.json", *files],
+                {
+                    **settings,
+                    **network,
+                    "datalist": self.split_path("train_normal"),
+                    "patch_datalist": self.split_path("train_pathological"),
+                    "output_dir": str(self.out / "synthetic"),
+                    "progress": False,
+                },
+                needs=["train_ddpm"],
+                finish=self.write_synthetic_slices,
+            )
+        )
         files, settings = self.section("classifier")
         for mix, fraction in self.mixes().items():
             sources = [str(self.slices("real_train"))] + ([str(self.synthetic_subset(fraction))] if fraction else [])
-            values = {**settings, "class_names": ["no lesion", "lesion"], "training_data": mix, "train_sources": sources,
-                      "dataset_dir": str(self.slices("real_test")), "synthetic_data": sources[-1],
-                      "ckpt_dir": str(self.out / "models" / "classifiers"), "output_dir": str(self.classification_dir(mix))}
+            values = {
+                **settings,
+                "class_names": ["no lesion", "lesion"],
+                "training_data": mix,
+                "train_sources": sources,
+                "dataset_dir": str(self.slices("real_test")),
+                "synthetic_data": sources[-1],
+                "ckpt_dir": str(self.out / "models" / "classifiers"),
+                "output_dir": str(self.classification_dir(mix)),
+            }
             needs = ["synthesise"] if fraction else []
-            jobs.append(StudyJob(f"classify_{mix}", self.classifier_bundle, ["train_classifier.json", *files], values, "training", needs))
-            jobs.append(StudyJob(f"evaluate_{mix}", self.classifier_bundle, ["train_classifier.json", "evaluate.json", *files], values,
-                                 "evaluating", [f"classify_{mix}"]))
+            jobs.append(
+                StudyJob(
+                    f"classify_{mix}",
+                    self.classifier_bundle,
+                    ["train_classifier.json", *files],
+                    values,
+                    "training",
+                    needs,
+                )
+            )
+            jobs.append(
+                StudyJob(
+                    f"evaluate_{mix}",
+                    self.classifier_bundle,
+                    ["train_classifier.json", "evaluate.json", *files],
+                    values,
+                    "evaluating",
+                    [f"classify_{mix}"],
+                )
+            )
         return jobs
 
     # ---- report --------------------------------------------------------------------------------------
@@ -151,25 +222,50 @@ class ReferenceGuidedStudy(BundleStudy):
             n_synthetic = len(json.loads(self.synthetic_subset(fraction).read_text())["training"]) if fraction else 0
             for path in sorted(self.classification_dir(mix).glob(f"{mix}_*.json")):
                 report = json.loads(path.read_text())
-                rows.append({"mix": mix, "synthetic_fraction": fraction, "n_synthetic": n_synthetic, "classifier": report["classifier"],
-                             "n_train": report["training"]["num_images"], "n_test": report["num_test_images"],
-                             **{m: report["mean"][m] for m in METRICS}, **{f"{m}_std": report["std"][m] for m in METRICS},
-                             **{f"ensemble_{m}": report["ensemble"][m] for m in METRICS}})
+                rows.append(
+                    {
+                        "mix": mix,
+                        "synthetic_fraction": fraction,
+                        "n_synthetic": n_synthetic,
+                        "classifier": report["classifier"],
+                        "n_train": report["training"]["num_images"],
+                        "n_test": report["num_test_images"],
+                        **{m: report["mean"][m] for m in METRICS},
+                        **{f"{m}_std": report["std"][m] for m in METRICS},
+                        **{f"ensemble_{m}": report["ensemble"][m] for m in METRICS},
+                    }
+                )
         return rows
 
     def write_report(self) -> Path:
         """``OUT/report.json`` (every number of the report) and ``OUT/report.md`` rendered from it alone
         (:func:`render_reference_guided_report`), + ``OUT/scores_vs_synthetic.png``."""
         rows = self.scores()
-        results = as_results({
-            "study": "reference_guided_study", "scale": self.scale.get("name", self.scale_path.stem), "scale_settings": self.scale,
-            "provenance": self.provenance("reference_guided_study"), "dataset_dir": str(self.dataset_dir),
-            "split": json.loads((self.out / "split" / "split.json").read_text()),
-            "slice_class_counts": {name: json.loads(self.slices(name).read_text())["class_counts"]
-                                   for name in ("real_train", "real_test", "synthetic")},
-            "scores": rows, "step_seconds": self.step_timings(),
-            "wall_time": self.wall_time((("DDPM training", "train_ddpm"), ("synthesis", "synthesise"),
-                                         ("classifier training", "classify_"), ("evaluation", "evaluate_")), "report.json")})
+        results = as_results(
+            {
+                "study": "reference_guided_study",
+                "scale": self.scale.get("name", self.scale_path.stem),
+                "scale_settings": self.scale,
+                "provenance": self.provenance("reference_guided_study"),
+                "dataset_dir": str(self.dataset_dir),
+                "split": json.loads((self.out / "split" / "split.json").read_text()),
+                "slice_class_counts": {
+                    name: json.loads(self.slices(name).read_text())["class_counts"]
+                    for name in ("real_train", "real_test", "synthetic")
+                },
+                "scores": rows,
+                "step_seconds": self.step_timings(),
+                "wall_time": self.wall_time(
+                    (
+                        ("DDPM training", "train_ddpm"),
+                        ("synthesis", "synthesise"),
+                        ("classifier training", "classify_"),
+                        ("evaluation", "evaluate_"),
+                    ),
+                    "report.json",
+                ),
+            }
+        )
         write_results(self.out / "report.json", results)
         with atomic_path(self.out / "report.md") as tmp:
             tmp.write_text(render_reference_guided_report(results))
@@ -178,8 +274,14 @@ class ReferenceGuidedStudy(BundleStudy):
         for axis, metric in zip(axes, ("auc", "f1")):
             for classifier in sorted({r["classifier"] for r in rows}):
                 own = sorted((r for r in rows if r["classifier"] == classifier), key=lambda r: r["n_synthetic"])
-                axis.errorbar([r["n_synthetic"] for r in own], [r[metric] for r in own], [r[metric + "_std"] for r in own],
-                              marker="o", capsize=3, label=classifier)
+                axis.errorbar(
+                    [r["n_synthetic"] for r in own],
+                    [r[metric] for r in own],
+                    [r[metric + "_std"] for r in own],
+                    marker="o",
+                    capsize=3,
+                    label=classifier,
+                )
             axis.set_xlabel("synthetic slices added to the real ones")
             axis.set_ylabel(metric.upper())
             axis.legend(fontsize=7)
@@ -197,19 +299,40 @@ class ReferenceGuidedStudy(BundleStudy):
 def render_reference_guided_report(results: Mapping) -> str:
     """The generated Markdown of the reference-guided study from its results JSON alone (no discussion)."""
     rows, counts, split = results["scores"], results["slice_class_counts"], results["split"]
-    lines = [f"# Reference-guided DDPM: lesion classifier on real vs real + synthetic slices (scale {results['scale']})", "",
-             provenance_markdown(results["provenance"]), "",
-             f"Split by case, stratified normal / pathological (seed {split.get('seed')}): {len(split['train'])} training cases, "
-             f"{len(split['test'])} test cases. The DDPM, the patch bank and every classifier see training cases only.",
-             "Slice counts [no lesion, lesion]: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
-             "## Tab. 1 analogue", "",
-             "Mean ± std over the cross-validation folds, each fold's model scored on the real held-out test slices:", "",
-             "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
-    lines += [f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | "
-              + " | ".join(f"{number(r[m]):.3f} ± {number(r[m + '_std']):.3f}" for m in METRICS) + " |" for r in rows]
-    lines += ["", "The fold ensemble (mean softmax of the fold models) on the same test slices:", "",
-              "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |", "|" + "---|" * (3 + len(METRICS))]
-    lines += [f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | " + " | ".join(f"{number(r['ensemble_' + m]):.3f}" for m in METRICS) + " |"
-              for r in rows]
+    lines = [
+        f"# Reference-guided DDPM: lesion classifier on real vs real + synthetic slices (scale {results['scale']})",
+        "",
+        provenance_markdown(results["provenance"]),
+        "",
+        f"Split by case, stratified normal / pathological (seed {split.get('seed')}): {len(split['train'])} training cases, "
+        f"{len(split['test'])} test cases. The DDPM, the patch bank and every classifier see training cases only.",
+        "Slice counts [no lesion, lesion]: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".",
+        "",
+        "## Tab. 1 analogue",
+        "",
+        "Mean ± std over the cross-validation folds, each fold's model scored on the real held-out test slices:",
+        "",
+        "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |",
+        "|" + "---|" * (3 + len(METRICS)),
+    ]
+    lines += [
+        f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | "
+        + " | ".join(f"{number(r[m]):.3f} ± {number(r[m + '_std']):.3f}" for m in METRICS)
+        + " |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "The fold ensemble (mean softmax of the fold models) on the same test slices:",
+        "",
+        "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |",
+        "|" + "---|" * (3 + len(METRICS)),
+    ]
+    lines += [
+        f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | "
+        + " | ".join(f"{number(r['ensemble_' + m]):.3f}" for m in METRICS)
+        + " |"
+        for r in rows
+    ]
     lines += ["", "![scores](scores_vs_synthetic.png)", "", wall_time_markdown(results["wall_time"]), ""]
     return "\n".join(lines)

@@ -56,14 +56,24 @@ __all__ = ["DEFAULT_GRID", "GOAL", "PLAIN_CHAIN", "load_settings", "sampler_benc
 STUDY = "sampler_benchmark"
 BUNDLE = "lesion_inpainting"
 PLAIN_CHAIN = {"num_inference_steps": None, "jump_length": 1, "jump_n_sample": 1, "eta": None}
-GOAL = {"max_network_evaluations": 25, "psnr_tolerance_db": 0.5, "ssim_tolerance": 0.01,
-        "kid": "no worse than the reference's by more than the reference's seed-to-seed KID spread"}
+GOAL = {
+    "max_network_evaluations": 25,
+    "psnr_tolerance_db": 0.5,
+    "ssim_tolerance": 0.01,
+    "kid": "no worse than the reference's by more than the reference's seed-to-seed KID spread",
+}
 REGIONS = ("all lesions",)  # the overall region; the lesion classes are added from the config
 
 
 def _setting(name: str, steps=None, jumps=(1, 1), eta=None, known_region="noised") -> dict:
-    return {"name": name, "num_inference_steps": steps, "jump_length": jumps[0], "jump_n_sample": jumps[1],
-            "eta": eta, "known_region": known_region}
+    return {
+        "name": name,
+        "num_inference_steps": steps,
+        "jump_length": jumps[0],
+        "jump_n_sample": jumps[1],
+        "eta": eta,
+        "known_region": known_region,
+    }
 
 
 DEFAULT_GRID = {
@@ -101,8 +111,11 @@ def load_settings(path: str | os.PathLike | None) -> dict:
         if isinstance(grid, list):
             grid = {"reference": grid[0].get("name") if grid and isinstance(grid[0], dict) else None, "settings": grid}
     settings = grid.get("settings") if isinstance(grid, dict) else None
-    if not isinstance(settings, list) or not settings \
-            or not all(isinstance(s, dict) and s.get("name") for s in settings):
+    if (
+        not isinstance(settings, list)
+        or not settings
+        or not all(isinstance(s, dict) and s.get("name") for s in settings)
+    ):
         raise UserInputError(f"{source}: 'settings' must be a non-empty list of objects, each with a 'name'")
     names = [str(s["name"]) for s in settings]
     if len(set(names)) != len(names) or len({slug(n) for n in names}) != len(names):
@@ -149,8 +162,9 @@ def _setting_parsers(grid: Mapping, folder: Path, overlays: Sequence[str], base:
         probe = _parser(folder, [*common, *own], {})
         unknown = [k for k in overrides if k not in probe]
         if unknown:
-            raise UserInputError(f"{grid['source']}: setting {name!r}: {unknown} are not keys of the {BUNDLE} "
-                                 "inference config")
+            raise UserInputError(
+                f"{grid['source']}: setting {name!r}: {unknown} are not keys of the {BUNDLE} inference config"
+            )
         parsers[name] = _parser(folder, [*common, *own], {**overrides, **base})
     return parsers
 
@@ -180,8 +194,8 @@ def lesion_patches(volume: np.ndarray, lesion: np.ndarray, data_range: tuple[flo
             continue
         r0, c0 = int(round(rows.mean())) - size // 2, int(round(cols.mean())) - size // 2
         patch = np.zeros((size, size), dtype=np.float32)
-        src = unit[max(r0, 0):r0 + size, max(c0, 0):c0 + size, k]
-        patch[max(-r0, 0):max(-r0, 0) + src.shape[0], max(-c0, 0):max(-c0, 0) + src.shape[1]] = src
+        src = unit[max(r0, 0) : r0 + size, max(c0, 0) : c0 + size, k]
+        patch[max(-r0, 0) : max(-r0, 0) + src.shape[0], max(-c0, 0) : max(-c0, 0) + src.shape[1]] = src
         patches.append(patch)
     return np.stack(patches) if patches else np.zeros((0, size, size), dtype=np.float32)
 
@@ -209,9 +223,19 @@ def _kid(synthetic: np.ndarray, real: np.ndarray) -> float:
 class SamplerBenchmark:
     """The grid over the cases and seeds; see the module docstring. ``run()`` returns the results JSON's path."""
 
-    def __init__(self, out_dir, dataset_dir, ckpt_dir, overlays: Sequence[str] = (), settings=None,
-                 seeds: Sequence[int] = (0, 1), max_cases: int | None = None, patch_size: int = 32,
-                 bundle_dir=None, datalist=None) -> None:
+    def __init__(
+        self,
+        out_dir,
+        dataset_dir,
+        ckpt_dir,
+        overlays: Sequence[str] = (),
+        settings=None,
+        seeds: Sequence[int] = (0, 1),
+        max_cases: int | None = None,
+        patch_size: int = 32,
+        bundle_dir=None,
+        datalist=None,
+    ) -> None:
         self.out = Path(out_dir)
         self.ckpt_dir = Path(ckpt_dir)
         self.dataset_dir = None if dataset_dir is None else Path(dataset_dir)
@@ -232,9 +256,13 @@ class SamplerBenchmark:
         self.grid = load_settings(settings)
         self.overlays = list(overlays)
         self.folder = _configs_dir(bundle_dir)
-        base = {"dataset_dir": None if self.dataset_dir is None else str(self.dataset_dir),
-                "datalist": None if self.datalist is None else str(self.datalist), "ckpt_dir": str(self.ckpt_dir),
-                "max_cases": max_cases, "progress": False}
+        base = {
+            "dataset_dir": None if self.dataset_dir is None else str(self.dataset_dir),
+            "datalist": None if self.datalist is None else str(self.datalist),
+            "ckpt_dir": str(self.ckpt_dir),
+            "max_cases": max_cases,
+            "progress": False,
+        }
         self.parsers = _setting_parsers(self.grid, self.folder, self.overlays, base)
         reference = self.parsers[self.grid["reference"]]
         self.labels = dict(reference.get_parsed_content("labels"))
@@ -254,12 +282,25 @@ class SamplerBenchmark:
         checkpoints = {Path(p).name: sha256_file(p) for p in getattr(synthesizer, "checkpoints", [])}
         settings = synthesizer.settings() if hasattr(synthesizer, "settings") else {}
         definition = next(s for s in self.grid["settings"] if s["name"] == name)
-        return as_results({"setting": definition, "overlays": self.overlays, "synthesis": settings,
-                           "checkpoints": checkpoints, "extractor": self.extractor.name, "patch_size": self.patch_size})
+        return as_results(
+            {
+                "setting": definition,
+                "overlays": self.overlays,
+                "synthesis": settings,
+                "checkpoints": checkpoints,
+                "extractor": self.extractor.name,
+                "patch_size": self.patch_size,
+            }
+        )
 
     def run(self) -> Path:
-        logging.info("sampler benchmark: %d settings x %d cases x %d seeds into %s", len(self.parsers), len(self.cases),
-                     len(self.seeds), self.out)
+        logging.info(
+            "sampler benchmark: %d settings x %d cases x %d seeds into %s",
+            len(self.parsers),
+            len(self.cases),
+            len(self.seeds),
+            self.out,
+        )
         real = {c["case_id"]: self._real_patches(c) for c in self.cases}
         records, calls, identities = {}, {}, {}
         ordered = sorted(self.parsers, key=lambda n: n != self.grid["reference"])  # the reference first
@@ -268,8 +309,11 @@ class SamplerBenchmark:
             sampler = getattr(synthesizer, "sampler", None)
             calls[name] = int(sampler.network_evaluations_per_sample) if sampler is not None else 0
             identities[name] = self.identity(name, synthesizer)
-            records[name] = [self._record(name, synthesizer, identities[name], case, seed)
-                             for case in self.cases for seed in self.seeds]
+            records[name] = [
+                self._record(name, synthesizer, identities[name], case, seed)
+                for case in self.cases
+                for seed in self.seeds
+            ]
         results = self.summarise(records, calls, identities, real)
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / f"{STUDY}.json"
@@ -291,8 +335,10 @@ class SamplerBenchmark:
         if path.exists():
             record = json.loads(path.read_text())
             if record.get("identity") != as_results(expected):
-                raise UserInputError(f"{path} was made with another checkpoint, sampler, case or KID extractor than "
-                                     "this run; benchmark into a new OUT folder (nothing in it is overwritten)")
+                raise UserInputError(
+                    f"{path} was made with another checkpoint, sampler, case or KID extractor than "
+                    "this run; benchmark into a new OUT folder (nothing in it is overwritten)"
+                )
             return record
         image, label = read_case(case)
         start = time.perf_counter()
@@ -300,25 +346,43 @@ class SamplerBenchmark:
         wall = time.perf_counter() - start
         lesion = np.isin(label, class_values(self.labels, self.classes))
         data_range = (float(image.min()), float(image.max()))
-        scores = lesion_region_similarity(result.image, image, label, self.labels, self.classes, data_range,
-                                          metrics=("psnr", "ssim"))
+        scores = lesion_region_similarity(
+            result.image, image, label, self.labels, self.classes, data_range, metrics=("psnr", "ssim")
+        )
         exact, background = background_exact(result.image, image, lesion)
         patches = lesion_patches(result.image, lesion, data_range, self.patch_size)
         features = extract_features(patches, self.extractor) if len(patches) else np.zeros((0, self.extractor.dim))
-        record = as_results({
-            "setting": name, "case_id": case["case_id"], "seed": seed, "identity": expected,
-            "scores": {region: {m: scores[region][m] for m in ("psnr", "ssim")} for region in scores},
-            "background_exact_voxels": exact, "background_voxels": background,
-            "network_evaluations": int(result.info.get("network_evaluations", 0)), "wall_s": wall,
-            "run_id": self.run_id, "host": socket.gethostname(), "features": features.astype(np.float32).tolist()})
+        record = as_results(
+            {
+                "setting": name,
+                "case_id": case["case_id"],
+                "seed": seed,
+                "identity": expected,
+                "scores": {region: {m: scores[region][m] for m in ("psnr", "ssim")} for region in scores},
+                "background_exact_voxels": exact,
+                "background_voxels": background,
+                "network_evaluations": int(result.info.get("network_evaluations", 0)),
+                "wall_s": wall,
+                "run_id": self.run_id,
+                "host": socket.gethostname(),
+                "features": features.astype(np.float32).tolist(),
+            }
+        )
         write_json(path, record)
-        logging.info("%s | %s seed %d: %.1f s, lesion PSNR %.2f dB", name, case["case_id"], seed, wall,
-                     scores["all lesions"]["psnr"])
+        logging.info(
+            "%s | %s seed %d: %.1f s, lesion PSNR %.2f dB",
+            name,
+            case["case_id"],
+            seed,
+            wall,
+            scores["all lesions"]["psnr"],
+        )
         return record
 
     # --------------------------------------------------------------------------------------------------- statistics
-    def summarise(self, records: Mapping[str, list], calls: Mapping[str, int], identities: Mapping,
-                  real: Mapping[str, np.ndarray]) -> dict:
+    def summarise(
+        self, records: Mapping[str, list], calls: Mapping[str, int], identities: Mapping, real: Mapping[str, np.ndarray]
+    ) -> dict:
         reference = self.grid["reference"]
         regions = [*REGIONS, *self.classes]
         real_features = np.concatenate([f for f in real.values() if len(f)]) if real else np.zeros((0, 1))
@@ -326,43 +390,75 @@ class SamplerBenchmark:
         ref_wall = sum(r["wall_s"] for r in records[reference])
         settings = []
         for name, recs in records.items():
-            paired = {m: {region: mean_ci(_paired(recs, ref_by_key, m, region)) for region in regions}
-                      for m in ("psnr", "ssim")}
+            paired = {
+                m: {region: mean_ci(_paired(recs, ref_by_key, m, region)) for region in regions}
+                for m in ("psnr", "ssim")
+            }
             per_seed = {str(seed): _kid(_features(recs, seed), real_features) for seed in self.seeds}
-            kid = {"value": _kid(_features(recs, None), real_features), "per_seed": per_seed,
-                   "seed_spread": _spread(per_seed.values()), "n_synthetic": len(_features(recs, None)),
-                   "n_real": int(len(real_features)), "extractor": self.extractor.name, "patch_size": self.patch_size}
+            kid = {
+                "value": _kid(_features(recs, None), real_features),
+                "per_seed": per_seed,
+                "seed_spread": _spread(per_seed.values()),
+                "n_synthetic": len(_features(recs, None)),
+                "n_real": int(len(real_features)),
+                "extractor": self.extractor.name,
+                "patch_size": self.patch_size,
+            }
             exact = sum(r["background_exact_voxels"] for r in recs)
             total = sum(r["background_voxels"] for r in recs)
             wall = sum(r["wall_s"] for r in recs)
-            settings.append({
-                "name": name, "definition": identities[name]["setting"], "sampler": identities[name]["synthesis"],
-                "network_evaluations": calls[name],
-                "network_evaluations_per_case": float(np.mean([r["network_evaluations"] for r in recs])),
-                "wall_s_per_case": wall / len(recs), "time_ratio": wall / ref_wall if ref_wall > 0 else math.nan,
-                "lesion_psnr": {region: mean_ci([_score(r, region, "psnr") for r in recs]) for region in regions},
-                "lesion_ssim": {region: mean_ci([_score(r, region, "ssim") for r in recs]) for region in regions},
-                "paired_difference": paired, "kid": kid,
-                "background_exact_fraction": exact / total if total else math.nan,
-                "seed_spread": self.seed_spread(recs),
-                "records": [{"case_id": r["case_id"], "seed": r["seed"], "scores": r["scores"], "wall_s": r["wall_s"],
-                             "network_evaluations": r["network_evaluations"]} for r in recs],
-            })
+            settings.append(
+                {
+                    "name": name,
+                    "definition": identities[name]["setting"],
+                    "sampler": identities[name]["synthesis"],
+                    "network_evaluations": calls[name],
+                    "network_evaluations_per_case": float(np.mean([r["network_evaluations"] for r in recs])),
+                    "wall_s_per_case": wall / len(recs),
+                    "time_ratio": wall / ref_wall if ref_wall > 0 else math.nan,
+                    "lesion_psnr": {region: mean_ci([_score(r, region, "psnr") for r in recs]) for region in regions},
+                    "lesion_ssim": {region: mean_ci([_score(r, region, "ssim") for r in recs]) for region in regions},
+                    "paired_difference": paired,
+                    "kid": kid,
+                    "background_exact_fraction": exact / total if total else math.nan,
+                    "seed_spread": self.seed_spread(recs),
+                    "records": [
+                        {
+                            "case_id": r["case_id"],
+                            "seed": r["seed"],
+                            "scores": r["scores"],
+                            "wall_s": r["wall_s"],
+                            "network_evaluations": r["network_evaluations"],
+                        }
+                        for r in recs
+                    ],
+                }
+            )
         by_name = {s["name"]: s for s in settings}
         for s in settings:
             s["meets_goal"] = _goal(s, by_name[reference])
         run_ids = {r["run_id"] for recs in records.values() for r in recs}
         return {
-            "study": STUDY, "bundle": BUNDLE, "reference": reference, "goal": GOAL,
+            "study": STUDY,
+            "bundle": BUNDLE,
+            "reference": reference,
+            "goal": GOAL,
             "noise_floor": by_name[reference]["seed_spread"] | {"kid": by_name[reference]["kid"]["seed_spread"]},
             "settings": settings,
-            "cases": [c["case_id"] for c in self.cases], "seeds": self.seeds, "regions": regions,
-            "dataset_dir": str(self.dataset_dir or self.datalist), "ckpt_dir": str(self.ckpt_dir),
+            "cases": [c["case_id"] for c in self.cases],
+            "seeds": self.seeds,
+            "regions": regions,
+            "dataset_dir": str(self.dataset_dir or self.datalist),
+            "ckpt_dir": str(self.ckpt_dir),
             "overlays": self.overlays,
             "settings_source": self.grid["source"],
-            "timing": {"single_process": len(run_ids) == 1, "processes": len(run_ids),
-                       "device": str(self.parsers[reference].get_parsed_content("device")),
-                       "torch_threads": torch.get_num_threads(), "host": socket.gethostname()},
+            "timing": {
+                "single_process": len(run_ids) == 1,
+                "processes": len(run_ids),
+                "device": str(self.parsers[reference].get_parsed_content("device")),
+                "torch_threads": torch.get_num_threads(),
+                "host": socket.gethostname(),
+            },
             "code": code_commit(),
             "command": self.command or self.default_command(),
             "identity_sha256": hashlib.sha256(json.dumps(as_results(identities), sort_keys=True).encode()).hexdigest(),
@@ -370,10 +466,13 @@ class SamplerBenchmark:
 
     def default_command(self) -> str:
         source = "--dataset_dir DATA" if self.dataset_dir else "--datalist FILE"
-        return (f"python -m pathosynth.cli sampler_benchmark OUT {source} --ckpt_dir CKPT"
-                + "".join(f" --overlays {o}" for o in self.overlays)
-                + ("" if self.grid["source"] == "the default grid" else " --settings FILE")
-                + " --seeds " + " ".join(map(str, self.seeds)))
+        return (
+            f"python -m pathosynth.cli sampler_benchmark OUT {source} --ckpt_dir CKPT"
+            + "".join(f" --overlays {o}" for o in self.overlays)
+            + ("" if self.grid["source"] == "the default grid" else " --settings FILE")
+            + " --seeds "
+            + " ".join(map(str, self.seeds))
+        )
 
     def seed_spread(self, recs: Sequence[Mapping]) -> dict:
         """Per case, max - min over seeds of the all-lesion PSNR and SSIM; mean and max over cases (None below two
@@ -384,8 +483,11 @@ class SamplerBenchmark:
             for r in recs:
                 by_case.setdefault(r["case_id"], []).append(_score(r, "all lesions", metric))
             ranges = [max(v) - min(v) for v in by_case.values() if len(v) > 1 and all(map(math.isfinite, v))]
-            out[metric] = {"mean": float(np.mean(ranges)), "max": float(np.max(ranges)), "n_cases": len(ranges)} \
-                if ranges else None
+            out[metric] = (
+                {"mean": float(np.mean(ranges)), "max": float(np.max(ranges)), "n_cases": len(ranges)}
+                if ranges
+                else None
+            )
         return out
 
 
@@ -421,17 +523,29 @@ def _goal(setting: Mapping, reference: Mapping) -> dict:
     def decided(ok, *inputs):
         return bool(ok) if all(math.isfinite(v) for v in inputs) else None
 
-    checks = {"calls": setting["network_evaluations"] <= GOAL["max_network_evaluations"],
-              "psnr": decided(dpsnr >= -GOAL["psnr_tolerance_db"], dpsnr),
-              "ssim": decided(dssim >= -GOAL["ssim_tolerance"], dssim),
-              "kid": decided(kid <= ref_kid + spread, kid, ref_kid, spread)}
+    checks = {
+        "calls": setting["network_evaluations"] <= GOAL["max_network_evaluations"],
+        "psnr": decided(dpsnr >= -GOAL["psnr_tolerance_db"], dpsnr),
+        "ssim": decided(dssim >= -GOAL["ssim_tolerance"], dssim),
+        "kid": decided(kid <= ref_kid + spread, kid, ref_kid, spread),
+    }
     checks["all"] = all(v is True for v in checks.values())
     return checks
 
 
-def sampler_benchmark(out_dir, dataset_dir, ckpt_dir, overlays: Sequence[str] = (), settings=None,
-                      seeds: Sequence[int] = (0, 1), max_cases: int | None = None, patch_size: int = 32,
-                      bundle_dir=None, datalist=None) -> Path:
+def sampler_benchmark(
+    out_dir,
+    dataset_dir,
+    ckpt_dir,
+    overlays: Sequence[str] = (),
+    settings=None,
+    seeds: Sequence[int] = (0, 1),
+    max_cases: int | None = None,
+    patch_size: int = 32,
+    bundle_dir=None,
+    datalist=None,
+) -> Path:
     """Run (or resume) the benchmark; returns the path of ``OUT/sampler_benchmark.json``."""
-    return SamplerBenchmark(out_dir, dataset_dir, ckpt_dir, overlays, settings, seeds, max_cases, patch_size,
-                            bundle_dir, datalist).run()
+    return SamplerBenchmark(
+        out_dir, dataset_dir, ckpt_dir, overlays, settings, seeds, max_cases, patch_size, bundle_dir, datalist
+    ).run()

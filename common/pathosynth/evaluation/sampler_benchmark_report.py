@@ -53,13 +53,18 @@ def render_sampler_benchmark(results: Mapping) -> str:
     ]
     code = results.get("code") or {}
     if code.get("commit"):
-        lines.append(f"Code: pathosynth commit `{code['commit'][:12]}`"
-                     f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}.")
+        lines.append(
+            f"Code: pathosynth commit `{code['commit'][:12]}`"
+            f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}."
+        )
     timing = results["timing"]
     lines += [
         f"Timed on {timing['device']} ({timing['torch_threads']} torch threads, host `{timing['host']}`), "
-        + ("all records in one process." if timing["single_process"]
-           else f"records from {timing['processes']} processes (a resumed run): time ratios mix processes."),
+        + (
+            "all records in one process."
+            if timing["single_process"]
+            else f"records from {timing['processes']} processes (a resumed run): time ratios mix processes."
+        ),
         "",
         f"Reference: **{reference}** ({ref['network_evaluations']:,} network calls per crop, "
         f"{_f(ref['wall_s_per_case'], 1)} s per case). Δ = setting − reference on the same case and seed, "
@@ -77,35 +82,50 @@ def render_sampler_benchmark(results: Mapping) -> str:
             f"{_f(psnr['mean'])} ± {_f(psnr['std'])} | {'–' if own else _ci(diff['psnr']['all lesions'])} | "
             f"{_f(ssim['mean'], 2, 100)} ± {_f(ssim['std'], 2, 100)} | "
             f"{'–' if own else _ci(diff['ssim']['all lesions'], 2, 100)} | "
-            f"{_f(s['kid']['value'], 2, 1000)} | {_f(s['background_exact_fraction'], 4)} | {_goal(s['meets_goal'])} |")
+            f"{_f(s['kid']['value'], 2, 1000)} | {_f(s['background_exact_fraction'], 4)} | {_goal(s['meets_goal'])} |"
+        )
     classes = [r for r in results["regions"] if r != "all lesions"]
     if classes:
-        lines += ["", "Per lesion class (mean ± std over cases and seeds; Δ against the reference as above):", "",
-                  "| setting | " + " | ".join(f"{c} PSNR | {c} Δ PSNR | {c} SSIM | {c} Δ SSIM" for c in classes) + " |",
-                  "|---|" + "---|" * (4 * len(classes))]
+        lines += [
+            "",
+            "Per lesion class (mean ± std over cases and seeds; Δ against the reference as above):",
+            "",
+            "| setting | " + " | ".join(f"{c} PSNR | {c} Δ PSNR | {c} SSIM | {c} Δ SSIM" for c in classes) + " |",
+            "|---|" + "---|" * (4 * len(classes)),
+        ]
         for s in settings:
             cells = []
             for c in classes:
                 p, q = s["lesion_psnr"][c], s["lesion_ssim"][c]
                 own = s["name"] == reference
-                cells += [f"{_f(p['mean'])} ± {_f(p['std'])}", "–" if own else _ci(s["paired_difference"]["psnr"][c]),
-                          f"{_f(q['mean'], 2, 100)} ± {_f(q['std'], 2, 100)}",
-                          "–" if own else _ci(s["paired_difference"]["ssim"][c], 2, 100)]
+                cells += [
+                    f"{_f(p['mean'])} ± {_f(p['std'])}",
+                    "–" if own else _ci(s["paired_difference"]["psnr"][c]),
+                    f"{_f(q['mean'], 2, 100)} ± {_f(q['std'], 2, 100)}",
+                    "–" if own else _ci(s["paired_difference"]["ssim"][c], 2, 100),
+                ]
             lines.append(f"| {s['name']} | " + " | ".join(cells) + " |")
     floor = results["noise_floor"]
     if floor.get("psnr"):
-        lines += ["", f"Noise floor (the reference's seed-to-seed spread, per case max − min over seeds): lesion PSNR "
-                      f"{_f(floor['psnr']['mean'])} dB on average (max {_f(floor['psnr']['max'])}), SSIM ×100 "
-                      f"{_f(floor['ssim']['mean'], 2, 100)} (max {_f(floor['ssim']['max'], 2, 100)}), over "
-                      f"{floor['psnr']['n_cases']} cases; KID ×1000 spread over seeds {_f(floor['kid'], 2, 1000)}."]
+        lines += [
+            "",
+            f"Noise floor (the reference's seed-to-seed spread, per case max − min over seeds): lesion PSNR "
+            f"{_f(floor['psnr']['mean'])} dB on average (max {_f(floor['psnr']['max'])}), SSIM ×100 "
+            f"{_f(floor['ssim']['mean'], 2, 100)} (max {_f(floor['ssim']['max'], 2, 100)}), over "
+            f"{floor['psnr']['n_cases']} cases; KID ×1000 spread over seeds {_f(floor['kid'], 2, 1000)}.",
+        ]
     else:
         lines += ["", "Noise floor: not measured (one seed)."]
-    lines += ["", f"Goal (issue 18): ≤ {goal['max_network_evaluations']} calls per crop, Δ PSNR ≥ "
-                  f"−{goal['psnr_tolerance_db']} dB, Δ SSIM ≥ −{goal['ssim_tolerance'] * 100:g} (×100), "
-                  f"KID {goal['kid']}. `?` = undecided (e.g. no KID spread with one seed).",
-              f"KID: lesion patches ({ref['kid']['patch_size']} px, lesion voxels only) of all seeds against the real "
-              f"lesions of the same cases, extractor `{ref['kid']['extractor']}`, {ref['kid']['n_real']} real patches.",
-              "Background exact: the fraction of voxels outside the lesions that are bit-identical to the input.", ""]
+    lines += [
+        "",
+        f"Goal (issue 18): ≤ {goal['max_network_evaluations']} calls per crop, Δ PSNR ≥ "
+        f"−{goal['psnr_tolerance_db']} dB, Δ SSIM ≥ −{goal['ssim_tolerance'] * 100:g} (×100), "
+        f"KID {goal['kid']}. `?` = undecided (e.g. no KID spread with one seed).",
+        f"KID: lesion patches ({ref['kid']['patch_size']} px, lesion voxels only) of all seeds against the real "
+        f"lesions of the same cases, extractor `{ref['kid']['extractor']}`, {ref['kid']['n_real']} real patches.",
+        "Background exact: the fraction of voxels outside the lesions that are bit-identical to the input.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -115,8 +135,13 @@ def plot_sampler_benchmark(results: Mapping, path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     floor = results["noise_floor"]
-    for axis, (metric, scale, unit, tolerance) in zip(axes, (("psnr", 1, "dB", results["goal"]["psnr_tolerance_db"]),
-                                                            ("ssim", 100, "×100", results["goal"]["ssim_tolerance"]))):
+    for axis, (metric, scale, unit, tolerance) in zip(
+        axes,
+        (
+            ("psnr", 1, "dB", results["goal"]["psnr_tolerance_db"]),
+            ("ssim", 100, "×100", results["goal"]["ssim_tolerance"]),
+        ),
+    ):
         for s in results["settings"]:
             stats = s["paired_difference"][metric]["all lesions"]
             mean = number(stats["mean"]) * scale
@@ -134,8 +159,11 @@ def plot_sampler_benchmark(results: Mapping, path: Path) -> None:
         axis.set_xlabel("network calls per crop")
         axis.set_ylabel(f"Δ lesion {metric.upper()} vs reference ({unit})")
         axis.legend(fontsize=6)
-    fig.suptitle(f"Sampler quality vs calls (reference {results['reference']}; {len(results['cases'])} cases × "
-                 f"{len(results['seeds'])} seeds)", fontsize=9)
+    fig.suptitle(
+        f"Sampler quality vs calls (reference {results['reference']}; {len(results['cases'])} cases × "
+        f"{len(results['seeds'])} seeds)",
+        fontsize=9,
+    )
     save_figure(fig, path, dpi=100)
 
 

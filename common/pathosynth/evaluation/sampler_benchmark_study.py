@@ -27,8 +27,10 @@ CLEAN_CONTEXT = ["inference_clean_context.json"]
 def study_grid(train_datalist: str) -> dict:
     """The default grid, the clean-context model at 25 and 10 respaced DDPM steps and at 25 DDIM η = 0 steps, and the
     hand-crafted texture fitted on ``train_datalist``'s lesions (never on the benchmarked cases)."""
-    fit = (f"$pathosynth.data.load_cases(datalist={train_datalist!r}, labels=@labels, lesion_classes=@lesion_classes, "
-           "select='with_lesion')")
+    fit = (
+        f"$pathosynth.data.load_cases(datalist={train_datalist!r}, labels=@labels, lesion_classes=@lesion_classes, "
+        "select='with_lesion')"
+    )
     extra = [
         {"name": "clean-context DDPM 25", "overlays": CLEAN_CONTEXT, "num_inference_steps": 25},
         {"name": "clean-context DDPM 10", "overlays": CLEAN_CONTEXT, "num_inference_steps": 10},
@@ -47,16 +49,31 @@ class SamplerBenchmarkStudy(BundleStudy):
 
     def training_jobs(self) -> list[StudyJob]:
         files, settings = self.section("inpainting")
-        common = {**settings, "datalist": self.split_path("train_pathological"), "ckpt_dir": self.ckpt_dir,
-                  "output_dir": str(self.out / "logs" / "tensorboard")}
-        return [StudyJob("train_lefusion_j", "lesion_inpainting", ["train.json", *files], common, "training"),
-                StudyJob("train_clean_context", "lesion_inpainting", ["train.json", "train_clean_context.json", *files],
-                         common, "training")]
+        common = {
+            **settings,
+            "datalist": self.split_path("train_pathological"),
+            "ckpt_dir": self.ckpt_dir,
+            "output_dir": str(self.out / "logs" / "tensorboard"),
+        }
+        return [
+            StudyJob("train_lefusion_j", "lesion_inpainting", ["train.json", *files], common, "training"),
+            StudyJob(
+                "train_clean_context",
+                "lesion_inpainting",
+                ["train.json", "train_clean_context.json", *files],
+                common,
+                "training",
+            ),
+        ]
 
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
-        write_split(self.dataset_dir, self.out / "split", float(self.scale.get("test_fraction", 0.25)),
-                    int(self.scale.get("split_seed", 0)))
+        write_split(
+            self.dataset_dir,
+            self.out / "split",
+            float(self.scale.get("test_fraction", 0.25)),
+            int(self.scale.get("split_seed", 0)),
+        )
         self.run_jobs(self.training_jobs())
         files, settings = self.section("inpainting")
         scale_overlay = self.out / "jobs" / "benchmark_scale.json"
@@ -64,9 +81,17 @@ class SamplerBenchmarkStudy(BundleStudy):
         grid = self.scale.get("grid") or study_grid(self.split_path("train_pathological"))
         grid_path = self.out / "jobs" / "benchmark_grid.json"
         grid_path.write_text(json.dumps(grid, indent=2) + "\n")
-        bench = SamplerBenchmark(self.out / "benchmark", None, self.ckpt_dir, [*files, str(scale_overlay)], grid_path,
-                                 self.scale.get("seeds", [0, 1]), self.scale.get("max_cases"),
-                                 datalist=self.split_path("test_pathological"))
-        bench.command = (f"python -m pathosynth.cli sampler_benchmark_study OUT --dataset_dir DATA "
-                         f"--scale {self.scale_path.stem}")
+        bench = SamplerBenchmark(
+            self.out / "benchmark",
+            None,
+            self.ckpt_dir,
+            [*files, str(scale_overlay)],
+            grid_path,
+            self.scale.get("seeds", [0, 1]),
+            self.scale.get("max_cases"),
+            datalist=self.split_path("test_pathological"),
+        )
+        bench.command = (
+            f"python -m pathosynth.cli sampler_benchmark_study OUT --dataset_dir DATA --scale {self.scale_path.stem}"
+        )
         return bench.run()

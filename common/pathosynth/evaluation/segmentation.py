@@ -53,8 +53,15 @@ class SegmentationPredictor:
         output_dir: where ``predictions/`` goes.
     """
 
-    def __init__(self, network: torch.nn.Module, cases: Sequence[Mapping], preprocessing: Callable, inferer: Callable,
-                 output_dir: str | os.PathLike, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        cases: Sequence[Mapping],
+        preprocessing: Callable,
+        inferer: Callable,
+        output_dir: str | os.PathLike,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.cases = list(cases)
         missing = [f"{r['case_id']}: {r['image']}" for r in self.cases if not Path(r["image"]).is_file()]
         if missing:
@@ -103,9 +110,20 @@ class SegmentationScorer(SegmentationPredictor):
         save_predictions: also write the label maps (``predictions/``).
     """
 
-    def __init__(self, network: torch.nn.Module, cases: Sequence[Mapping], preprocessing: Callable, inferer: Callable,
-                 labels: Mapping[str, int], classes: Sequence[str], output_dir: str | os.PathLike, device: torch.device | str = "cpu",
-                 spacing: Sequence[float] | None = None, metadata: Mapping | None = None, save_predictions: bool = False) -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        cases: Sequence[Mapping],
+        preprocessing: Callable,
+        inferer: Callable,
+        labels: Mapping[str, int],
+        classes: Sequence[str],
+        output_dir: str | os.PathLike,
+        device: torch.device | str = "cpu",
+        spacing: Sequence[float] | None = None,
+        metadata: Mapping | None = None,
+        save_predictions: bool = False,
+    ) -> None:
         super().__init__(network, cases, preprocessing, inferer, output_dir, device)
         unlabelled = [r["case_id"] for r in self.cases if not r.get("label")]
         if unlabelled:
@@ -135,7 +153,9 @@ class SegmentationScorer(SegmentationPredictor):
             if self.save_predictions:
                 self.write(record, prediction, record["label"])
             scores = segmentation_scores(prediction, reference, self.labels, self.classes, spacing=spacing)
-            results.append({"case_id": record["case_id"], **({"group": record["group"]} if record.get("group") else {}), **scores})
+            results.append(
+                {"case_id": record["case_id"], **({"group": record["group"]} if record.get("group") else {}), **scores}
+            )
             logger.info(f"{record['case_id']}: " + ", ".join(f"{c} Dice {scores[c]['dice']:.3f}" for c in self.classes))
         summary = summarise_scores([{c: case[c] for c in self.classes} for case in results])
         report = _finite({"classes": self.classes, "summary": summary, "cases": results, **self.metadata})

@@ -19,12 +19,16 @@ from ..data.labels import EMIDEC_LABELS
 from ..data.layouts import read_datalist
 from ..io.atomic import atomic_path, write_json
 from ..io.nifti import read_nifti
-from .figures import pyplot, save_figure
 from ..metrics import lesion_region_similarity, summarise_scores
+from .figures import pyplot, save_figure
 
 
-def synthetic_case_similarity(datalist: str | os.PathLike, labels: Mapping[str, int] = EMIDEC_LABELS,
-                              classes: Sequence[str] = ("MI", "PMO"), metrics: Sequence[str] = ("psnr", "ssim")) -> list[dict]:
+def synthetic_case_similarity(
+    datalist: str | os.PathLike,
+    labels: Mapping[str, int] = EMIDEC_LABELS,
+    classes: Sequence[str] = ("MI", "PMO"),
+    metrics: Sequence[str] = ("psnr", "ssim"),
+) -> list[dict]:
     """Per synthetic case of a datalist: ``{"case_id", "source_image", region: {metric: value}}``."""
     import json
 
@@ -53,19 +57,27 @@ def _cell(summary: Mapping, region: str, metric: str, scale: float) -> str:
     return f"{mean:.2f} ± {std:.2f}" if not math.isnan(std) else f"{mean:.2f}"
 
 
-def similarity_report(methods: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike,
-                      labels: Mapping[str, int] = EMIDEC_LABELS, classes: Sequence[str] = ("MI", "PMO"),
-                      title: str = "Synthetic vs real: lesion-region similarity") -> dict:
+def similarity_report(
+    methods: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    labels: Mapping[str, int] = EMIDEC_LABELS,
+    classes: Sequence[str] = ("MI", "PMO"),
+    title: str = "Synthetic vs real: lesion-region similarity",
+) -> dict:
     """Compare methods (name -> synthetic datalist): writes ``similarity.md``, ``similarity.json``, ``similarity.png``.
 
     Table cells are mean ± sample std over cases; SSIM is reported ×100 like the paper's table.
     """
     out = Path(out_dir)
     per_method = {name: synthetic_case_similarity(path, labels, classes) for name, path in methods.items()}
-    summaries = {name: summarise_scores([{k: v for k, v in case.items() if isinstance(v, dict)} for case in cases])
-                 for name, cases in per_method.items()}
+    summaries = {
+        name: summarise_scores([{k: v for k, v in case.items() if isinstance(v, dict)} for case in cases])
+        for name, cases in per_method.items()
+    }
     regions = [*classes, "all lesions", "background"]
-    text = f"# {title}\n\n" + similarity_markdown(summaries, {name: len(cases) for name, cases in per_method.items()}, classes)
+    text = f"# {title}\n\n" + similarity_markdown(
+        summaries, {name: len(cases) for name, cases in per_method.items()}, classes
+    )
     with atomic_path(out / "similarity.md") as tmp:
         tmp.write_text(text)
     write_json(out / "similarity.json", _finite({"title": title, "summaries": summaries, "cases": per_method}))
@@ -82,8 +94,10 @@ def similarity_markdown(summaries: Mapping[str, Mapping], n_cases: Mapping[str, 
     for name, summary in summaries.items():
         cells = [f"{_cell(summary, r, 'psnr', 1)} | {_cell(summary, r, 'ssim', 100)}" for r in regions]
         rows.append(f"| {name} | {n_cases[name]} | " + " | ".join(cells) + " |")
-    return ("\n".join(rows) + "\n\nPSNR in dB on each real volume's intensity range; SSIM ×100, "
-            "per-slice 2D windows averaged over the region's voxels; mean ± std over cases.\n")
+    return (
+        "\n".join(rows) + "\n\nPSNR in dB on each real volume's intensity range; SSIM ×100, "
+        "per-slice 2D windows averaged over the region's voxels; mean ± std over cases.\n"
+    )
 
 
 def _finite(value):

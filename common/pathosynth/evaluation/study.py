@@ -106,27 +106,61 @@ class LeFusionStudy(BundleStudy):
     # ---- plan ----------------------------------------------------------------------------------------
     def training_jobs(self) -> list[StudyJob]:
         files, inpainting = self.section("inpainting")
-        common = {"datalist": self.split_path("train_pathological"), "ckpt_dir": self.texture_ckpt_dir,
-                  "output_dir": str(self.out / "logs" / "tensorboard")}
-        needed = [stem for stem, (_, _, users) in TEXTURE_MODELS.items() if stem == "lefusion_j" or set(users) & set(self.methods)]
-        jobs = [StudyJob(f"train_{stem}", "lesion_inpainting", ["train.json", *TEXTURE_MODELS[stem][0], *files],
-                         {**inpainting, **TEXTURE_MODELS[stem][1], **common}) for stem in needed]  # N'' always uses LeFusion-J
+        common = {
+            "datalist": self.split_path("train_pathological"),
+            "ckpt_dir": self.texture_ckpt_dir,
+            "output_dir": str(self.out / "logs" / "tensorboard"),
+        }
+        needed = [
+            stem
+            for stem, (_, _, users) in TEXTURE_MODELS.items()
+            if stem == "lefusion_j" or set(users) & set(self.methods)
+        ]
+        jobs = [
+            StudyJob(
+                f"train_{stem}",
+                "lesion_inpainting",
+                ["train.json", *TEXTURE_MODELS[stem][0], *files],
+                {**inpainting, **TEXTURE_MODELS[stem][1], **common},
+            )
+            for stem in needed
+        ]  # N'' always uses LeFusion-J
         files, masks = self.section("masks")
-        masks.update({"datalist": self.split_path("train_pathological"), "ckpt_dir": self.mask_ckpt_dir,
-                      "output_dir": str(self.out / "logs" / "tensorboard")})
+        masks.update(
+            {
+                "datalist": self.split_path("train_pathological"),
+                "ckpt_dir": self.mask_ckpt_dir,
+                "output_dir": str(self.out / "logs" / "tensorboard"),
+            }
+        )
         jobs.append(StudyJob("train_diffmask", "lesion_mask_diffusion", ["train.json", *files], masks))
         return jobs
 
     def texture_job(self, group: str, method: str, datalist: str) -> StudyJob:
         files, settings = self.section("inpainting")
-        settings.update({"datalist": datalist, "ckpt_dir": self.texture_ckpt_dir, "output_dir": str(self.synthetic_dir(group, method)),
-                         "num_samples_per_case": 1, "progress": False})
+        settings.update(
+            {
+                "datalist": datalist,
+                "ckpt_dir": self.texture_ckpt_dir,
+                "output_dir": str(self.synthetic_dir(group, method)),
+                "num_samples_per_case": 1,
+                "progress": False,
+            }
+        )
         if method == "Hand-crafted":  # fitted on the training lesions, never on the cases it re-textures
             fit = self.split_path("train_pathological")
-            settings["texture_fit_cases"] = (f"$pathosynth.data.load_cases(datalist={fit!r}, labels=@labels, "
-                                             "lesion_classes=@lesion_classes, select='with_lesion')")
+            settings["texture_fit_cases"] = (
+                f"$pathosynth.data.load_cases(datalist={fit!r}, labels=@labels, "
+                "lesion_classes=@lesion_classes, select='with_lesion')"
+            )
         needs = [f"train_{stem}" for stem, (_, _, users) in TEXTURE_MODELS.items() if method in users]
-        return StudyJob(f"synth_{group}_{slug(method)}", "lesion_inpainting", ["inference.json", *METHODS[method], *files], settings, needs=needs)
+        return StudyJob(
+            f"synth_{group}_{slug(method)}",
+            "lesion_inpainting",
+            ["inference.json", *METHODS[method], *files],
+            settings,
+            needs=needs,
+        )
 
     def synthesis_jobs(self) -> list[StudyJob]:
         jobs = [self.texture_job("tab2", m, self.split_path("test_pathological")) for m in self.methods]
@@ -134,29 +168,69 @@ class LeFusionStudy(BundleStudy):
         _, inpainting = self.section("inpainting")
         files, masks = self.section("masks")
         pipeline = {PIPELINE_TEXTURE_KEYS[k]: v for k, v in inpainting.items() if k in PIPELINE_TEXTURE_KEYS}
-        pipeline.update({**masks, "datalist": self.split_path("train_normal"), "select": "normal",
-                         "ckpt_dir": self.mask_ckpt_dir, "texture_ckpt_dir": self.texture_ckpt_dir, "progress": False,
-                         "output_dir": str(self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")),
-                         "num_samples_per_case": int(self.scale.get("n_double_prime_samples", 5))})
-        jobs.append(StudyJob("synth_N_double_prime", "lesion_mask_diffusion", ["pipeline.json", *files], pipeline,
-                             needs=["train_lefusion_j", "train_diffmask"], finish=self.write_n_prime))
+        pipeline.update(
+            {
+                **masks,
+                "datalist": self.split_path("train_normal"),
+                "select": "normal",
+                "ckpt_dir": self.mask_ckpt_dir,
+                "texture_ckpt_dir": self.texture_ckpt_dir,
+                "progress": False,
+                "output_dir": str(self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")),
+                "num_samples_per_case": int(self.scale.get("n_double_prime_samples", 5)),
+            }
+        )
+        jobs.append(
+            StudyJob(
+                "synth_N_double_prime",
+                "lesion_mask_diffusion",
+                ["pipeline.json", *files],
+                pipeline,
+                needs=["train_lefusion_j", "train_diffmask"],
+                finish=self.write_n_prime,
+            )
+        )
         return jobs
 
     def mixes(self) -> dict[str, list[str]]:
         p_prime = {m: str(self.synthetic_dir("P_prime", m) / "datalist.json") for m in self.methods}
         n_double = self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")
-        return training_mixes(self.split_path("train_pathological"), p_prime, str(n_double / "n_prime.json"), str(n_double / "datalist.json"))
+        return training_mixes(
+            self.split_path("train_pathological"),
+            p_prime,
+            str(n_double / "n_prime.json"),
+            str(n_double / "datalist.json"),
+        )
 
     def segmentation_jobs(self) -> list[StudyJob]:
         files, settings = self.section("segmentation")
         n_double = self.synthetic_dir("N_double_prime", "LeFusion-J+DiffMask")
-        makers = {str(self.synthetic_dir("P_prime", m) / "datalist.json"): f"synth_P_prime_{slug(m)}" for m in self.methods}
-        makers.update({str(n_double / "datalist.json"): "synth_N_double_prime", str(n_double / "n_prime.json"): "synth_N_double_prime"})
-        return [StudyJob(f"segment_{slug(mix)}_seed{seed}", "downstream_segmentation", ["train.json", *files],
-                         {**settings, "train_datalists": datalists, "test_datalist": self.split_path("test"), "seed": seed,
-                          "output_dir": str(self.segmentation_dir(mix, seed))},
-                         needs=sorted({makers[d] for d in datalists if d in makers}))
-                for seed in self.scale.get("seeds", [0]) for mix, datalists in self.mixes().items()]
+        makers = {
+            str(self.synthetic_dir("P_prime", m) / "datalist.json"): f"synth_P_prime_{slug(m)}" for m in self.methods
+        }
+        makers.update(
+            {
+                str(n_double / "datalist.json"): "synth_N_double_prime",
+                str(n_double / "n_prime.json"): "synth_N_double_prime",
+            }
+        )
+        return [
+            StudyJob(
+                f"segment_{slug(mix)}_seed{seed}",
+                "downstream_segmentation",
+                ["train.json", *files],
+                {
+                    **settings,
+                    "train_datalists": datalists,
+                    "test_datalist": self.split_path("test"),
+                    "seed": seed,
+                    "output_dir": str(self.segmentation_dir(mix, seed)),
+                },
+                needs=sorted({makers[d] for d in datalists if d in makers}),
+            )
+            for seed in self.scale.get("seeds", [0])
+            for mix, datalists in self.mixes().items()
+        ]
 
     # ---- run ----------------------------------------------------------------------------------------
     def write_n_prime(self) -> None:
@@ -173,6 +247,11 @@ class LeFusionStudy(BundleStudy):
         from .study_report import write_study_report
 
         self.out.mkdir(parents=True, exist_ok=True)
-        write_split(self.dataset_dir, self.out / "split", float(self.scale.get("test_fraction", 0.25)), int(self.scale.get("split_seed", 0)))
+        write_split(
+            self.dataset_dir,
+            self.out / "split",
+            float(self.scale.get("test_fraction", 0.25)),
+            int(self.scale.get("split_seed", 0)),
+        )
         self.run_jobs(self.training_jobs() + self.synthesis_jobs() + self.segmentation_jobs())
         return write_study_report(self)

@@ -24,12 +24,18 @@ __all__ = ["render_lefusion_report", "seed_summary", "write_study_report"]
 SEGMENTATION_CLASSES = ("LV", "myocardium", "MI", "PMO")
 
 
-def seed_summary(score_files: Sequence[Path], metric: str = "dice", group: str | None = None,
-                 classes: Sequence[str] = SEGMENTATION_CLASSES) -> dict[str, dict]:
+def seed_summary(
+    score_files: Sequence[Path],
+    metric: str = "dice",
+    group: str | None = None,
+    classes: Sequence[str] = SEGMENTATION_CLASSES,
+) -> dict[str, dict]:
     """Per class: ``{"mean", "std", "n_seeds", "per_seed"}`` over seeds of each seed's mean of ``metric`` over
     its test cases (only cases of ``group``, e.g. "pathological", when given; undefined values left out)."""
-    per_seed_cases = [[c for c in json.loads(Path(p).read_text())["cases"] if group is None or c.get("group") == group]
-                      for p in score_files]
+    per_seed_cases = [
+        [c for c in json.loads(Path(p).read_text())["cases"] if group is None or c.get("group") == group]
+        for p in score_files
+    ]
     result = {}
     for cls in classes:
         values = []
@@ -37,9 +43,12 @@ def seed_summary(score_files: Sequence[Path], metric: str = "dice", group: str |
             defined = [float(c[cls][metric]) for c in cases if cls in c and c[cls][metric] is not None]
             if defined:
                 values.append(float(np.mean(defined)))
-        result[cls] = {"mean": float(np.mean(values)) if values else math.nan,
-                       "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-                       "n_seeds": len(values), "per_seed": values}
+        result[cls] = {
+            "mean": float(np.mean(values)) if values else math.nan,
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+            "n_seeds": len(values),
+            "per_seed": values,
+        }
     return result
 
 
@@ -47,14 +56,24 @@ def _cell(stats: Mapping, scale: float = 1.0, digits: int = 1) -> str:
     if not stats["n_seeds"]:
         return "–"
     mean = number(stats["mean"]) * scale
-    return f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}" if stats["n_seeds"] > 1 else f"{mean:.{digits}f}"
+    return (
+        f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}"
+        if stats["n_seeds"] > 1
+        else f"{mean:.{digits}f}"
+    )
 
 
 def _dice_rows(table: Mapping[str, Mapping[str, Mapping]]) -> list[str]:
-    rows = ["| training mix | " + " | ".join(f"{c} Dice" for c in SEGMENTATION_CLASSES) + " | seeds |",
-            "|---" * (len(SEGMENTATION_CLASSES) + 2) + "|"]
+    rows = [
+        "| training mix | " + " | ".join(f"{c} Dice" for c in SEGMENTATION_CLASSES) + " | seeds |",
+        "|---" * (len(SEGMENTATION_CLASSES) + 2) + "|",
+    ]
     for mix, classes in table.items():
-        rows.append(f"| {mix} | " + " | ".join(_cell(classes[c], 100) for c in SEGMENTATION_CLASSES) + f" | {classes['LV']['n_seeds']} |")
+        rows.append(
+            f"| {mix} | "
+            + " | ".join(_cell(classes[c], 100) for c in SEGMENTATION_CLASSES)
+            + f" | {classes['LV']['n_seeds']} |"
+        )
     return rows
 
 
@@ -62,7 +81,9 @@ def _bar_plot(path: Path, table: Mapping[str, Mapping[str, Mapping]], title: str
     plt = pyplot()
 
     mixes = list(table)
-    fig, axes = plt.subplots(1, len(SEGMENTATION_CLASSES), figsize=(3.2 * len(SEGMENTATION_CLASSES), 0.35 * len(mixes) + 1.6), sharey=True)
+    fig, axes = plt.subplots(
+        1, len(SEGMENTATION_CLASSES), figsize=(3.2 * len(SEGMENTATION_CLASSES), 0.35 * len(mixes) + 1.6), sharey=True
+    )
     y = np.arange(len(mixes))
     for axis, cls in zip(axes, SEGMENTATION_CLASSES):
         means = [table[m][cls]["mean"] * 100 for m in mixes]
@@ -98,8 +119,14 @@ def _example_panel(path: Path, study, methods: Sequence[str]) -> str | None:
     z = int(np.argmax([(label[..., k] >= 3).sum() + 10 * (label[..., k] == 4).sum() for k in range(label.shape[-1])]))
     rows, cols = np.nonzero(label[..., z] > 0)
     box = (slice(max(rows.min() - 8, 0), rows.max() + 9), slice(max(cols.min() - 8, 0), cols.max() + 9))
-    real = np.asarray(read_nifti(first[case]["source_image"] if Path(first[case]["source_image"]).is_absolute()
-                                 else datalists[methods[0]].parent / first[case]["source_image"])[0], dtype=np.float32)
+    real = np.asarray(
+        read_nifti(
+            first[case]["source_image"]
+            if Path(first[case]["source_image"]).is_absolute()
+            else datalists[methods[0]].parent / first[case]["source_image"]
+        )[0],
+        dtype=np.float32,
+    )
     low, high = float(real.min()), float(real.max())
     panels = [("real image", real[..., z][box], "gray"), ("real mask", label[..., z][box], "viridis")]
     for m in methods:
@@ -116,8 +143,12 @@ def write_study_report(study, report_dir: str | Path | None = None) -> Path:
     out = Path(report_dir or study.out / "report")
     methods = list(study.methods)
     classes = ("MI", "PMO")
-    tab2 = similarity_report({m: study.synthetic_dir("tab2", m) / "datalist.json" for m in methods}, out, classes=classes,
-                             title="Tab. 2 analogue: lesion-region similarity to the real test cases")
+    tab2 = similarity_report(
+        {m: study.synthetic_dir("tab2", m) / "datalist.json" for m in methods},
+        out,
+        classes=classes,
+        title="Tab. 2 analogue: lesion-region similarity to the real test cases",
+    )
     tab2_cases = json.loads((out / "similarity.json").read_text())["cases"]
     seeds = list(study.scale.get("seeds", [0]))
     dice, dice_pathological, distances = {}, {}, {}
@@ -127,16 +158,33 @@ def write_study_report(study, report_dir: str | Path | None = None) -> Path:
         dice[mix] = seed_summary(files, "dice")
         dice_pathological[mix] = seed_summary(files, "dice", group="pathological")
         distances[mix] = {m: seed_summary(files, m) for m in ("hd95", "assd")}
-    _bar_plot(out / "dice.png", dice_pathological, "Tab. 1 analogue: Dice ×100 on the pathological test cases (mean ± std over seeds)")
-    results = as_results({
-        "study": "lefusion_study", "scale_name": study.scale.get("name", study.scale_path.stem),
-        "provenance": study.provenance("lefusion_study"), "scale": study.scale,
-        "split": json.loads((study.out / "split" / "split.json").read_text()), "seeds": seeds, "methods": methods,
-        "tab2_classes": list(classes), "tab2": tab2, "tab2_cases": tab2_cases,
-        "tab1_dice": dice, "tab1_dice_pathological": dice_pathological, "tab1_distances": distances,
-        "example": _example_panel(out / "examples.png", study, methods), "timings_s": study.step_timings(),
-        "wall_time": study.wall_time((("training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")),
-                                     "lefusion_study.json")})
+    _bar_plot(
+        out / "dice.png",
+        dice_pathological,
+        "Tab. 1 analogue: Dice ×100 on the pathological test cases (mean ± std over seeds)",
+    )
+    results = as_results(
+        {
+            "study": "lefusion_study",
+            "scale_name": study.scale.get("name", study.scale_path.stem),
+            "provenance": study.provenance("lefusion_study"),
+            "scale": study.scale,
+            "split": json.loads((study.out / "split" / "split.json").read_text()),
+            "seeds": seeds,
+            "methods": methods,
+            "tab2_classes": list(classes),
+            "tab2": tab2,
+            "tab2_cases": tab2_cases,
+            "tab1_dice": dice,
+            "tab1_dice_pathological": dice_pathological,
+            "tab1_distances": distances,
+            "example": _example_panel(out / "examples.png", study, methods),
+            "timings_s": study.step_timings(),
+            "wall_time": study.wall_time(
+                (("training", "train_"), ("synthesis", "synth_"), ("segmentation", "segment_")), "lefusion_study.json"
+            ),
+        }
+    )
     write_results(out / "lefusion_study.json", results)
     with atomic_path(out / "lefusion_study.md") as tmp:
         tmp.write_text(render_lefusion_report(results))
@@ -147,20 +195,27 @@ def render_lefusion_report(results: Mapping) -> str:
     """The generated Markdown of the LeFusion study from its results JSON alone (no discussion: that is written
     separately, beside it)."""
     split, seeds = results["split"], results["seeds"]
-    tab2_text = similarity_markdown(results["tab2"], {m: len(cases) for m, cases in results["tab2_cases"].items()},
-                                    results["tab2_classes"]).strip()
+    tab2_text = similarity_markdown(
+        results["tab2"], {m: len(cases) for m, cases in results["tab2_cases"].items()}, results["tab2_classes"]
+    ).strip()
     rows, rows_pathological = _dice_rows(results["tab1_dice"]), _dice_rows(results["tab1_dice_pathological"])
-    dist_rows = ["| training mix | " + " | ".join(f"{c} HD95 / ASSD" for c in SEGMENTATION_CLASSES) + " |",
-                 "|---" * (len(SEGMENTATION_CLASSES) + 1) + "|"]
+    dist_rows = [
+        "| training mix | " + " | ".join(f"{c} HD95 / ASSD" for c in SEGMENTATION_CLASSES) + " |",
+        "|---" * (len(SEGMENTATION_CLASSES) + 1) + "|",
+    ]
     for mix, table in results["tab1_distances"].items():
-        dist_rows.append(f"| {mix} | " + " | ".join(f"{_cell(table['hd95'][c])} / {_cell(table['assd'][c])}" for c in SEGMENTATION_CLASSES) + " |")
+        dist_rows.append(
+            f"| {mix} | "
+            + " | ".join(f"{_cell(table['hd95'][c])} / {_cell(table['assd'][c])}" for c in SEGMENTATION_CLASSES)
+            + " |"
+        )
     example = results["example"]
-    return f"""# LeFusion study at {results['scale_name']} scale
+    return f"""# LeFusion study at {results["scale_name"]} scale
 
-{provenance_markdown(results['provenance'])}
+{provenance_markdown(results["provenance"])}
 
-Split by case (seed {split['seed']}, test fraction {split['test_fraction']}): {len(split['train'])} training cases,
-{len(split['test'])} test cases ({', '.join(split['test'])}). Texture and mask models are trained on the training
+Split by case (seed {split["seed"]}, test fraction {split["test_fraction"]}): {len(split["train"])} training cases,
+{len(split["test"])} test cases ({", ".join(split["test"])}). Texture and mask models are trained on the training
 pathological cases only; Tab. 2 re-textures the test pathological cases; Tab. 1 scores on all test cases.
 
 ## Tab. 2 analogue: image similarity of the synthesised lesions
@@ -191,7 +246,7 @@ cases where the class is absent from one of the two masks):
 
 ## Example
 
-{('![examples](examples.png)' + chr(10) + chr(10) + example) if example else 'no example available'}
+{("![examples](examples.png)" + chr(10) + chr(10) + example) if example else "no example available"}
 
-{wall_time_markdown(results['wall_time'])}
+{wall_time_markdown(results["wall_time"])}
 """

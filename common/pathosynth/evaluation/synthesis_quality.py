@@ -55,7 +55,9 @@ def paired_slices(datalist: str | os.PathLike, fov_size: Sequence[int]):
         real = np.asarray(read_nifti(source)[0], dtype=np.float64)
         label = np.asarray(read_nifti(record["label"])[0])
         if synthetic.shape != real.shape:
-            raise ValueError(f"datalist {datalist}: {record['image']} has shape {synthetic.shape}, its source {source} {real.shape}")
+            raise ValueError(
+                f"datalist {datalist}: {record['image']} has shape {synthetic.shape}, its source {source} {real.shape}"
+            )
         rows, cols = centred_box(real.shape, fov_size)
         low, high = float(real.min()), float(real.max())
         for k in range(real.shape[2] if real.ndim == 3 else 1):
@@ -63,8 +65,13 @@ def paired_slices(datalist: str | os.PathLike, fov_size: Sequence[int]):
             yield record["case_id"], k, take(synthetic), take(real), take(label), (low, high)
 
 
-def synthesis_quality(datalist: str | os.PathLike, fov_size: Sequence[int], extractor: str = "random-conv",
-                      extractor_weights: str | None = None, labels: Mapping[str, int] | None = None) -> dict:
+def synthesis_quality(
+    datalist: str | os.PathLike,
+    fov_size: Sequence[int],
+    extractor: str = "random-conv",
+    extractor_weights: str | None = None,
+    labels: Mapping[str, int] | None = None,
+) -> dict:
     """PSNR, MS-SSIM (per slice; mean, std, n) and FID (slice sets) of one method's synthetic datalist; with
     ``labels``, also the mean intensity (on the real range, 0..1) inside each label class of the synthetic and of
     the real images -- whether the image follows its label map (e.g. bright LV cavity, dark myocardium)."""
@@ -76,7 +83,9 @@ def synthesis_quality(datalist: str | os.PathLike, fov_size: Sequence[int], extr
         scores = image_similarity(synthetic, real, data_range, spatial_dims=2, metrics=("psnr", "ms_ssim"))
         psnr.append(scores["psnr"])
         ms_ssim.append(scores["ms_ssim"])
-        synthetic_set.append(np.clip((synthetic - data_range[0]) / (data_range[1] - data_range[0]), 0, 1).astype(np.float32))
+        synthetic_set.append(
+            np.clip((synthetic - data_range[0]) / (data_range[1] - data_range[0]), 0, 1).astype(np.float32)
+        )
         real_set.append(((real - data_range[0]) / (data_range[1] - data_range[0])).astype(np.float32))
         for name, value in (labels or {}).items():
             inside = label == value
@@ -86,12 +95,19 @@ def synthesis_quality(datalist: str | os.PathLike, fov_size: Sequence[int], extr
     summary = {}
     for name, values in (("psnr", psnr), ("ms_ssim", ms_ssim)):
         finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-        summary[name] = {"mean": float(finite.mean()) if finite.size else math.nan,
-                         "std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan, "n": int(finite.size)}
+        summary[name] = {
+            "mean": float(finite.mean()) if finite.size else math.nan,
+            "std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,
+            "n": int(finite.size),
+        }
     side = min(min(s.shape) for s in real_set)
     resize = lambda images: [_resize(i, side) for i in images]  # noqa: E731 -- FID needs one slice size
-    summary["fid"] = distribution_scores(resize(synthetic_set), resize(real_set),
-                                         make_extractor(extractor, weights_path=extractor_weights), kid_subset_size=100)
+    summary["fid"] = distribution_scores(
+        resize(synthetic_set),
+        resize(real_set),
+        make_extractor(extractor, weights_path=extractor_weights),
+        kid_subset_size=100,
+    )
     summary["class_intensity"] = {name: {"synthetic": s / n, "real": r / n} for name, (s, r, n) in sums.items() if n}
     summary["datalist"] = str(datalist)
     return summary
@@ -121,34 +137,60 @@ def _number(value) -> float:
     return math.nan if value is None else float(value)  # JSON null is NaN
 
 
-def synthesis_quality_markdown(results: Mapping[str, Mapping], fov_size: Sequence[int], classes: Sequence[str] = ()) -> str:
+def synthesis_quality_markdown(
+    results: Mapping[str, Mapping], fov_size: Sequence[int], classes: Sequence[str] = ()
+) -> str:
     """The Tab. 1–3 table (and, for ``classes``, the per-class mean intensity table) of :func:`synthesis_quality_report`
     from its per-method results (as computed or read back from JSON)."""
     first = next(iter(results.values()))["fid"]
-    rows = [f"Per slice inside the centred {fov_size[0]}×{fov_size[1]} field of view; mean ± std over slices. FID between the "
-            f"synthetic and the real slice sets (n = {first['n_a']} each) in the `{first['extractor']}` embedding "
-            "(not comparable with Inception FIDs).", "",
-            "| method | PSNR ↑ (Tab. 1) | MS-SSIM ×100 ↑ (Tab. 2) | FID ↓ (Tab. 3) | slices |", "|---|---|---|---|---|"]
+    rows = [
+        f"Per slice inside the centred {fov_size[0]}×{fov_size[1]} field of view; mean ± std over slices. FID between the "
+        f"synthetic and the real slice sets (n = {first['n_a']} each) in the `{first['extractor']}` embedding "
+        "(not comparable with Inception FIDs).",
+        "",
+        "| method | PSNR ↑ (Tab. 1) | MS-SSIM ×100 ↑ (Tab. 2) | FID ↓ (Tab. 3) | slices |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        rows.append(f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {_number(r['fid']['fid']):.2f} | {r['psnr']['n']} |")
+        rows.append(
+            f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {_number(r['fid']['fid']):.2f} | {r['psnr']['n']} |"
+        )
     classes = [c for c in classes if any(c in r["class_intensity"] for r in results.values())]
     if classes:
-        rows += ["", "Mean intensity inside each label class (0 = the real volume's minimum, 1 = its maximum):", "",
-                 "| images | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|",
-                 "| real | " + " | ".join(f"{first_real(results, c):.3f}" for c in classes) + " |"]
+        rows += [
+            "",
+            "Mean intensity inside each label class (0 = the real volume's minimum, 1 = its maximum):",
+            "",
+            "| images | " + " | ".join(classes) + " |",
+            "|---" * (len(classes) + 1) + "|",
+            "| real | " + " | ".join(f"{first_real(results, c):.3f}" for c in classes) + " |",
+        ]
         for name, r in results.items():
-            rows.append(f"| {name} | " + " | ".join(f"{r['class_intensity'][c]['synthetic']:.3f}" if c in r["class_intensity"] else "–"
-                                                    for c in classes) + " |")
+            rows.append(
+                f"| {name} | "
+                + " | ".join(
+                    f"{r['class_intensity'][c]['synthetic']:.3f}" if c in r["class_intensity"] else "–" for c in classes
+                )
+                + " |"
+            )
     return "\n".join(rows) + "\n"
 
 
-def synthesis_quality_report(methods: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike, fov_size: Sequence[int],
-                             extractor: str = "random-conv", extractor_weights: str | None = None,
-                             title: str = "Synthetic vs real images of the same label maps",
-                             labels: Mapping[str, int] | None = None) -> dict:
+def synthesis_quality_report(
+    methods: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    fov_size: Sequence[int],
+    extractor: str = "random-conv",
+    extractor_weights: str | None = None,
+    title: str = "Synthetic vs real images of the same label maps",
+    labels: Mapping[str, int] | None = None,
+) -> dict:
     """Tab. 1–3 side by side for methods (name -> synthetic datalist): ``synthesis_quality.md`` and ``.json``; with
     ``labels`` also a table of the mean intensity per label class."""
-    results = {name: synthesis_quality(datalist, fov_size, extractor, extractor_weights, labels) for name, datalist in methods.items()}
+    results = {
+        name: synthesis_quality(datalist, fov_size, extractor, extractor_weights, labels)
+        for name, datalist in methods.items()
+    }
     rows = [f"# {title}", "", synthesis_quality_markdown(results, fov_size, list(labels or {}))]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -39,10 +39,14 @@ def guard_sources(records: Sequence[Mapping], out: Path, inputs_below_ok: bool =
         folders += [Path(record["dataset_dir"]).resolve()] if record.get("dataset_dir") else []
         for file in [] if inputs_below_ok else files:
             if file.is_relative_to(out):
-                raise ValueError(f"output {out} contains input file {file}; choose a folder outside the source datasets")
+                raise ValueError(
+                    f"output {out} contains input file {file}; choose a folder outside the source datasets"
+                )
         for folder in folders:
             if out.is_relative_to(folder):
-                raise ValueError(f"output {out} lies inside source folder {folder}; choose a folder outside the source datasets")
+                raise ValueError(
+                    f"output {out} lies inside source folder {folder}; choose a folder outside the source datasets"
+                )
 
 
 def needs_write(target: Path, source: Path | None = None, content=None) -> bool:
@@ -50,22 +54,32 @@ def needs_write(target: Path, source: Path | None = None, content=None) -> bool:
     if not target.exists():
         return True
     try:
-        same = filecmp.cmp(source, target, shallow=False) if source is not None else json.loads(target.read_text()) == content
+        same = (
+            filecmp.cmp(source, target, shallow=False)
+            if source is not None
+            else json.loads(target.read_text()) == content
+        )
     except ValueError:  # includes JSON and Unicode decoding errors
         same = False
     if not same:
-        raise FileExistsError(f"{target} exists with different content; refusing to overwrite it (export to a new folder or delete it)")
+        raise FileExistsError(
+            f"{target} exists with different content; refusing to overwrite it (export to a new folder or delete it)"
+        )
     return False
 
 
 def combined_cases(sets: CaseSets) -> list[tuple[str, str, Mapping]]:
     """(export id, set name, record) per case; ids are ``{set}_{case_id}`` in nnU-Net's safe alphabet, the same in
     every export format (an nnU-Net case matches its datalist entry). Colliding ids would drop cases: an error."""
-    cases = [(re.sub(r"[^A-Za-z0-9_-]", "_", f"{name}_{r['case_id']}"), name, r) for name, records in sets for r in records]
+    cases = [
+        (re.sub(r"[^A-Za-z0-9_-]", "_", f"{name}_{r['case_id']}"), name, r) for name, records in sets for r in records
+    ]
     counts = Counter(export_id for export_id, _, _ in cases)
     clashes = [f"{i} <- {name}:{record['case_id']}" for i, name, record in cases if counts[i] > 1]
     if clashes:
-        raise ValueError(f"export case ids are not unique after sanitising '{{set}}_{{case_id}}': {clashes}; rename a set or its cases")
+        raise ValueError(
+            f"export case ids are not unique after sanitising '{{set}}_{{case_id}}': {clashes}; rename a set or its cases"
+        )
     return cases
 
 
@@ -75,8 +89,13 @@ def portable_path(path: str, base: Path) -> str:
     return str(resolved.relative_to(base)) if resolved.is_relative_to(base) else str(resolved)
 
 
-def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "training",
-                    labels: Mapping[str, int] | None = None, dataset: str | None = None) -> dict:
+def export_datalist(
+    sets: CaseSets,
+    out_path: str | os.PathLike,
+    key: str = "training",
+    labels: Mapping[str, int] | None = None,
+    dataset: str | None = None,
+) -> dict:
     """A decathlon datalist of all sets, readable by MONAI ``load_decathlon_datalist`` and our ``read_datalist``.
 
     Entries: image, label, case_id (unique across sets), source_case_id, set and, when known, source_image
@@ -88,8 +107,16 @@ def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "tra
     entries = []
     for export_id, name, record in cases:
         known = {k: record[k] for k in ("source_image", "group") if record.get(k)}
-        entries.append({"image": portable_path(record["image"], base), "label": portable_path(record["label"], base), "case_id": export_id,
-                        "source_case_id": record["case_id"], "set": name} | known)
+        entries.append(
+            {
+                "image": portable_path(record["image"], base),
+                "label": portable_path(record["label"], base),
+                "case_id": export_id,
+                "source_case_id": record["case_id"],
+                "set": name,
+            }
+            | known
+        )
     names = [name for name, _ in sets]
     datalist = {"description": f"pathosynth export of sets {names}; relative paths are relative to this file's folder"}
     datalist |= {"name": str(dataset)} if dataset else {}
@@ -102,4 +129,8 @@ def export_datalist(sets: CaseSets, out_path: str | os.PathLike, key: str = "tra
 
 def parse_option(value):
     """Fire passes JSON-like options as Python objects; also accept a JSON string or the path of a JSON file."""
-    return (json.loads(value) if value.lstrip()[:1] in "[{" else json.loads(Path(value).read_text())) if isinstance(value, str) else value
+    return (
+        (json.loads(value) if value.lstrip()[:1] in "[{" else json.loads(Path(value).read_text()))
+        if isinstance(value, str)
+        else value
+    )

@@ -64,8 +64,15 @@ class NiftiFormat:
             output = nib.load(folder / record["image"]).get_fdata()
             label = np.asanyarray(nib.load(folder / record["label"]).dataobj)
             shown = np.isin(label, self.preview_labels) if self.preview_labels is not None else label > 0
-            rows.append({"name": record["output_id"], "input": source, "output": output,
-                         "label": np.where(shown, label, 0), "mask": shown})
+            rows.append(
+                {
+                    "name": record["output_id"],
+                    "input": source,
+                    "output": output,
+                    "label": np.where(shown, label, 0),
+                    "mask": shown,
+                }
+            )
         if rows:
             save_preview(folder / "preview.png", rows)
 
@@ -111,6 +118,8 @@ class PngFormat:
         if self.archive is not None:
             self.archive(folder / self.archive_name, images, [int(r["label"]) for r in records])
         if self.preview_per_class > 0:
-            rows = {name: [image for image, r in zip(images, records) if r["label"] == index]
-                    for index, name in enumerate(self.class_names)}
+            rows = {
+                name: [image for image, r in zip(images, records) if r["label"] == index]
+                for index, name in enumerate(self.class_names)
+            }
             save_class_grid(folder / "preview.png", rows, self.preview_per_class)

@@ -63,9 +63,17 @@ class OutputIdentity:
 
     def compared(self) -> dict:
         """The JSON values that must match (after a JSON round trip, so tuples and lists compare equal)."""
-        return json.loads(json.dumps({
-            "bundle": dict(self.bundle), "checkpoints_sha256": sorted(self.checkpoint_hashes.values()),
-            "base_seed": int(self.base_seed), "settings": dict(self.settings), "image_format": self.image_format}))
+        return json.loads(
+            json.dumps(
+                {
+                    "bundle": dict(self.bundle),
+                    "checkpoints_sha256": sorted(self.checkpoint_hashes.values()),
+                    "base_seed": int(self.base_seed),
+                    "settings": dict(self.settings),
+                    "image_format": self.image_format,
+                }
+            )
+        )
 
     def checkpoint_names(self) -> dict[str, str]:
         return {h: os.path.basename(p) for p, h in self.checkpoint_hashes.items()}
@@ -73,15 +81,22 @@ class OutputIdentity:
     def to_json(self) -> dict:
         import pathosynth
 
-        return {"identity": self.compared(), "checkpoint_files": self.checkpoint_names(),
-                "written_by": "pathosynth synthetic-dataset writer", "pathosynth_version": pathosynth.__version__,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        return {
+            "identity": self.compared(),
+            "checkpoint_files": self.checkpoint_names(),
+            "written_by": "pathosynth synthetic-dataset writer",
+            "pathosynth_version": pathosynth.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
 
 
 def _flatten(value, prefix: str = "") -> dict[str, object]:
     if isinstance(value, Mapping) and value:
-        return {k: v for key, item in value.items()
-                for k, v in _flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
+        return {
+            k: v
+            for key, item in value.items()
+            for k, v in _flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()
+        }
     if isinstance(value, list) and value and any(isinstance(v, (Mapping, list)) for v in value):
         return {k: v for i, item in enumerate(value) for k, v in _flatten(item, f"{prefix}[{i}]").items()}
     return {prefix: value}
@@ -141,10 +156,13 @@ def refuse_inputs(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike 
             if _inside(out, path) or _inside(path, out):
                 raise OutputFolderError(
                     f"output_dir {out} {'is inside' if _inside(out, path) else 'contains'} the input folder {path}; "
-                    "nothing in an input dataset is written: choose an output folder outside it")
+                    "nothing in an input dataset is written: choose an output folder outside it"
+                )
         elif _inside(path, out):
-            raise OutputFolderError(f"output_dir {out} contains the input file {path}; nothing a run reads is "
-                                    "written over: choose an output folder that holds no input")
+            raise OutputFolderError(
+                f"output_dir {out} contains the input file {path}; nothing a run reads is "
+                "written over: choose an output folder that holds no input"
+            )
 
 
 def check_writable(folder: str | os.PathLike, subfolders: Sequence[str] = ()) -> None:
@@ -156,9 +174,11 @@ def check_writable(folder: str | os.PathLike, subfolders: Sequence[str] = ()) ->
             with tempfile.NamedTemporaryFile(dir=target, prefix=".write-probe."):
                 pass
         except OSError as error:
-            raise OutputFolderError(f"output_dir {Path(folder).resolve()} is not writable: cannot create "
-                                    f"{target} or a file in it ({error.strerror or error}); choose a writable "
-                                    "output folder") from error
+            raise OutputFolderError(
+                f"output_dir {Path(folder).resolve()} is not writable: cannot create "
+                f"{target} or a file in it ({error.strerror or error}); choose a writable "
+                "output folder"
+            ) from error
 
 
 class OutputFolderLock:
@@ -182,7 +202,8 @@ class OutputFolderLock:
                 os.close(fd)
                 raise OutputFolderError(
                     f"output_dir {self.path.parent.resolve()} is being written by another synthesis run "
-                    f"({holder} holds {self.path}); wait for it to finish, or write to another output_dir") from None
+                    f"({holder} holds {self.path}); wait for it to finish, or write to another output_dir"
+                ) from None
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -215,8 +236,15 @@ def clear_previous_outputs(folder: Path, fixed_outputs: Sequence[str]) -> int:
     for name in (*fixed_outputs, IDENTITY_FILE):
         with contextlib.suppress(FileNotFoundError):
             (folder / name).unlink()
-    for sub in sorted({Path(r[k]).parts[0] for r in records for k in ("image", "label")
-                       if isinstance(r.get(k), str) and len(Path(r[k]).parts) > 1} | {RECORDS_FOLDER}):
+    for sub in sorted(
+        {
+            Path(r[k]).parts[0]
+            for r in records
+            for k in ("image", "label")
+            if isinstance(r.get(k), str) and len(Path(r[k]).parts) > 1
+        }
+        | {RECORDS_FOLDER}
+    ):
         with contextlib.suppress(OSError):
             (folder / sub).rmdir()  # only when empty: files the writer did not create stay
     return len(records)
@@ -236,8 +264,10 @@ def claim_output_folder(folder: Path, identity: OutputIdentity, fixed_outputs: S
             stored = json.loads(path.read_text())
             old, names = stored["identity"], {**stored.get("checkpoint_files", {}), **identity.checkpoint_names()}
         except (ValueError, KeyError, TypeError, OSError) as error:
-            raise OutputFolderError(f"output_dir {folder.resolve()}: its {IDENTITY_FILE} is unreadable ({error}); "
-                                    "write to another output_dir") from error
+            raise OutputFolderError(
+                f"output_dir {folder.resolve()}: its {IDENTITY_FILE} is unreadable ({error}); "
+                "write to another output_dir"
+            ) from error
         if old == new and not overwrite:
             return 0
         if not overwrite:
@@ -245,18 +275,21 @@ def claim_output_folder(folder: Path, identity: OutputIdentity, fixed_outputs: S
             raise OutputFolderError(
                 f"output_dir {folder.resolve()} holds {len(records)} synthetic cases made with other settings, and "
                 f"this run's would be mixed with them: {differences}. Write to a new output_dir, or {OVERWRITE_HINT} "
-                "the folder's earlier synthetic outputs and start over")
+                "the folder's earlier synthetic outputs and start over"
+            )
     elif records and not overwrite:
         raise OutputFolderError(
             f"output_dir {folder.resolve()} holds {len(records)} synthetic cases without an {IDENTITY_FILE} (written "
             "by an older pathosynth), so nothing says they match this run. Write to a new output_dir, or "
-            f"{OVERWRITE_HINT} them and start over")
+            f"{OVERWRITE_HINT} them and start over"
+        )
     elif not records:
         foreign = [name for name in fixed_outputs if (folder / name).exists()]
         if foreign:
             raise OutputFolderError(
                 f"output_dir {folder.resolve()} already holds {', '.join(foreign)}, which this writer did not create "
-                "and will not replace; write to another output_dir")
+                "and will not replace; write to another output_dir"
+            )
     cleared = clear_previous_outputs(folder, fixed_outputs) if overwrite else 0
     write_json(path, identity.to_json())
     return cleared

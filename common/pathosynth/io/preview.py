@@ -25,8 +25,9 @@ def best_slice(mask: np.ndarray) -> int:
     return int(np.argmax(mask.reshape(-1, mask.shape[-1]).sum(0))) if mask.ndim == 3 else 0
 
 
-def save_preview(path: str | os.PathLike, rows: Sequence[dict],
-                 titles: Sequence[str] = ("input", "mask", "synthetic")) -> None:
+def save_preview(
+    path: str | os.PathLike, rows: Sequence[dict], titles: Sequence[str] = ("input", "mask", "synthetic")
+) -> None:
     """Write a PNG grid, one row per case: each row dict has ``name``, ``input``, ``label`` (0 where nothing is to
     be shown), ``output`` (3-D or 2-D arrays) and ``mask`` (the region of interest); the slice with the largest
     mask area is shown, zoomed on it, with the label values overlaid in the middle panel."""
@@ -44,8 +45,9 @@ def save_preview(path: str | os.PathLike, rows: Sequence[dict],
         low, high = float(min(image.min(), output.min())), float(max(image.max(), output.max()))
         axis_row[0].imshow(image.T, cmap="gray", vmin=low, vmax=high, origin="lower")
         axis_row[1].imshow(image.T, cmap="gray", vmin=low, vmax=high, origin="lower")
-        axis_row[1].imshow(np.ma.masked_equal(label.T, 0), cmap="autumn", alpha=0.6, origin="lower",
-                           interpolation="nearest")
+        axis_row[1].imshow(
+            np.ma.masked_equal(label.T, 0), cmap="autumn", alpha=0.6, origin="lower", interpolation="nearest"
+        )
         axis_row[2].imshow(output.T, cmap="gray", vmin=low, vmax=high, origin="lower")
         for axis, title in zip(axis_row, titles):
             axis.set_title(f"{row['name']} · {title}" if title == titles[0] else title, fontsize=8)

@@ -42,8 +42,16 @@ from .output_folder import (
     refuse_inputs,
 )
 
-__all__ = ["NiftiFormat", "OutputFolderError", "OutputIdentity", "PngFormat", "SampleCountError",
-           "SyntheticDatasetWriter", "SyntheticSample", "sample_count"]
+__all__ = [
+    "NiftiFormat",
+    "OutputFolderError",
+    "OutputIdentity",
+    "PngFormat",
+    "SampleCountError",
+    "SyntheticDatasetWriter",
+    "SyntheticSample",
+    "sample_count",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +83,17 @@ class SyntheticDatasetWriter:
         progress: show a progress bar.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, image_format, identity: OutputIdentity,
-                 inputs: Iterable[str | os.PathLike | None] = (), overwrite: bool = False,
-                 datalist_info: Mapping | None = None, entry_keys: Mapping[str, str] | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        image_format,
+        identity: OutputIdentity,
+        inputs: Iterable[str | os.PathLike | None] = (),
+        overwrite: bool = False,
+        datalist_info: Mapping | None = None,
+        entry_keys: Mapping[str, str] | None = None,
+        progress: bool = True,
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.format = image_format
         self.identity = identity
@@ -128,14 +143,26 @@ class SyntheticDatasetWriter:
     def write(self, sample: SyntheticSample) -> None:
         """The sample's files, then its provenance record (last: its existence marks the sample finished)."""
         files = self.format.write(self.output_dir, sample)
-        record = {**sample.record, **files, "output_id": sample.output_id, "base_seed": int(self.identity.base_seed),
-                  "bundle": dict(self.identity.bundle), "checkpoints": self.identity.checkpoint_hashes,
-                  "pathosynth_version": pathosynth.__version__,
-                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        record = {
+            **sample.record,
+            **files,
+            "output_id": sample.output_id,
+            "base_seed": int(self.identity.base_seed),
+            "bundle": dict(self.identity.bundle),
+            "checkpoints": self.identity.checkpoint_hashes,
+            "pathosynth_version": pathosynth.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
         write_json(self.record_path(sample.output_id), record)
 
-    def run(self, jobs: Sequence, output_id: Callable[..., str], produce: Callable[[list], Iterable[SyntheticSample]],
-            batch_size: int = 1, unit: str = "synthetic cases") -> dict:
+    def run(
+        self,
+        jobs: Sequence,
+        output_id: Callable[..., str],
+        produce: Callable[[list], Iterable[SyntheticSample]],
+        batch_size: int = 1,
+        unit: str = "synthetic cases",
+    ) -> dict:
         """Claim the folder, make this rank's unfinished share of ``jobs`` with ``produce(batch)``, merge on rank 0.
 
         ``jobs`` is the full, fixed list (tuples); ``output_id(*job)`` names a job's sample; returns the datalist
@@ -146,7 +173,7 @@ class SyntheticDatasetWriter:
             mine = list(jobs)[rank::world]
             todo = [job for job in mine if not self.finished(output_id(*job))]
             logger.info(f"rank {rank}/{world}: {len(mine)} {unit} assigned, {len(mine) - len(todo)} already finished")
-            batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+            batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
             if self.progress:
                 from tqdm.auto import tqdm
 
@@ -168,9 +195,17 @@ class SyntheticDatasetWriter:
     def merge(self) -> dict:
         """``datalist.json`` from every finished record, then the format's extra files and preview."""
         records = self.records()
-        entries = [{"image": r["image"], "label": r["label"], "source_image": r.get("source_image", ""),
-                    "case_id": r["output_id"], **{key: r[source] for key, source in self.entry_keys.items()},
-                    "provenance": f"{RECORDS_FOLDER}/{r['output_id']}.json"} for r in records]
+        entries = [
+            {
+                "image": r["image"],
+                "label": r["label"],
+                "source_image": r.get("source_image", ""),
+                "case_id": r["output_id"],
+                **{key: r[source] for key, source in self.entry_keys.items()},
+                "provenance": f"{RECORDS_FOLDER}/{r['output_id']}.json",
+            }
+            for r in records
+        ]
         datalist = {**self.datalist_info, "training": entries}
         write_json(self.output_dir / "datalist.json", datalist)
         self.format.finish(self.output_dir, records)

@@ -23,7 +23,9 @@ class MaskedMSELoss(torch.nn.Module):
     the loss one target). An all-zero mask gives 0.
     """
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor | Mapping, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input: torch.Tensor, target: torch.Tensor | Mapping, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if isinstance(target, Mapping):
             target, mask = target["target"], target["mask"]
         if mask is None:
@@ -34,6 +36,7 @@ class MaskedMSELoss(torch.nn.Module):
 
 def prepare_masked_reconstruction_batch(batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
     """``SupervisedTrainer`` ``prepare_batch``: the masked ``image`` is the input, ``{"target", "mask"}`` the target."""
+
     def move(key):
         return torch.as_tensor(batchdata[key]).to(device=device, non_blocking=non_blocking, **kwargs)
 

@@ -101,7 +101,9 @@ def fill_holes_in_region(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
     return out
 
 
-def size_adaptive_parameters(size: float, sigma_range=(0.6, 1.5), size_range=(20, 400), threshold_range=(0.5, 0.4)) -> tuple[float, float]:
+def size_adaptive_parameters(
+    size: float, sigma_range=(0.6, 1.5), size_range=(20, 400), threshold_range=(0.5, 0.4)
+) -> tuple[float, float]:
     """(σ, threshold) for a lesion of ``size`` voxels: linear in log(size) between ``size_range``, clipped outside.
 
     ``sigma_range[0]``/``threshold_range[0]`` apply at ``size_range[0]`` voxels and below, ``[1]`` at
@@ -166,7 +168,9 @@ def smooth_mask(
             continue
         sigma, threshold = size_adaptive_parameters(sizes[index], sigma_range, size_range, threshold_range)
         pad = int(np.ceil(4.0 * sigma)) + 1
-        box = tuple(slice(max(b.start - pad, 0), min(b.stop + pad, s)) for b, s in zip(box[:2], mask.shape[:2])) + (box[2],)
+        box = tuple(slice(max(b.start - pad, 0), min(b.stop + pad, s)) for b, s in zip(box[:2], mask.shape[:2])) + (
+            box[2],
+        )
         lesion = (components[box] == index).astype(np.float64)
         for axis in (0, 1):  # in-plane only: each slice is filtered on its own
             lesion = ndi.gaussian_filter1d(lesion, sigma, axis=axis, mode="constant", truncate=4.0)
@@ -203,7 +207,9 @@ def enforce_pmo_inside_mi(mi_extent: np.ndarray, pmo: np.ndarray, region: np.nda
     return pmo_inside_mi_voxels(mi_extent, pmo, region)
 
 
-def postprocess_lesion_masks(mi_extent: np.ndarray, pmo: np.ndarray, region: np.ndarray, **smooth_kwargs) -> tuple[np.ndarray, np.ndarray]:
+def postprocess_lesion_masks(
+    mi_extent: np.ndarray, pmo: np.ndarray, region: np.ndarray, **smooth_kwargs
+) -> tuple[np.ndarray, np.ndarray]:
     """Post-process a generated ``[MI extent, PMO]`` pair: both smoothed (:func:`smooth_mask`) inside the region,
     PMO clipped to the smoothed MI extent, the "PMO inside MI" rule enforced, and PMO fragments smaller than
     ``min_voxels`` left by the clipping removed (they become MI).

@@ -47,14 +47,22 @@ __all__ = ["DISTRIBUTIONS", "mask_statistics", "realism_report", "render_mask_re
 DISTRIBUTIONS = {
     "lesion_fraction": ("lesion fraction of M_m", "|MI ∪ PMO| / |myocardium ∪ MI ∪ PMO|"),
     "transmurality": ("transmurality", "mean over 10° sectors with lesion of lesion / M_m voxels in the sector"),
-    "components": ("connected components", "components of MI ∪ PMO (in-plane 8-neighbours + same position on adjacent slices)"),
+    "components": (
+        "connected components",
+        "components of MI ∪ PMO (in-plane 8-neighbours + same position on adjacent slices)",
+    ),
     "mi_slices": ("slices with lesion", "number of slices holding MI ∪ PMO"),
     "pmo_fraction": ("PMO share of infarct", "|PMO| / |MI ∪ PMO|"),
-    "pmo_inside_mi": ("PMO inside MI, per case", "fraction of a case's PMO voxels with no healthy-myocardium 4-neighbour (cases with PMO)"),
+    "pmo_inside_mi": (
+        "PMO inside MI, per case",
+        "fraction of a case's PMO voxels with no healthy-myocardium 4-neighbour (cases with PMO)",
+    ),
 }
 
 
-def transmurality(mi_extent: np.ndarray, region: np.ndarray, centre_mask: np.ndarray | None = None, sector_degrees: float = 10.0) -> float:
+def transmurality(
+    mi_extent: np.ndarray, region: np.ndarray, centre_mask: np.ndarray | None = None, sector_degrees: float = 10.0
+) -> float:
     """Mean lesion share of M_m over the angular sectors holding lesion (see the module docstring); NaN without lesion.
 
     ``centre_mask`` (default ``region``) defines the per-slice centre as its in-plane centroid.
@@ -119,8 +127,16 @@ def _describe(values: Sequence[float]) -> dict:
     if v.size == 0:
         return {"n": 0, "mean": None, "std": None, "median": None, "q1": None, "q3": None, "min": None, "max": None}
     q1, median, q3 = np.percentile(v, [25, 50, 75])
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "median": float(median), "q1": float(q1),
-            "q3": float(q3), "min": float(v.min()), "max": float(v.max())}
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "median": float(median),
+        "q1": float(q1),
+        "q3": float(q3),
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def summarise(cases: Sequence[dict]) -> dict:
@@ -216,15 +232,26 @@ def _plot(path: Path, title: str, per_group: Mapping[str, list[dict]], summaries
             axis.boxplot([data[i] for i in positions], positions=positions, widths=0.5, showfliers=False)
         for i, d in enumerate(data):
             axis.scatter(i + rng.uniform(-0.15, 0.15, d.size), d, s=10, alpha=0.6, color=colours[i % len(colours)])
-        axis.set_xticks(range(len(names)), [f"{g}\n(n={summaries[g][key]['n']})" for g in names], fontsize=7, rotation=20, ha="right")
+        axis.set_xticks(
+            range(len(names)),
+            [f"{g}\n(n={summaries[g][key]['n']})" for g in names],
+            fontsize=7,
+            rotation=20,
+            ha="right",
+        )
         axis.set_xlim(-0.6, len(names) - 0.4)
         axis.set_title(DISTRIBUTIONS[key][0], fontsize=9)
     rate_axis = axes[len(keys)]
     width = 0.8 / max(len(names), 1)
     for i, g in enumerate(names):
         rates = [summaries[g]["pmo_present_rate"], summaries[g]["pmo_inside_mi_rate"]]
-        rate_axis.bar(np.arange(2) + (i - (len(names) - 1) / 2) * width, [100 * (r or 0) for r in rates], width,
-                      label=g, color=colours[i % len(colours)])
+        rate_axis.bar(
+            np.arange(2) + (i - (len(names) - 1) / 2) * width,
+            [100 * (r or 0) for r in rates],
+            width,
+            label=g,
+            color=colours[i % len(colours)],
+        )
     rate_axis.set_xticks(range(2), ["PMO present\n(cases)", "PMO inside MI\n(voxels)"], fontsize=7)
     rate_axis.set_ylim(0, 105)
     rate_axis.set_ylabel("%")
@@ -232,9 +259,15 @@ def _plot(path: Path, title: str, per_group: Mapping[str, list[dict]], summaries
     rate_axis.set_title("rates", fontsize=9)
     count_axis = axes[len(keys) + 1]
     count_axis.axis("off")
-    count_axis.text(0, 1, "\n".join(f"{g}: {summaries[g]['n_cases']} cases, no lesion: {summaries[g]['n_no_lesion']}" for g in names),
-                    va="top", fontsize=8, transform=count_axis.transAxes)
-    for axis in axes[len(keys) + 2:]:
+    count_axis.text(
+        0,
+        1,
+        "\n".join(f"{g}: {summaries[g]['n_cases']} cases, no lesion: {summaries[g]['n_no_lesion']}" for g in names),
+        va="top",
+        fontsize=8,
+        transform=count_axis.transAxes,
+    )
+    for axis in axes[len(keys) + 2 :]:
         axis.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
@@ -270,13 +303,21 @@ def realism_report(
             per_group[group].append({"case": case, **mask_statistics(label, labels, **statistics_kwargs)})
     summaries = {group: summarise(cases) for group, cases in per_group.items()}
     with atomic_path(out_dir / "mask_realism.json") as tmp:  # key order kept: it is the order of the report's columns
-        tmp.write_text(json.dumps(_json_safe({
-        "study": "mask_realism",
-        "title": title,
-        "labels": dict(labels),
-        "definitions": {k: d for k, (_, d) in DISTRIBUTIONS.items()},
-        "groups": {g: {"summary": summaries[g], "cases": per_group[g]} for g in per_group},
-    }), indent=2) + "\n")
+        tmp.write_text(
+            json.dumps(
+                _json_safe(
+                    {
+                        "study": "mask_realism",
+                        "title": title,
+                        "labels": dict(labels),
+                        "definitions": {k: d for k, (_, d) in DISTRIBUTIONS.items()},
+                        "groups": {g: {"summary": summaries[g], "cases": per_group[g]} for g in per_group},
+                    }
+                ),
+                indent=2,
+            )
+            + "\n"
+        )
     with atomic_path(out_dir / "mask_realism.md") as tmp:
         tmp.write_text(_markdown(title, _json_safe(summaries)))  # as render_mask_realism reads it back from the JSON
     _plot(out_dir / "mask_realism.png", title, per_group, summaries)

@@ -95,8 +95,12 @@ def classification_scores(
 
     accuracy = float(hits.sum() / len(labels))
     if average == "micro":
-        result: dict[str, float | str] = {"accuracy": accuracy, "precision": accuracy, "recall": accuracy,
-                                          "f1": accuracy}
+        result: dict[str, float | str] = {
+            "accuracy": accuracy,
+            "precision": accuracy,
+            "recall": accuracy,
+            "f1": accuracy,
+        }
     else:
         pick = (lambda v: float(v[1])) if average == "binary" else (lambda v: float(v.mean()))
         result = {"accuracy": accuracy, "precision": pick(precision), "recall": pick(recall), "f1": pick(f1)}

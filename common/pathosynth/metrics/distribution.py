@@ -66,7 +66,11 @@ def _real_trace(covmean: np.ndarray) -> float:
         diag = np.diagonal(covmean)
         imag, scale = np.abs(diag.imag).max(), max(1.0, np.abs(diag.real).max())
         if imag > 1e-3 * scale:
-            warnings.warn(f"FID: dropping a non-negligible imaginary part ({imag:.3g}) of the matrix root", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"FID: dropping a non-negligible imaginary part ({imag:.3g}) of the matrix root",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         covmean = covmean.real
     return float(np.trace(covmean))
 
@@ -180,13 +184,15 @@ def extract_features(images, extractor: FeatureExtractor, batch_size: int = 64) 
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     chunks = []
     for start in range(0, len(x), int(batch_size)):
-        f = extractor(x[start:start + int(batch_size)].float())
+        f = extractor(x[start : start + int(batch_size)].float())
         chunks.append(torch.as_tensor(f).detach().cpu().double().reshape(f.shape[0], -1))
     if not chunks:
         raise ValueError("no images given")
     feats = torch.cat(chunks).numpy()
     if feats.shape[1] != int(extractor.dim):
-        raise ValueError(f"extractor {extractor.name!r} returned {feats.shape[1]} features, declares dim={extractor.dim}")
+        raise ValueError(
+            f"extractor {extractor.name!r} returned {feats.shape[1]} features, declares dim={extractor.dim}"
+        )
     return feats
 
 

@@ -21,7 +21,9 @@ EXTRACTORS: dict[str, str] = {
 }
 
 
-def make_extractor(name: str = "random-conv", weights_path: str | os.PathLike | None = None, **kwargs) -> FeatureExtractor:
+def make_extractor(
+    name: str = "random-conv", weights_path: str | os.PathLike | None = None, **kwargs
+) -> FeatureExtractor:
     """Build an extractor by name (for configs and the CLI); see :data:`EXTRACTORS` for the choices.
 
     ``weights_path`` is required by every extractor except ``random-conv`` (which refuses one, so a config
@@ -34,12 +36,14 @@ def make_extractor(name: str = "random-conv", weights_path: str | os.PathLike | 
         raise ValueError(f"unknown feature extractor {name!r}; choices: {', '.join(EXTRACTORS)}")
     if key == "random-conv":
         if weights_path is not None:
-            raise ValueError("'random-conv' is weight-free and takes no weights_path; choose e.g. 'monai-resnet50' to use weights")
+            raise ValueError(
+                "'random-conv' is weight-free and takes no weights_path; choose e.g. 'monai-resnet50' to use weights"
+            )
         return RandomConvFeatures(**kwargs)
     if weights_path is None:
         raise ValueError(f"feature extractor {key!r} needs weights_path (a local state dict); nothing is downloaded")
     if key.startswith("monai-resnet"):
-        return MonaiResNetFeatures(weights_path, depth=int(key[len("monai-resnet"):]), **kwargs)
+        return MonaiResNetFeatures(weights_path, depth=int(key[len("monai-resnet") :]), **kwargs)
     if key.startswith("monai-densenet"):
-        return MonaiDenseNetFeatures(weights_path, depth=int(key[len("monai-densenet"):]), **kwargs)
+        return MonaiDenseNetFeatures(weights_path, depth=int(key[len("monai-densenet") :]), **kwargs)
     return TorchvisionInceptionFeatures(weights_path, **kwargs)

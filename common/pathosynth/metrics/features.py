@@ -91,7 +91,11 @@ def preprocess_images(
     x = x.float()
     if not torch.isfinite(x).all():
         raise ValueError("images contain NaN or Inf; distribution metrics would be meaningless")
-    size = (int(input_size), int(input_size)) if isinstance(input_size, (int, np.integer)) else tuple(int(s) for s in input_size)
+    size = (
+        (int(input_size), int(input_size))
+        if isinstance(input_size, (int, np.integer))
+        else tuple(int(s) for s in input_size)
+    )
     if tuple(x.shape[-2:]) != size:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     if intensity_range is None:

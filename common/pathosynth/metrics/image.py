@@ -118,8 +118,10 @@ def _ms_ssim(maps: list, region: np.ndarray) -> tuple[float, str | None]:
     n_scales = len(MS_SSIM_WEIGHTS)
     if len(maps) < n_scales:
         needed = SSIM_WINDOW << (n_scales - 1)
-        return math.nan, (f"ms_ssim: {n_scales} scales of an {SSIM_WINDOW}-px window need >= {needed} px in-plane, "
-                          f"got {region.shape[0]}x{region.shape[1]}")
+        return math.nan, (
+            f"ms_ssim: {n_scales} scales of an {SSIM_WINDOW}-px window need >= {needed} px in-plane, "
+            f"got {region.shape[0]}x{region.shape[1]}"
+        )
     weight = _slice_batch(region.astype(np.float64)).double()
     slice_weight, r, per_scale = weight.sum(dim=(1, 2, 3)), SSIM_WINDOW // 2, []
     for scale, (ssim, cs) in enumerate(maps):
@@ -140,8 +142,12 @@ def _region_scores(pred01, ref01, mask: np.ndarray, metrics: Sequence[str], maps
         return {**{m: math.nan for m in metrics}, "reason": "empty region: no voxels to compare"}
     diff = (pred01 - ref01)[mask]
     mse = float(np.mean(diff**2))
-    values = {"mae": float(np.mean(np.abs(diff))), "mse": mse, "rmse": math.sqrt(mse),
-              "psnr": math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)}
+    values = {
+        "mae": float(np.mean(np.abs(diff))),
+        "mse": mse,
+        "rmse": math.sqrt(mse),
+        "psnr": math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse),
+    }
     reasons = []
     if "ssim" in metrics:
         local = _full_size(maps, mask.shape)[mask]
@@ -158,8 +164,14 @@ def _region_scores(pred01, ref01, mask: np.ndarray, metrics: Sequence[str], maps
     return result
 
 
-def image_similarity(prediction, reference, data_range: tuple[float, float], region: np.ndarray | None = None,
-                     spatial_dims: int | None = None, metrics: Sequence[str] = IMAGE_METRICS) -> dict[str, float | str]:
+def image_similarity(
+    prediction,
+    reference,
+    data_range: tuple[float, float],
+    region: np.ndarray | None = None,
+    spatial_dims: int | None = None,
+    metrics: Sequence[str] = IMAGE_METRICS,
+) -> dict[str, float | str]:
     """Similarity of ``prediction`` to ``reference`` (numpy or torch, (H, W) or (H, W, D)) on the declared range.
 
     ``region`` (same shape, truthy = inside) restricts every metric as described in the module docstring.
@@ -176,9 +188,15 @@ def image_similarity(prediction, reference, data_range: tuple[float, float], reg
     return _region_scores(pred01, ref01, mask, metrics, maps)
 
 
-def lesion_region_similarity(synthetic, real, label, labels: Mapping[str, int], classes: Sequence[str] = ("MI", "PMO"),
-                             data_range: tuple[float, float] | None = None,
-                             metrics: Sequence[str] = IMAGE_METRICS) -> dict[str, dict[str, float | str]]:
+def lesion_region_similarity(
+    synthetic,
+    real,
+    label,
+    labels: Mapping[str, int],
+    classes: Sequence[str] = ("MI", "PMO"),
+    data_range: tuple[float, float] | None = None,
+    metrics: Sequence[str] = IMAGE_METRICS,
+) -> dict[str, dict[str, float | str]]:
     """Per-lesion-class similarity of a synthetic case to the real one it was made from (LeFusion Tab. 2).
 
     Regions come from ``label`` (the real case's label map): each class in ``classes``, ``"all lesions"`` (their

@@ -68,12 +68,16 @@ def load_local_state_dict(weights_path: str | os.PathLike, architecture: str) ->
     out: dict[str, Tensor] = {}
     for k, v in state.items():
         if not isinstance(v, Tensor):
-            raise ValueError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor; expected a state dict for {architecture}")
-        out[k[len("module."):] if k.startswith("module.") else k] = v
+            raise ValueError(
+                f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor; expected a state dict for {architecture}"
+            )
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
     return out, path
 
 
-def _load_checked(model: nn.Module, state: Mapping[str, Tensor], head_prefixes: Sequence[str], architecture: str, path: Path) -> None:
+def _load_checked(
+    model: nn.Module, state: Mapping[str, Tensor], head_prefixes: Sequence[str], architecture: str, path: Path
+) -> None:
     """``load_state_dict`` ignoring only the classifier head; any other missing/unexpected key is an error.
 
     Why: ``strict=False`` alone would silently leave a network random when keys do not match, and the report
@@ -96,7 +100,9 @@ def _load_checked(model: nn.Module, state: Mapping[str, Tensor], head_prefixes: 
 
 def _first_conv(state: Mapping[str, Tensor], key: str, architecture: str, path: Path) -> Tensor:
     if key not in state:
-        raise ValueError(f"{path} does not fit {architecture}: no {key!r} in the state dict (keys start {list(state)[:3]})")
+        raise ValueError(
+            f"{path} does not fit {architecture}: no {key!r} in the state dict (keys start {list(state)[:3]})"
+        )
     w = state[key]
     if w.ndim != 4:
         raise ValueError(
@@ -124,8 +130,17 @@ class _LocalWeightsExtractor(nn.Module):
     normalization: str
     intensity_range: tuple[float, float] | None
 
-    def _finish(self, net: nn.Module, in_channels: int, input_size: int, normalization: str | None,
-                intensity_range: Sequence[float] | None, arch: str, path: Path, extra: str = "") -> None:
+    def _finish(
+        self,
+        net: nn.Module,
+        in_channels: int,
+        input_size: int,
+        normalization: str | None,
+        intensity_range: Sequence[float] | None,
+        arch: str,
+        path: Path,
+        extra: str = "",
+    ) -> None:
         """Freeze the loaded network and record the preprocessing and the report name (shared by all builders)."""
         self.net = net.requires_grad_(False).eval()
         self.in_channels = int(in_channels)
@@ -153,8 +168,6 @@ class _LocalWeightsExtractor(nn.Module):
 
     def extra_repr(self) -> str:
         return self.name
-
-
 
 
 class MonaiResNetFeatures(_LocalWeightsExtractor):
@@ -208,12 +221,22 @@ class MonaiResNetFeatures(_LocalWeightsExtractor):
         self.dim = int(net.fc.in_features)
         net.fc = nn.Identity()
         _load_checked(net, state, ["fc"], description, path)
-        self._finish(net, conv1.shape[1], input_size, normalization, intensity_range, arch, path,
-                     f" conv1_stride={int(conv1_stride)} norm={{norm}}")
+        self._finish(
+            net,
+            conv1.shape[1],
+            input_size,
+            normalization,
+            intensity_range,
+            arch,
+            path,
+            f" conv1_stride={int(conv1_stride)} norm={{norm}}",
+        )
 
 
 # torchvision names dense-layer parts "denselayer1.norm1" (old releases: "norm.1"); MONAI "denselayer1.layers.norm1"
-_TV_DENSE_KEY = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+_TV_DENSE_KEY = re.compile(
+    r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
 
 
 class MonaiDenseNetFeatures(_LocalWeightsExtractor):
@@ -247,7 +270,9 @@ class MonaiDenseNetFeatures(_LocalWeightsExtractor):
             m = _TV_DENSE_KEY.match(k)
             state[f"{m.group(1)}.layers.{m.group(2)}{m.group(3)}.{m.group(4)}" if m else k] = v
         conv0 = _first_conv(state, "features.conv0.weight", description, path)
-        net = getattr(nets, _DENSENETS[depth])(spatial_dims=2, in_channels=int(conv0.shape[1]), out_channels=1, pretrained=False)
+        net = getattr(nets, _DENSENETS[depth])(
+            spatial_dims=2, in_channels=int(conv0.shape[1]), out_channels=1, pretrained=False
+        )
         self.dim = int(net.class_layers.out.in_features)
         net.class_layers.out = nn.Identity()
         _load_checked(net, state, ["class_layers.out", "classifier"], description, path)
@@ -285,7 +310,9 @@ class TorchvisionInceptionFeatures(_LocalWeightsExtractor):
     TF-Inception FID of the literature (different weights and resize); see the module docstring.
     """
 
-    def __init__(self, weights_path: str | os.PathLike, input_size: int = 299, intensity_range: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, weights_path: str | os.PathLike, input_size: int = 299, intensity_range: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         tv_models = _import_torchvision_models()
         description = "torchvision inception_v3 (aux_logits=True)"

@@ -40,8 +40,14 @@ class EdgeCondition:
         mask_boundaries: include the label class boundaries.
     """
 
-    def __init__(self, low_threshold: float = 0.1, high_threshold: float = 0.2, sigma: float = 1.0, image_edges: bool = True,
-                 mask_boundaries: bool = True) -> None:
+    def __init__(
+        self,
+        low_threshold: float = 0.1,
+        high_threshold: float = 0.2,
+        sigma: float = 1.0,
+        image_edges: bool = True,
+        mask_boundaries: bool = True,
+    ) -> None:
         self.low_threshold = float(low_threshold)
         self.high_threshold = float(high_threshold)
         self.sigma = float(sigma)
@@ -56,7 +62,9 @@ class EdgeCondition:
         image = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
         edges = torch.zeros_like(image[:, :1], dtype=torch.float32)
         if self.image_edges:
-            edges = torch.maximum(edges, canny_edges(image.float(), self.low_threshold, self.high_threshold, self.sigma)[:, :1])
+            edges = torch.maximum(
+                edges, canny_edges(image.float(), self.low_threshold, self.high_threshold, self.sigma)[:, :1]
+            )
         if self.mask_boundaries:
             if label is None:
                 raise ValueError("mask_boundaries needs the label map")
@@ -65,5 +73,11 @@ class EdgeCondition:
         return edges
 
     def settings(self) -> dict:
-        return {"edge_detector": "canny", "canny_low": self.low_threshold, "canny_high": self.high_threshold,
-                "canny_sigma": self.sigma, "image_edges": self.image_edges, "mask_boundaries": self.mask_boundaries}
+        return {
+            "edge_detector": "canny",
+            "canny_low": self.low_threshold,
+            "canny_high": self.high_threshold,
+            "canny_sigma": self.sigma,
+            "image_edges": self.image_edges,
+            "mask_boundaries": self.mask_boundaries,
+        }

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+
 def _zero_(module: nn.Module) -> nn.Module:
     """Zero all parameters of ``module`` (used for the output layer of every residual branch)."""
     for p in module.parameters():

@@ -72,6 +72,7 @@ from .pseudo3d_layers import (
 
 __all__ = ["Pseudo3DDiffusionUNet"]
 
+
 class _Stage(nn.Module):
     """One residual block, optionally followed by in-plane attention and slice attention."""
 

@@ -38,7 +38,9 @@ class TextConditionedUNet(nn.Module):
             raise ValueError("the UNet needs with_conditioning=True (cross-attention on the prompt)")
         attention_dim = _cross_attention_dim(unet)
         if attention_dim is not None and attention_dim != text_encoder.dim:
-            raise ValueError(f"UNet cross_attention_dim {attention_dim} differs from the text encoder's dim {text_encoder.dim}")
+            raise ValueError(
+                f"UNet cross_attention_dim {attention_dim} differs from the text encoder's dim {text_encoder.dim}"
+            )
         self.unet = unet
         self.text_encoder = text_encoder
         self.in_channels = unet.in_channels
@@ -50,12 +52,18 @@ class TextConditionedUNet(nn.Module):
         """(B, L) token ids -> (B, L, dim) context."""
         return self.text_encoder(ids)
 
-    def forward(self, x, timesteps, context=None, down_block_additional_residuals=None, mid_block_additional_residual=None):
+    def forward(
+        self, x, timesteps, context=None, down_block_additional_residuals=None, mid_block_additional_residual=None
+    ):
         if context is not None and not torch.is_floating_point(context):
             context = self.encode_text(context)
-        return self.unet(x, timesteps=timesteps, context=context,
-                         down_block_additional_residuals=down_block_additional_residuals,
-                         mid_block_additional_residual=mid_block_additional_residual)
+        return self.unet(
+            x,
+            timesteps=timesteps,
+            context=context,
+            down_block_additional_residuals=down_block_additional_residuals,
+            mid_block_additional_residual=mid_block_additional_residual,
+        )
 
 
 def _cross_attention_dim(unet) -> int | None:
@@ -87,8 +95,10 @@ def controlnet_from_unet(controlnet: ControlNet, unet: nn.Module) -> ControlNet:
     own_state = target.state_dict()
     missing = [k for k in wanted if k not in unet_state or unet_state[k].shape != own_state[k].shape]
     if missing:
-        raise ValueError(f"the ControlNet does not match the UNet's encoder ({len(missing)} tensors differ, e.g. {missing[:4]}); "
-                         "build both with the same channels, attention levels, res blocks, heads and cross_attention_dim")
+        raise ValueError(
+            f"the ControlNet does not match the UNet's encoder ({len(missing)} tensors differ, e.g. {missing[:4]}); "
+            "build both with the same channels, attention levels, res blocks, heads and cross_attention_dim"
+        )
     target.load_state_dict({k: unet_state[k] for k in wanted}, strict=False)
     logger.info(f"ControlNet initialised from the UNet encoder ({len(wanted)} tensors copied)")
     return controlnet

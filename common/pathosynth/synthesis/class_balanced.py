@@ -57,19 +57,37 @@ class ClassBalancedSynthesis:
             another checkpoint, sampler or seed is refused).
     """
 
-    def __init__(self, network, sampler, class_names: Sequence[str], num_per_class: int | Mapping[str, int],
-                 image_shape: Sequence[int], space, output_dir: str | os.PathLike, seed: int = 0, batch_size: int = 64,
-                 device: str | torch.device = "cpu", bundle: Mapping | None = None, checkpoints: Sequence[str] = (),
-                 preview_per_class: int = 8, progress: bool = True, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        network,
+        sampler,
+        class_names: Sequence[str],
+        num_per_class: int | Mapping[str, int],
+        image_shape: Sequence[int],
+        space,
+        output_dir: str | os.PathLike,
+        seed: int = 0,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        bundle: Mapping | None = None,
+        checkpoints: Sequence[str] = (),
+        preview_per_class: int = 8,
+        progress: bool = True,
+        overwrite: bool = False,
+    ) -> None:
         self.network, self.sampler, self.space = network, sampler, space
         self.class_names = [str(c) for c in class_names]
         if isinstance(num_per_class, Mapping):
             unknown = sorted(set(num_per_class) - set(self.class_names))
             if unknown:
-                raise UserInputError(f"num_per_class names classes {unknown} that the model does not know "
-                                 f"({self.class_names})")
-            counts = {c: sample_count(num_per_class[c], f"num_per_class[{c!r}]", minimum=0)
-                      for c in self.class_names if c in num_per_class}
+                raise UserInputError(
+                    f"num_per_class names classes {unknown} that the model does not know ({self.class_names})"
+                )
+            counts = {
+                c: sample_count(num_per_class[c], f"num_per_class[{c!r}]", minimum=0)
+                for c in self.class_names
+                if c in num_per_class
+            }
             sample_count(sum(counts.values()), "num_per_class (in total)")
         else:
             counts = dict.fromkeys(self.class_names, sample_count(num_per_class, "num_per_class"))
@@ -79,16 +97,27 @@ class ClassBalancedSynthesis:
         self.seed, self.batch_size, self.device = int(seed), int(batch_size), torch.device(device)
         self.bundle = dict(bundle or {})
         self.checkpoints = [str(c) for c in checkpoints]
-        settings = {"sampler": sampler.settings(), "image_shape": list(self.image_shape),
-                    "class_names": self.class_names}
+        settings = {
+            "sampler": sampler.settings(),
+            "image_shape": list(self.image_shape),
+            "class_names": self.class_names,
+        }
         identity = OutputIdentity(self.bundle, self.checkpoints, self.seed, settings, PngFormat.name)
         image_format = PngFormat(self.class_names, int(preview_per_class), archive=_medmnist_train_split)
         self.writer = SyntheticDatasetWriter(
-            self.output_dir, image_format, identity, overwrite=overwrite, progress=progress,
+            self.output_dir,
+            image_format,
+            identity,
+            overwrite=overwrite,
+            progress=progress,
             entry_keys={"class_name": "class_name"},
-            datalist_info={"name": self.bundle.get("name", "pathosynth"), "bundle_version": self.bundle.get("version"),
-                           "description": "class-balanced synthetic images; paths are relative to this file's folder",
-                           "class_names": self.class_names})
+            datalist_info={
+                "name": self.bundle.get("name", "pathosynth"),
+                "bundle_version": self.bundle.get("version"),
+                "description": "class-balanced synthetic images; paths are relative to this file's folder",
+                "class_names": self.class_names,
+            },
+        )
 
     def jobs(self) -> list[tuple[str, int]]:
         """Every (class name, sample index) in a fixed order; rank r takes every world-th one."""
@@ -99,8 +128,9 @@ class ClassBalancedSynthesis:
         return f"{re.sub(r'[^A-Za-z0-9_-]+', '-', class_name)}_{index:05d}"
 
     def run(self) -> dict:
-        return self.writer.run(self.jobs(), self.output_id, self._generate, batch_size=self.batch_size,
-                               unit="synthetic images")
+        return self.writer.run(
+            self.jobs(), self.output_id, self._generate, batch_size=self.batch_size, unit="synthetic images"
+        )
 
     @torch.no_grad()
     def _generate(self, batch: list[tuple[str, int]]) -> list[SyntheticSample]:
@@ -111,10 +141,21 @@ class ClassBalancedSynthesis:
         samples = self.sampler(self.network, labels, null, self.image_shape, generators)
         images = (self.space.decode(samples).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
         synthesis = {"sampler": self.writer.identity.settings["sampler"], "image_shape": list(self.image_shape)}
-        return [SyntheticSample(self.output_id(class_name, index), image, {
-            "source_image": "", "label": self.class_names.index(class_name), "class_name": class_name,
-            "sample_index": index, "seed": seed, "synthesis": synthesis})
-            for (class_name, index), seed, image in zip(batch, seeds, images)]
+        return [
+            SyntheticSample(
+                self.output_id(class_name, index),
+                image,
+                {
+                    "source_image": "",
+                    "label": self.class_names.index(class_name),
+                    "class_name": class_name,
+                    "sample_index": index,
+                    "seed": seed,
+                    "synthesis": synthesis,
+                },
+            )
+            for (class_name, index), seed, image in zip(batch, seeds, images)
+        ]
 
     def records(self) -> list[dict]:
         """Provenance records of every finished sample in this output folder."""

@@ -39,8 +39,10 @@ def _in_plane_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
 
 def _ellipsoid(shape, centre, axes, theta, scale: float) -> np.ndarray:
     """Voxels inside an ellipsoid rotated by ``theta`` in-plane, semi-axes ``axes * scale`` (voxels per axis)."""
-    yy, xx, zz = (np.arange(n, dtype=float).reshape([-1 if i == a else 1 for i in range(3)]) - c
-                  for a, (n, c) in enumerate(zip(shape, centre)))
+    yy, xx, zz = (
+        np.arange(n, dtype=float).reshape([-1 if i == a else 1 for i in range(3)]) - c
+        for a, (n, c) in enumerate(zip(shape, centre))
+    )
     u, v = yy * np.cos(theta) + xx * np.sin(theta), -yy * np.sin(theta) + xx * np.cos(theta)
     a, b, c = (max(s * scale, 1e-6) for s in axes)
     return (u / a) ** 2 + (v / b) ** 2 + (zz / c) ** 2 <= 1.0
@@ -73,13 +75,25 @@ class HandcraftedMasks:
 
     checkpoints: tuple = ()  # no learned weights: nothing to hash into provenance
 
-    def __init__(self, labels: Mapping[str, int] = EMIDEC_LABELS, anatomy_class="myocardium", mi_class="MI",
-                 pmo_class="PMO", cavity_class="LV", num_ellipsoids=(2, 5), radius_fraction=(0.3, 0.8),
-                 half_extent_slices=(1, 4), pmo_probability=0.6, pmo_scale=(0.4, 0.8), smoothing_iterations=1,
-                 target_burden: float | None = None) -> None:
+    def __init__(
+        self,
+        labels: Mapping[str, int] = EMIDEC_LABELS,
+        anatomy_class="myocardium",
+        mi_class="MI",
+        pmo_class="PMO",
+        cavity_class="LV",
+        num_ellipsoids=(2, 5),
+        radius_fraction=(0.3, 0.8),
+        half_extent_slices=(1, 4),
+        pmo_probability=0.6,
+        pmo_scale=(0.4, 0.8),
+        smoothing_iterations=1,
+        target_burden: float | None = None,
+    ) -> None:
         self.labels = dict(labels)
         self.anatomy, self.mi, self.pmo, self.cavity = class_values(
-            self.labels, [anatomy_class, mi_class, pmo_class, cavity_class])
+            self.labels, [anatomy_class, mi_class, pmo_class, cavity_class]
+        )
         self.num_ellipsoids = tuple(int(n) for n in _checked_range("num_ellipsoids", num_ellipsoids, 1))
         self.radius_fraction = _checked_range("radius_fraction", radius_fraction, 1e-3)
         self.half_extent_slices = tuple(int(n) for n in _checked_range("half_extent_slices", half_extent_slices, 0))
@@ -93,9 +107,19 @@ class HandcraftedMasks:
 
     def settings(self) -> dict:
         """What produced a case, for provenance."""
-        keys = ("num_ellipsoids", "radius_fraction", "half_extent_slices", "pmo_probability", "pmo_scale",
-                "smoothing_iterations", "target_burden")
-        return {"mask_source": "handcrafted", **{k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in keys)}}
+        keys = (
+            "num_ellipsoids",
+            "radius_fraction",
+            "half_extent_slices",
+            "pmo_probability",
+            "pmo_scale",
+            "smoothing_iterations",
+            "target_burden",
+        )
+        return {
+            "mask_source": "handcrafted",
+            **{k: (list(v) if isinstance(v, tuple) else v) for k, v in ((k, getattr(self, k)) for k in keys)},
+        }
 
     def synthesize_case(self, record: Mapping, seed: int) -> SynthesisResult:
         """Runner callable: the image untouched (texture comes later), the label with a new lesion mask."""
@@ -123,8 +147,12 @@ class HandcraftedMasks:
         if core is not None:
             region[core] = self.pmo
         burden = float(lesion.sum() / allowed.sum())
-        return out, {"lesion_burden": burden, "ellipsoids": len(ellipsoids), "radius_scale": scale,
-                     "pmo_placed": bool(core is not None and core.any())}
+        return out, {
+            "lesion_burden": burden,
+            "ellipsoids": len(ellipsoids),
+            "radius_scale": scale,
+            "pmo_placed": bool(core is not None and core.any()),
+        }
 
     def _draw_ellipsoids(self, rng, allowed, heart_radius) -> list[tuple]:
         ellipsoids, union = [], np.zeros(allowed.shape, bool)
@@ -203,19 +231,34 @@ class HandcraftedTexture:
 
     checkpoints: tuple = ()  # no learned weights: nothing to hash into provenance
 
-    def __init__(self, labels: Mapping[str, int] = EMIDEC_LABELS, lesion_classes: Sequence[str] = ("MI", "PMO"),
-                 anatomy_class="myocardium", stats: Mapping[str, Sequence[float]] | None = None,
-                 noise_scale_voxels=2.0, sigma=1.0, edge_sigma=1.0) -> None:
+    def __init__(
+        self,
+        labels: Mapping[str, int] = EMIDEC_LABELS,
+        lesion_classes: Sequence[str] = ("MI", "PMO"),
+        anatomy_class="myocardium",
+        stats: Mapping[str, Sequence[float]] | None = None,
+        noise_scale_voxels=2.0,
+        sigma=1.0,
+        edge_sigma=1.0,
+    ) -> None:
         self.labels, self.lesion_classes = dict(labels), list(lesion_classes)
         self.lesion_values = class_values(self.labels, self.lesion_classes)
         self.anatomy = class_values(self.labels, [anatomy_class])[0]
-        self.noise_scale_voxels, self.sigma, self.edge_sigma = float(noise_scale_voxels), float(sigma), float(edge_sigma)
+        self.noise_scale_voxels, self.sigma, self.edge_sigma = (
+            float(noise_scale_voxels),
+            float(sigma),
+            float(edge_sigma),
+        )
         self.stats = None if stats is None else self._checked_stats(stats)
 
     def settings(self) -> dict:
         """What produced a case, for provenance."""
-        return {"stats": None if self.stats is None else {k: list(v) for k, v in self.stats.items()},
-                "noise_scale_voxels": self.noise_scale_voxels, "sigma": self.sigma, "edge_sigma": self.edge_sigma}
+        return {
+            "stats": None if self.stats is None else {k: list(v) for k, v in self.stats.items()},
+            "noise_scale_voxels": self.noise_scale_voxels,
+            "sigma": self.sigma,
+            "edge_sigma": self.edge_sigma,
+        }
 
     def _checked_stats(self, stats: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
         missing = [name for name in self.lesion_classes if name not in stats]
@@ -250,13 +293,16 @@ class HandcraftedTexture:
                 if voxels.size:
                     measured[name].append(((voxels.mean() - reference) / span, voxels.std() / span))
         self.stats = self._checked_stats(
-            {name: tuple(np.mean(rows, axis=0)) for name, rows in measured.items() if rows})
+            {name: tuple(np.mean(rows, axis=0)) for name, rows in measured.items() if rows}
+        )
         return self
 
     def synthesize(self, image: np.ndarray, label: np.ndarray, seed: int) -> SynthesisResult:
         """Fill every lesion-class voxel with hand-crafted texture; all other voxels are copied bit for bit."""
         if self.stats is None:
-            raise RuntimeError("HandcraftedTexture has no stats: pass stats={class: (offset, std)} or call fit(records)")
+            raise RuntimeError(
+                "HandcraftedTexture has no stats: pass stats={class: (offset, std)} or call fit(records)"
+            )
         if image.shape != label.shape:
             raise ValueError(f"image shape {image.shape} differs from label shape {label.shape}")
         lesion = np.isin(label, self.lesion_values)

@@ -81,7 +81,9 @@ class LabelGuidedSynthesizer:
         self.device = torch.device(device)
         self.slice_batch_size = max(1, int(slice_batch_size))
         self._checkpoints = [str(c) for c in checkpoints if c]
-        self.intensity_range = None if intensity_range is None else (float(intensity_range[0]), float(intensity_range[1]))
+        self.intensity_range = (
+            None if intensity_range is None else (float(intensity_range[0]), float(intensity_range[1]))
+        )
         self.name = name
 
     @property
@@ -90,8 +92,14 @@ class LabelGuidedSynthesizer:
 
     def settings(self) -> dict:
         """What produced a case, for provenance."""
-        out = {"method": self.name, "mode": self.mode, "fov_size": list(self.fov_size), "image_size": list(self.image_size),
-               "labels": self.labels, **self.space.settings()}
+        out = {
+            "method": self.name,
+            "mode": self.mode,
+            "fov_size": list(self.fov_size),
+            "image_size": list(self.image_size),
+            "labels": self.labels,
+            **self.space.settings(),
+        }
         if self.mode == "generate":
             out.update(self.sampler.settings())
         return out
@@ -147,7 +155,9 @@ class LabelGuidedSynthesizer:
         low, high = float(image.min()), float(image.max())
         unit = (image - low) / (high - low) if high > low else np.zeros_like(image)  # ScaleIntensityd(minv=0, maxv=1)
         slices = grid.to_model(unit, mode="area")
-        outputs = [self.space.reconstruct(slices[batch].to(self.device)).cpu() for batch in self._batches(slices.shape[0])]
+        outputs = [
+            self.space.reconstruct(slices[batch].to(self.device)).cpu() for batch in self._batches(slices.shape[0])
+        ]
         return grid.from_model(torch.cat(outputs), fill=0.0)
 
     def synthesize_case(self, record: Mapping, seed: int) -> SynthesisResult:

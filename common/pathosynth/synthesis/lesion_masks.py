@@ -70,8 +70,13 @@ class LesionMaskSynthesizer:
         self.classes = {"anatomy_class": anatomy_class, "mi_class": mi_class, "pmo_class": pmo_class}
 
     def settings(self) -> dict:
-        return {"mask_source": "diffmask", "roi_size": list(self.roi_size), "target_burden": self.target_burden,
-                "smoothing": self.smoothing, **self.sampler.settings()}
+        return {
+            "mask_source": "diffmask",
+            "roi_size": list(self.roi_size),
+            "target_burden": self.target_burden,
+            "smoothing": self.smoothing,
+            **self.sampler.settings(),
+        }
 
     def scores(self, label: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Continuous [MI extent, PMO] scores in [-1, 1] (-1 outside M_m), the region M_m, network calls."""
@@ -92,8 +97,13 @@ class LesionMaskSynthesizer:
             mask = torch.from_numpy(np.repeat(todo[None], 2, axis=0).astype(np.float32))[None]
             known = torch.from_numpy(work[channel_window].copy())[None]
             cond = torch.from_numpy(condition[channel_window].copy())[None]
-            out = self.sampler(known.to(self.device), self.network, mask=mask.to(self.device),
-                               condition=cond.to(self.device), generators=[generator(seed, "mask", index)])
+            out = self.sampler(
+                known.to(self.device),
+                self.network,
+                mask=mask.to(self.device),
+                condition=cond.to(self.device),
+                generators=[generator(seed, "mask", index)],
+            )
             work[channel_window] = out[0].cpu().numpy()
             done[window] |= padded_region[window]
             calls += self.sampler.last_network_evaluations
@@ -115,8 +125,12 @@ class LesionMaskSynthesizer:
         else:
             threshold, mi_extent, pmo = self._search_threshold(scores[0], pmo_scores, region)
         new_label = write_lesions(label, self.labels, mi_extent, pmo, **self.classes)
-        info = {"network_evaluations": calls, "mi_threshold": threshold,
-                "lesion_burden": float(mi_extent.sum() / region.sum()), "pmo_voxels": int(pmo.sum())}
+        info = {
+            "network_evaluations": calls,
+            "mi_threshold": threshold,
+            "lesion_burden": float(mi_extent.sum() / region.sum()),
+            "pmo_voxels": int(pmo.sum()),
+        }
         return new_label, info
 
     def _masks(self, mi_candidates, pmo_candidates, region):

@@ -89,7 +89,9 @@ class LesionTextureSynthesizer:
     def settings(self) -> dict:
         """What produced a case, for provenance."""
         return {
-            "models": [{"name": m.name, "channels": [list(c) for c in m.channels], "paste": m.paste} for m in self.models],
+            "models": [
+                {"name": m.name, "channels": [list(c) for c in m.channels], "paste": m.paste} for m in self.models
+            ],
             "roi_size": list(self.roi_size),
             **self.sampler.settings(),
         }
@@ -129,9 +131,17 @@ class LesionTextureSynthesizer:
             union = crop_masks[0].amax(dim=0, keepdim=True)
             condition = masked_context(crop[0], union)[None].to(self.device)
         gen = generator(seed, model_index, window_index)
-        sampled = self.sampler(
-            crop.to(self.device), model.network, mask=crop_masks.to(self.device), condition=condition, generators=[gen]
-        )[0].cpu().numpy()
+        sampled = (
+            self.sampler(
+                crop.to(self.device),
+                model.network,
+                mask=crop_masks.to(self.device),
+                condition=condition,
+                generators=[gen],
+            )[0]
+            .cpu()
+            .numpy()
+        )
         if model.paste == "crop":
             work[window] = sampled[0]
         else:

@@ -43,9 +43,14 @@ class PathologyPipeline:
         info: dict = {"mask_source": "real"}
         if self.mask_source is not None:
             label, mask_info = self.mask_source.generate(label, derive_seed(seed, "mask"))
-            info = {"mask_source": type(self.mask_source).__name__, "mask": {**settings_of(self.mask_source), **mask_info}}
+            info = {
+                "mask_source": type(self.mask_source).__name__,
+                "mask": {**settings_of(self.mask_source), **mask_info},
+            }
         result = self.texture_source.synthesize(image, label, derive_seed(seed, "texture"))
-        result.info = {**info, "texture_source": type(self.texture_source).__name__,
-                       "texture": {**settings_of(self.texture_source), **result.info}}
+        result.info = {
+            **info,
+            "texture_source": type(self.texture_source).__name__,
+            "texture": {**settings_of(self.texture_source), **result.info},
+        }
         return result
-

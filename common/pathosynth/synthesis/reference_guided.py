@@ -20,7 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.pathology_patches import LesionPatch, QUANTILE_RANGE, cut_lesion_patches, place_patch, prepare_patch, random_centre, random_pose
+from ..data.pathology_patches import (
+    QUANTILE_RANGE,
+    LesionPatch,
+    cut_lesion_patches,
+    place_patch,
+    prepare_patch,
+    random_centre,
+    random_pose,
+)
 from ..diffusion.reference_guidance import GuidanceReference, ReferenceGuidedSampler
 from ..io.nifti import cast_like
 from ..seeding import generator
@@ -63,7 +71,9 @@ class VolumeGrid:
 
 def model_grid(shape: Sequence[int], fov_size: Sequence[int], image_size: Sequence[int]) -> SliceGrid | VolumeGrid:
     """The grid of a 2-D model (``image_size`` of two values: slices) or of a 3-D one (three values: whole volumes)."""
-    return SliceGrid(shape[:2], fov_size, image_size) if len(image_size) == 2 else VolumeGrid(shape, fov_size, image_size)
+    return (
+        SliceGrid(shape[:2], fov_size, image_size) if len(image_size) == 2 else VolumeGrid(shape, fov_size, image_size)
+    )
 
 
 def model_items(image: np.ndarray, label: np.ndarray, grid: SliceGrid | VolumeGrid) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +81,12 @@ def model_items(image: np.ndarray, label: np.ndarray, grid: SliceGrid | VolumeGr
     slices of a 2-D model, or S = 1 volume of a 3-D one."""
     shape3 = label.shape if label.ndim == 3 else (*label.shape, 1)
     items = grid.to_model(unit_range(image).reshape(shape3), mode="area")[:, 0].numpy()
-    labels = grid.to_model(np.asarray(label).reshape(shape3).astype(np.float32), mode="nearest")[:, 0].numpy().round().astype(np.int64)
+    labels = (
+        grid.to_model(np.asarray(label).reshape(shape3).astype(np.float32), mode="nearest")[:, 0]
+        .numpy()
+        .round()
+        .astype(np.int64)
+    )
     return items, labels
 
 
@@ -87,24 +102,38 @@ class PathologyPatchBank:
         max_patches: keep the first N patches (the paper used six).
     """
 
-    def __init__(self, cases: Sequence[Mapping], lesion_values: Sequence[int], fov_size: Sequence[int], image_size: Sequence[int],
-                 patch_size: Sequence[int], min_voxels: int = 4, max_patches: int | None = None) -> None:
+    def __init__(
+        self,
+        cases: Sequence[Mapping],
+        lesion_values: Sequence[int],
+        fov_size: Sequence[int],
+        image_size: Sequence[int],
+        patch_size: Sequence[int],
+        min_voxels: int = 4,
+        max_patches: int | None = None,
+    ) -> None:
         self.lesion_values = [int(v) for v in lesion_values]
         self.patch_size = [int(s) for s in patch_size]
         patches: list[LesionPatch] = []
         if len(self.patch_size) != len(image_size):
-            raise ValueError(f"patch_size {self.patch_size} and image_size {list(image_size)} need the same number of axes")
+            raise ValueError(
+                f"patch_size {self.patch_size} and image_size {list(image_size)} need the same number of axes"
+            )
         for case in cases:
             image, label = read_case(case)
             items, labels = model_items(image, label, model_grid(label.shape, fov_size, image_size))
             for k, (item, item_label) in enumerate(zip(items, labels)):
                 name = f"{case['case_id']}#slice{k}" if len(items) > 1 else str(case["case_id"])
-                patches += cut_lesion_patches(item, item_label, self.lesion_values, self.patch_size, min_voxels, source=name)
+                patches += cut_lesion_patches(
+                    item, item_label, self.lesion_values, self.patch_size, min_voxels, source=name
+                )
             if max_patches is not None and len(patches) >= max_patches:
                 break
-        self.patches = patches[: max_patches] if max_patches is not None else patches
+        self.patches = patches[:max_patches] if max_patches is not None else patches
         if not self.patches:
-            raise ValueError(f"no lesion region of at least {min_voxels} pixels with labels {self.lesion_values} in {len(cases)} cases")
+            raise ValueError(
+                f"no lesion region of at least {min_voxels} pixels with labels {self.lesion_values} in {len(cases)} cases"
+            )
 
     def __len__(self) -> int:
         return len(self.patches)
@@ -133,13 +162,29 @@ class ReferenceGuidedSynthesizer:
         fov_size, image_size, device, slice_batch_size, checkpoints: as in the other synthesisers.
     """
 
-    def __init__(self, network: torch.nn.Module, sampler: ReferenceGuidedSampler, patches: PathologyPatchBank | None,
-                 placement_values: Sequence[int], fov_size: Sequence[int], image_size: Sequence[int],
-                 anatomy_factor: int | Sequence[int] = 8, anatomy_stop_step: int = 0, pathology_factor: int | Sequence[int] = 4, pathology_stop_step: int = 0, patches_per_slice: int = 1,
-                 placement_centre: Sequence[int] | None = None, edge_sigma_fraction: float = 0.25,
-                 quantile_range: Sequence[float] = QUANTILE_RANGE, rotate: bool = True, flip: bool = True,
-                 device: str | torch.device = "cpu", slice_batch_size: int = 16, checkpoints: Sequence[str | os.PathLike] = (),
-                 name: str = "multi_conditioned_ddpm") -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        sampler: ReferenceGuidedSampler,
+        patches: PathologyPatchBank | None,
+        placement_values: Sequence[int],
+        fov_size: Sequence[int],
+        image_size: Sequence[int],
+        anatomy_factor: int | Sequence[int] = 8,
+        anatomy_stop_step: int = 0,
+        pathology_factor: int | Sequence[int] = 4,
+        pathology_stop_step: int = 0,
+        patches_per_slice: int = 1,
+        placement_centre: Sequence[int] | None = None,
+        edge_sigma_fraction: float = 0.25,
+        quantile_range: Sequence[float] = QUANTILE_RANGE,
+        rotate: bool = True,
+        flip: bool = True,
+        device: str | torch.device = "cpu",
+        slice_batch_size: int = 16,
+        checkpoints: Sequence[str | os.PathLike] = (),
+        name: str = "multi_conditioned_ddpm",
+    ) -> None:
         self.network = network.eval()
         self.sampler = sampler
         self.patches = patches
@@ -158,13 +203,24 @@ class ReferenceGuidedSynthesizer:
         self.name = name
 
     def settings(self) -> dict:
-        return {"method": self.name, "fov_size": list(self.fov_size), "image_size": list(self.image_size), **self.sampler.settings(),
-                "anatomy_reference": dict(self.anatomy), "pathology_reference": dict(self.pathology),
-                "patches_per_slice": self.patches_per_slice, "placement_values": self.placement_values,
-                "placement_centre": None if self.placement_centre is None else list(self.placement_centre),
-                "weight": f"spherical Gaussian, peak 1, sigma = {self.edge_sigma_fraction} x patch size, zero outside the patch",
-                "quantile_range": list(self.quantile_range), "rotate": self.rotate, "flip": self.flip,
-                "patch_bank": None if self.patches is None else {"patches": len(self.patches), "patch_size": self.patches.patch_size}}
+        return {
+            "method": self.name,
+            "fov_size": list(self.fov_size),
+            "image_size": list(self.image_size),
+            **self.sampler.settings(),
+            "anatomy_reference": dict(self.anatomy),
+            "pathology_reference": dict(self.pathology),
+            "patches_per_slice": self.patches_per_slice,
+            "placement_values": self.placement_values,
+            "placement_centre": None if self.placement_centre is None else list(self.placement_centre),
+            "weight": f"spherical Gaussian, peak 1, sigma = {self.edge_sigma_fraction} x patch size, zero outside the patch",
+            "quantile_range": list(self.quantile_range),
+            "rotate": self.rotate,
+            "flip": self.flip,
+            "patch_bank": None
+            if self.patches is None
+            else {"patches": len(self.patches), "patch_size": self.patches.patch_size},
+        }
 
     def place_pathology(self, reference: np.ndarray, label: np.ndarray, gen: torch.Generator):
         """(patch reference image, W, lesion label, drawn info) of one patch on one slice; zeros when no place."""
@@ -174,7 +230,9 @@ class ReferenceGuidedSynthesizer:
         patch = self.patches.draw(gen)
         image, lesion, pose = random_pose(patch.image, patch.label, gen, self.rotate, self.flip)
         prepared, drawn = prepare_patch(image, reference, gen, self.quantile_range)
-        placed, weight, lesion_map = place_patch(reference, prepared, lesion.astype(np.int64), centre, self.edge_sigma_fraction)
+        placed, weight, lesion_map = place_patch(
+            reference, prepared, lesion.astype(np.int64), centre, self.edge_sigma_fraction
+        )
         return placed, weight, lesion_map, {"patch": patch.source, "centre": list(centre), **pose, **drawn}
 
     def synthesize(self, image: np.ndarray, label: np.ndarray, seed: int) -> SynthesisResult:
@@ -201,8 +259,15 @@ class ReferenceGuidedSynthesizer:
                 return torch.from_numpy(2 * a[batch] - 1)[:, None].float().to(self.device)
 
             references = [GuidanceReference(model(slices), name="anatomy", **self.anatomy)]
-            references += [GuidanceReference(model(patch_refs[p]), weight=torch.from_numpy(weights[p][batch])[:, None].to(self.device),
-                                             name=f"pathology{p}", **self.pathology) for p in range(self.patches_per_slice)]
+            references += [
+                GuidanceReference(
+                    model(patch_refs[p]),
+                    weight=torch.from_numpy(weights[p][batch])[:, None].to(self.device),
+                    name=f"pathology{p}",
+                    **self.pathology,
+                )
+                for p in range(self.patches_per_slice)
+            ]
             gens = [generator(seed, "slice", k) for k in range(batch.start, batch.stop)]
             sample = self.sampler(self.network, references[0].image.shape, references, gens, self.device)
             outputs.append(((sample.cpu() + 1) / 2).clamp(0, 1))
@@ -210,7 +275,11 @@ class ReferenceGuidedSynthesizer:
         low, high = float(image.min()), float(image.max())
         out_image = cast_like(low + unit * (high - low), image.dtype)
         out_label = self._label_with_lesions(label, lesions, grid)
-        info = {**self.settings(), "placements": placements, "network_evaluations": depth * self.sampler.last_network_evaluations}
+        info = {
+            **self.settings(),
+            "placements": placements,
+            "network_evaluations": depth * self.sampler.last_network_evaluations,
+        }
         return SynthesisResult(out_image, out_label, np.ones(label.shape, dtype=bool), info)
 
     def _label_with_lesions(self, label: np.ndarray, lesions: np.ndarray, grid: SliceGrid | VolumeGrid) -> np.ndarray:

@@ -75,7 +75,9 @@ class TextEdgeSynthesizer:
         self.device = torch.device(device)
         self.slice_batch_size = max(1, int(slice_batch_size))
         self._checkpoints = [str(c) for c in checkpoints if c]
-        self.intensity_range = None if intensity_range is None else (float(intensity_range[0]), float(intensity_range[1]))
+        self.intensity_range = (
+            None if intensity_range is None else (float(intensity_range[0]), float(intensity_range[1]))
+        )
         self.name = name
 
     @property
@@ -90,9 +92,16 @@ class TextEdgeSynthesizer:
         return cases
 
     def settings(self) -> dict:
-        return {"method": self.name, "fov_size": list(self.fov_size), "image_size": list(self.image_size),
-                "controlnet": self.controlnet is not None, **self.sampler.settings(), **self.edge_condition.settings(),
-                **self.space.settings(), "augmentation_phrases": self.augmentation_phrases}
+        return {
+            "method": self.name,
+            "fov_size": list(self.fov_size),
+            "image_size": list(self.image_size),
+            "controlnet": self.controlnet is not None,
+            **self.sampler.settings(),
+            **self.edge_condition.settings(),
+            **self.space.settings(),
+            "augmentation_phrases": self.augmentation_phrases,
+        }
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> torch.Tensor:
@@ -111,7 +120,10 @@ class TextEdgeSynthesizer:
         slices = grid.to_model(unit, mode="area")
         label_slices = grid.to_model(label.reshape(shape3), mode="nearest")
         edges = self.edge_condition(slices, label_slices)
-        drawn = [augmented_prompt(prompt, self.augmentation_phrases, generator(seed, "augmentation", k)) for k in range(len(slices))]
+        drawn = [
+            augmented_prompt(prompt, self.augmentation_phrases, generator(seed, "augmentation", k))
+            for k in range(len(slices))
+        ]
         outputs, calls = [], 0
         channels = int(self.network.in_channels)
         for start in range(0, len(slices), self.slice_batch_size):
@@ -119,15 +131,27 @@ class TextEdgeSynthesizer:
             context = self._encode([drawn[k][0] for k in batch])
             null = self._encode([NULL_PROMPT] * len(batch))
             gens = [generator(seed, "slice", k) for k in batch]
-            samples = self.sampler(self.network, context, null, (channels, *self.image_size), gens, self.controlnet,
-                                   edges[batch].to(self.device) if self.controlnet is not None else None)
+            samples = self.sampler(
+                self.network,
+                context,
+                null,
+                (channels, *self.image_size),
+                gens,
+                self.controlnet,
+                edges[batch].to(self.device) if self.controlnet is not None else None,
+            )
             calls += len(batch) * self.sampler.last_network_evaluations
             outputs.append(self.space.decode(samples).cpu())
         unit_out = np.clip(grid.from_model(torch.cat(outputs), fill=0.0), 0.0, 1.0).reshape(label.shape)
         out_low, out_high = self.intensity_range or (low, high)
         out = cast_like(out_low + unit_out * (out_high - out_low), image.dtype)
-        info = {**self.settings(), "prompt": prompt, "slice_prompts": [p for p, _ in drawn],
-                "network_evaluations": calls, "intensity_range": [out_low, out_high]}
+        info = {
+            **self.settings(),
+            "prompt": prompt,
+            "slice_prompts": [p for p, _ in drawn],
+            "network_evaluations": calls,
+            "intensity_range": [out_low, out_high],
+        }
         return SynthesisResult(out, label.copy(), np.ones(label.shape, dtype=bool), info)
 
     def synthesize_case(self, record: Mapping, seed: int) -> SynthesisResult:

@@ -62,8 +62,13 @@ class LesionInpaintingInferer(Inferer):
                 f"expected (batch, 2, H, W, D) with the image in channel 0 and the label map in channel 1, got {tuple(inputs.shape)}; "
                 "the bundle's preprocessing concatenates 'image' and 'label'"
             )
-        model = TextureModel(network=network, channels=self.texture_channels, conditional=self.conditional,
-                             paste="crop" if self.conditional else "lesion", name=self.name)
+        model = TextureModel(
+            network=network,
+            channels=self.texture_channels,
+            conditional=self.conditional,
+            paste="crop" if self.conditional else "lesion",
+            name=self.name,
+        )
         synthesizer = LesionTextureSynthesizer([model], self.sampler, self.labels, self.roi_size, device=inputs.device)
         outputs = []
         for item in torch.as_tensor(inputs).detach().cpu():
@@ -71,6 +76,8 @@ class LesionInpaintingInferer(Inferer):
             label = np.rint(item[1].numpy()).astype(np.int16)
             result = synthesizer.synthesize(image, label, self.seed)
             if not result.changed.any():
-                logger.warning("the label map holds none of the classes %s: the image is returned unchanged", self.texture_channels)
+                logger.warning(
+                    "the label map holds none of the classes %s: the image is returned unchanged", self.texture_channels
+                )
             outputs.append(torch.from_numpy(result.image))
         return torch.stack(outputs)[:, None].to(inputs.device)

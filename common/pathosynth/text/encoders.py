@@ -42,11 +42,19 @@ class LearnedPromptEncoder(nn.Module):
         self.dim = int(dim)
         self.token_embedding = nn.Embedding(len(vocabulary), self.dim)
         self.position_embedding = nn.Parameter(torch.randn(vocabulary.max_length, self.dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(self.dim, int(num_heads), 4 * self.dim, dropout=0.0, batch_first=True, norm_first=True)
-        self.transformer = nn.TransformerEncoder(layer, int(num_layers), enable_nested_tensor=False) if num_layers else None
+        layer = nn.TransformerEncoderLayer(
+            self.dim, int(num_heads), 4 * self.dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.transformer = (
+            nn.TransformerEncoder(layer, int(num_layers), enable_nested_tensor=False) if num_layers else None
+        )
         self.norm = nn.LayerNorm(self.dim)
-        self.settings_ = {"text_encoder": self.kind, "text_embedding_dim": self.dim, "text_encoder_layers": int(num_layers),
-                          "text_encoder_heads": int(num_heads)}
+        self.settings_ = {
+            "text_encoder": self.kind,
+            "text_embedding_dim": self.dim,
+            "text_encoder_layers": int(num_layers),
+            "text_encoder_heads": int(num_heads),
+        }
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
         return self.vocabulary.encode(list(prompts))
@@ -54,7 +62,9 @@ class LearnedPromptEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.token_embedding(ids) + self.position_embedding[: ids.shape[1]]
         if self.transformer is not None:
-            x = self.transformer(x)  # no padding mask: the UNet's cross-attention sees the pad positions too (as SD does)
+            x = self.transformer(
+                x
+            )  # no padding mask: the UNet's cross-attention sees the pad positions too (as SD does)
         return self.norm(x)
 
     def settings(self) -> dict:
@@ -65,8 +75,10 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("text_encoder_path needs the optional package 'transformers' (pip install transformers), which is not "
-                          "installed; without it use the default learned prompt encoder (text_encoder_path null)") from None
+        raise ImportError(
+            "text_encoder_path needs the optional package 'transformers' (pip install transformers), which is not "
+            "installed; without it use the default learned prompt encoder (text_encoder_path null)"
+        ) from None
     return transformers
 
 
@@ -88,23 +100,32 @@ class LocalPretrainedTextEncoder(nn.Module):
         super().__init__()
         path = Path(path)
         if not path.is_dir():
-            raise FileNotFoundError(f"text_encoder_path {path} is not a local directory; pretrained text encoders are read "
-                                    "from a folder written by save_pretrained, never downloaded")
+            raise FileNotFoundError(
+                f"text_encoder_path {path} is not a local directory; pretrained text encoders are read "
+                "from a folder written by save_pretrained, never downloaded"
+            )
         transformers = _transformers()
         config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-        model_class = transformers.CLIPTextModel if str(config.model_type).startswith("clip") else transformers.AutoModel
+        model_class = (
+            transformers.CLIPTextModel if str(config.model_type).startswith("clip") else transformers.AutoModel
+        )
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = model_class.from_pretrained(path, local_files_only=True)
         self.max_length = int(max_length or min(self.tokenizer.model_max_length, 512))
         self.dim = int(self.model.config.hidden_size)
         self.trainable = as_flag(trainable, "train_text_encoder")
         self.model.requires_grad_(self.trainable)
-        self.settings_ = {"text_encoder": self.kind, "text_encoder_path": str(path.resolve()), "text_embedding_dim": self.dim,
-                          "max_length": self.max_length}
+        self.settings_ = {
+            "text_encoder": self.kind,
+            "text_encoder_path": str(path.resolve()),
+            "text_embedding_dim": self.dim,
+            "max_length": self.max_length,
+        }
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        return self.tokenizer(list(prompts), padding="max_length", truncation=True, max_length=self.max_length,
-                              return_tensors="pt")["input_ids"]
+        return self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )["input_ids"]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=ids).last_hidden_state

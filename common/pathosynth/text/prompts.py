@@ -58,20 +58,28 @@ class CasePrompts:
         group = record.get("group")
         if group is None:
             if self.default_category is None:
-                raise ValueError(f"case {record.get('case_id')} ({record.get('image')}) has no group to build its prompt from; "
-                                 "set default_category or give datalist entries a 'group'")
+                raise ValueError(
+                    f"case {record.get('case_id')} ({record.get('image')}) has no group to build its prompt from; "
+                    "set default_category or give datalist entries a 'group'"
+                )
             return str(self.default_category)
         if group not in self.categories:
-            raise ValueError(f"case {record.get('case_id')} ({record.get('image')}) has group {group!r}, which the "
-                             f"'categories' map does not name (known groups: {sorted(self.categories)})")
+            raise ValueError(
+                f"case {record.get('case_id')} ({record.get('image')}) has group {group!r}, which the "
+                f"'categories' map does not name (known groups: {sorted(self.categories)})"
+            )
         return self.categories[group]
 
     def __call__(self, record: Mapping) -> str:
         return join_prompt(self.modality, self.organ, self.category(record))
 
     def settings(self) -> dict:
-        return {"modality": self.modality, "organ": self.organ, "categories": self.categories,
-                "default_category": self.default_category}
+        return {
+            "modality": self.modality,
+            "organ": self.organ,
+            "categories": self.categories,
+            "default_category": self.default_category,
+        }
 
 
 def with_prompts(cases: Sequence[Mapping], prompts: CasePrompts) -> list[dict]:

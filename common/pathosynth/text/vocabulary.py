@@ -48,8 +48,12 @@ class PromptVocabulary:
         self.index = {t: i for i, t in enumerate(tokens)}
 
     @classmethod
-    def build(cls, prompts: Iterable[str], augmentation_phrases: Iterable[str] = (), checkpoint: str | os.PathLike | None = None,
-              ) -> "PromptVocabulary":
+    def build(
+        cls,
+        prompts: Iterable[str],
+        augmentation_phrases: Iterable[str] = (),
+        checkpoint: str | os.PathLike | None = None,
+    ) -> "PromptVocabulary":
         """The words of ``prompts`` and of ``augmentation_phrases``; room for a prompt plus the longest phrase.
 
         If ``checkpoint`` exists and records a vocabulary (a resumed run, or stage 2 reading stage 1), that one is
@@ -74,14 +78,18 @@ class PromptVocabulary:
         """The vocabulary stored in a checkpoint's metadata (``vocabulary``, ``max_length``)."""
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist; train the text-conditioned diffusion model first")
+            raise FileNotFoundError(
+                f"checkpoint {path} does not exist; train the text-conditioned diffusion model first"
+            )
         from ..engines.checkpoint import checkpoint_metadata  # a flat models/model.pt keeps it in a JSON beside it
 
         meta = checkpoint_metadata(path)
         if meta.get("vocabulary") is None or meta.get("max_length") is None:
-            raise ValueError(f"checkpoint {path} records no prompt vocabulary (metadata 'vocabulary', 'max_length'); "
-                             f"was it trained with a pretrained text encoder ({meta.get('text_encoder')})? then give the same "
-                             "text_encoder_path")
+            raise ValueError(
+                f"checkpoint {path} records no prompt vocabulary (metadata 'vocabulary', 'max_length'); "
+                f"was it trained with a pretrained text encoder ({meta.get('text_encoder')})? then give the same "
+                "text_encoder_path"
+            )
         return cls(meta["vocabulary"], meta["max_length"])
 
     def __len__(self) -> int:
@@ -98,7 +106,9 @@ class PromptVocabulary:
             if unknown:
                 problems.append(f"{text!r}: unknown word(s) {unknown}")
             elif 1 + len(split_words(text)) > self.max_length:
-                problems.append(f"{text!r}: {1 + len(split_words(text))} tokens, more than max_length {self.max_length}")
+                problems.append(
+                    f"{text!r}: {1 + len(split_words(text))} tokens, more than max_length {self.max_length}"
+                )
         if problems:
             known = [t for t in self.tokens if t not in (PAD, BOS)]
             listing = "\n  ".join(problems)
