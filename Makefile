@@ -29,7 +29,9 @@ demo: venv
 		--dataset_dir $(DEMO_DIR)/data --ckpt_dir $(DEMO_DIR)/models --output_dir $(DEMO_DIR)/synthetic
 	@echo "demo done: $(DEMO_DIR)/synthetic/datalist.json, $(DEMO_DIR)/synthetic/preview.png"
 
+# The lint gate first (ruff: pyflakes, pycodestyle, isort at 120 columns; pyproject.toml), then the suite.
 test: venv
+	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 --dist worksteal --timeout 900 -ra
 
 # Every bundle's smoke training + inference on the GPU (AMP where a config has an `amp` key) and the paper-size
