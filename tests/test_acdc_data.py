@@ -1,5 +1,6 @@
-"""ACDC support (docs/ARCHITECTURE.md, Contracts: "Data in", "Validation first"): the native layout becomes one record per labelled frame,
-frames of one heart stay together in splits, and the ACDC-like phantom looks like cine MRI of real hearts."""
+"""ACDC support (docs/ARCHITECTURE.md, Contracts: "Data in", "Validation first"): the native layout becomes one record
+per labelled frame, frames of one heart stay together in splits, and the ACDC-like phantom looks like cine MRI of real
+hearts."""
 
 from __future__ import annotations
 
@@ -171,7 +172,7 @@ def test_validation_names_a_bad_acdc_label(acdc_copy):
         load_cases(str(acdc_copy), labels=ACDC_LABELS)
 
 
-# --- splits by patient --------------------------------------------------------------------------------------------------
+# --- splits by patient ------------------------------------------------------------------------------------------------
 
 
 def _fake_acdc_records(n_patients=40):
@@ -245,7 +246,7 @@ def test_written_acdc_split_is_by_patient_with_acdc_labels(acdc_phantom, tmp_pat
     assert sorted(r["case_id"].split("_", 1)[1] for r in records) == sorted(split["test"])
 
 
-# --- the ACDC-like phantom ----------------------------------------------------------------------------------------------
+# --- the ACDC-like phantom --------------------------------------------------------------------------------------------
 
 
 def test_phantom_layout_and_readme(acdc_phantom):
@@ -342,7 +343,7 @@ def test_cine_contrast_blood_bright_myocardium_dark(frames):
         assert abs(np.mean(pooled[k]) - real) < 0.08, (k, np.mean(pooled[k]), real)
 
 
-# --- the real data, when present ----------------------------------------------------------------------------------------
+# --- the real data, when present --------------------------------------------------------------------------------------
 
 
 @pytest.mark.realdata

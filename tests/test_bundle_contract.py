@@ -1,4 +1,5 @@
-"""Checks every bundle keeps (docs/ARCHITECTURE.md, Contracts): complete metadata, configs that parse and instantiate."""
+"""Checks every bundle keeps (docs/ARCHITECTURE.md, Contracts): complete metadata, configs that parse and
+instantiate."""
 
 from __future__ import annotations
 

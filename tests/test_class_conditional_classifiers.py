@@ -1,7 +1,7 @@
-"""Train-on-synthetic, test-on-real classifiers (class_conditional_ddpm train_classifier.json / evaluate.json): stratified
-k folds cover every image once with the classes dealt evenly, early stopping keeps the best epoch, a finished fold is
-not retrained, a classifier learns a separable toy task and is scored on the held-out split, and explanations are
-per-pixel maps of the image's size."""
+"""Train-on-synthetic, test-on-real classifiers (class_conditional_ddpm train_classifier.json / evaluate.json):
+stratified k folds cover every image once with the classes dealt evenly, early stopping keeps the best epoch, a finished
+fold is not retrained, a classifier learns a separable toy task and is scored on the held-out split, and explanations
+are per-pixel maps of the image's size."""
 
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ def test_guidance_scale_zero_ignores_the_class_and_other_scales_do_not():
 
 def _two_intensity_classes(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Upper half bright, lower half dark (0.1): 0.4 for class 0, 0.9 for class 1 -- mean 0.25 vs 0.5, plus a little
-    noise. (Both have structure: a constant image is invisible to the UNet's group normalisation, whatever its level.)"""
+    noise. (Both have structure: a constant image is invisible to the UNet's group normalisation, whatever its
+    level.)"""
     labels = torch.randint(0, 2, (n,), generator=generator)
     images = torch.full((n, 1, 4, 4), 0.1)
     images[:, :, :2] = torch.where(labels == 1, 0.9, 0.4)[:, None, None, None]
@@ -106,8 +107,9 @@ def test_briefly_trained_model_draws_samples_that_follow_their_class():
     """Toy two-class set whose classes differ in mean intensity (0.25 vs 0.5). After a short training with condition
     dropout, conditional samples (w = 1) of each class have its mean intensity; guidance (w = 3) keeps them apart.
 
-    Deterministic DDIM (eta = 0) keeps part of a briefly trained model's noise-prediction error in the sample (issue 18),
-    so at w = 1 one sample in 8 may stray across the midpoint; the stochastic step (eta = 1) and guidance do not."""
+    Deterministic DDIM (eta = 0) keeps part of a briefly trained model's noise-prediction error in the sample
+    (issue 18), so at w = 1 one sample in 8 may stray across the midpoint; the stochastic step (eta = 1) and guidance
+    do not."""
     network, scheduler = (
         _unet(reinit=False).train(),
         DDPMScheduler(num_train_timesteps=50, schedule="cosine", clip_sample=True),

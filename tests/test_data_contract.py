@@ -1,4 +1,5 @@
-"""Data contract (docs/ARCHITECTURE.md, Contracts): both input layouts, up-front validation with one clear error per bad case."""
+"""Data contract (docs/ARCHITECTURE.md, Contracts): both input layouts, up-front validation with one clear error per bad
+case."""
 
 from __future__ import annotations
 

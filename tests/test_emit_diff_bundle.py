@@ -1,6 +1,7 @@
-"""text_edge_controlnet bundle, run as a user would (``python -m monai.bundle run`` with smoke.json) on the ACDC phantom:
-stage 1 (text diffusion), stage 2 (ControlNet), inference; then the output contract: n variants per case in the datalist,
-labels bitwise equal to the source labels, images on the label grid, provenance with the prompt and sampler settings."""
+"""text_edge_controlnet bundle, run as a user would (``python -m monai.bundle run`` with smoke.json) on the ACDC
+phantom: stage 1 (text diffusion), stage 2 (ControlNet), inference; then the output contract: n variants per case in the
+datalist, labels bitwise equal to the source labels, images on the label grid, provenance with the prompt and sampler
+settings."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """EMIT-Diff stage 2 and synthesis: the ControlNet starts as the stage-1 encoder and leaves its prediction unchanged,
 learns to follow the edge map (image edges OR label boundaries) with the UNet frozen, classifier-free guidance keeps its
-convention, and whole-volume synthesis depends on the seed only. Tiny networks on phantom slices; seconds on one core."""
+convention, and whole-volume synthesis depends on the seed only. Tiny networks on phantom slices; seconds on one
+core."""
 
 from __future__ import annotations
 

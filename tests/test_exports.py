@@ -33,7 +33,8 @@ def _tree(folder: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def synthetic_dir(phantom_dir, tmp_path_factory) -> Path:
-    """A fake synthetic output folder (images/, labels/, datalist.json as SynthesisRunner writes it) from the lesion cases.
+    """A fake synthetic output folder (images/, labels/, datalist.json as SynthesisRunner writes it) from the lesion
+    cases.
 
     Files are uncompressed ``.nii`` so the nnU-Net export has to re-save them as ``.nii.gz``.
     """

@@ -163,7 +163,8 @@ def test_perceptual_loss_needs_local_weights_and_never_downloads(tmp_path):
 
 
 def test_short_training_lowers_reconstruction_loss_and_trains_both_networks(acdc_phantom, tmp_path):
-    """Eq. 7 in process on 4 phantom slices: L_rec falls; D moves only once the GAN is on, and separates real from fake."""
+    """Eq. 7 in process on 4 phantom slices: L_rec falls; D moves only once the GAN is on, and separates real from
+    fake."""
     from ignite.engine import Events
 
     from pathosynth.engines import AdversarialVQTrainer, vq_loss_terms

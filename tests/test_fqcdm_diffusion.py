@@ -185,7 +185,8 @@ def test_bundle_sampler_keeps_latent_samples_in_the_declared_range(acdc, autoenc
 
 
 def test_bundle_sampler_respaces_and_switches_to_ddim_by_config(acdc, autoencoder_ckpt):
-    """Issue 18: ``num_inference_steps`` and ``ddim_eta`` choose fewer steps and DDIM; the default is all T DDPM steps."""
+    """Issue 18: ``num_inference_steps`` and ``ddim_eta`` choose fewer steps and DDIM; the default is all T DDPM
+    steps."""
     default = _parser("inference.json", acdc, autoencoder_ckpt).get_parsed_content("sampler")
     assert default.settings()["num_inference_steps"] == 10 and default.settings()["step"] == "ddpm"
     parser = _parser("inference.json", acdc, autoencoder_ckpt, num_inference_steps=4, ddim_eta=0.0)
@@ -202,7 +203,8 @@ def test_bundle_sampler_respaces_and_switches_to_ddim_by_config(acdc, autoencode
 
 
 def test_slice_grid_matches_training_preprocessing_and_inverts_it(acdc, autoencoder_ckpt):
-    """Synthesis brings labels to the model grid exactly as the training transforms do, and returns to the label grid."""
+    """Synthesis brings labels to the model grid exactly as the training transforms do, and returns to the label
+    grid."""
     from pathosynth.synthesis import SliceGrid
 
     parser = _parser("train_diffusion.json", acdc, autoencoder_ckpt)

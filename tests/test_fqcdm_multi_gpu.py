@@ -105,7 +105,8 @@ def _latent_stats_on_rank(rank: int, group_file: str, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_every_rank_trains_with_rank_0_latent_statistics(tmp_path):
-    """2 spawned gloo processes with different data: both get rank 0's estimate (the stage-2 config calls it on every rank)."""
+    """2 spawned gloo processes with different data: both get rank 0's estimate (the stage-2 config calls it on every
+    rank)."""
     from pathosynth.diffusion import estimate_latent_stats
 
     torch.multiprocessing.spawn(_latent_stats_on_rank, args=(str(tmp_path / "group"), str(tmp_path)), nprocs=2)

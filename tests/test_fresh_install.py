@@ -217,7 +217,8 @@ for bundle in sorted(p for p in bundles.iterdir() if (p / "configs" / "metadata.
         for name in (k for k in content if k.endswith("_def")):
             with torch.device("meta"):
                 net = parser.get_parsed_content(name)
-            print(bundle.name, config.name, name, type(net).__name__, sum(p.numel() for p in net.parameters()), flush=True)
+            n_params = sum(p.numel() for p in net.parameters())
+            print(bundle.name, config.name, name, type(net).__name__, n_params, flush=True)
 """
 
 

@@ -34,7 +34,7 @@ def dataset(tmp_path_factory):
 
 
 def _arrays(cases):
-    return {cid: (np.asarray(i.dataobj), np.asarray(l.dataobj)) for cid, (i, l) in cases.items()}
+    return {cid: (np.asarray(img.dataobj), np.asarray(lab.dataobj)) for cid, (img, lab) in cases.items()}
 
 
 @pytest.fixture(scope="module")

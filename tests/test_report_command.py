@@ -153,14 +153,18 @@ def test_emit_diff_report_shows_tab2_and_ablations(tmp_path):
     def folds(mean, std):
         return {"mean": mean, "std": std, "n_folds": 2, "per_fold": []}
 
-    metric = lambda m, s: {"RV": folds(m, s), "LV": folds(m, s), "mean": folds(m, s)}  # noqa: E731
-    summary = lambda d: {
-        "dice": metric(d, 0.012),
-        "precision": metric(0.8, 0.01),
-        "recall": metric(0.7, 0.02),  # noqa: E731
-        "hd95": metric(4.5, 0.5),
-        "assd": metric(1.25, 0.25),
-    }
+    def metric(m, s):
+        return {"RV": folds(m, s), "LV": folds(m, s), "mean": folds(m, s)}
+
+    def summary(d):
+        return {
+            "dice": metric(d, 0.012),
+            "precision": metric(0.8, 0.01),
+            "recall": metric(0.7, 0.02),
+            "hd95": metric(4.5, 0.5),
+            "assd": metric(1.25, 0.25),
+        }
+
     emit = {
         "name": "emit",
         "label": "EMIT-Diff",

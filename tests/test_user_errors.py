@@ -88,7 +88,8 @@ def test_wrong_type_or_length_names_key_form_and_value():
     three_d = {"spatial_dims": 3, "image_size": [32, 32]}  # a 2-D smoke size under volumes_3d.json's spatial_dims
     assert override_problems(three_d, {"image_size": [16, 16, 8]}) == []
     assert override_problems(three_d, {"image_size": [16]}) == [
-        "--image_size expects 2 entries like its default [32, 32] or one per spatial dimension (spatial_dims 3), got [16]"
+        "--image_size expects 2 entries like its default [32, 32] or one per spatial dimension (spatial_dims 3), "
+        "got [16]"
     ]
 
 

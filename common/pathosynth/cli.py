@@ -4,10 +4,12 @@
     python -m pathosynth.cli phantom_acdc OUT_DIR [--n_patients 4 --seed 0 --in_plane 96 --n_slices 6]
     python -m pathosynth.cli validate --dataset_dir DIR   (or --datalist FILE)
     python -m pathosynth.cli network_evaluations --num_steps 300 --jump_length 5 --jump_n_sample 5
-    python -m pathosynth.cli export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": DIR, "select": "with_lesion"}, ...]'
+    python -m pathosynth.cli export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": DIR,
+                                                                     "select": "with_lesion"}, ...]'
     python -m pathosynth.cli mask_report OUT --sources '[{"name": "real", "dataset_dir": DIR, "select": "with_lesion"},
                                                         {"name": "DiffMask", "datalist": "masks/datalist.json"}]'
-    python -m pathosynth.cli similarity_report OUT --sources '[{"name": "LeFusion-J", "datalist": "syn_j/datalist.json"}, ...]'
+    python -m pathosynth.cli similarity_report OUT --sources '[{"name": "LeFusion-J",
+                                                               "datalist": "syn_j/datalist.json"}, ...]'
     python -m pathosynth.cli split DATASET_DIR OUT_DIR [--test_fraction 0.25 --seed 0]
     python -m pathosynth.cli lefusion_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli fqcdm_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]

@@ -147,6 +147,7 @@ def discover_acdc(dataset_dir: str | os.PathLike) -> list[dict]:
     if problems:
         listing = "\n  ".join(problems)
         raise DatasetError(
-            f"{len(problems)} problem(s) in the ACDC layout of dataset_dir {root} (expected {ACDC_LAYOUT}):\n  {listing}"
+            f"{len(problems)} problem(s) in the ACDC layout of dataset_dir {root} "
+            f"(expected {ACDC_LAYOUT}):\n  {listing}"
         )
     return sorted(records, key=lambda r: r["case_id"])

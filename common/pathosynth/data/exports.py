@@ -2,10 +2,10 @@
 
 The datalist writer and the where-to-write rules are data-free and live in :mod:`pathosynth.io.datalists`.
 
-Why: synthesis pays off only when a segmenter is trained on real + synthetic data (LeFusion trains nnU-Net
-on P+N''), and each trainer wants its own layout. These exporters write it from the bundles' case records,
-copy files byte-for-byte (no resampling or re-encoding can sneak in), keep a ``sources.json`` tracing every
-exported case to its source files, write atomically, and never write into an input dataset (docs/ARCHITECTURE.md, Contracts).
+Why: synthesis pays off only when a segmenter is trained on real + synthetic data (LeFusion trains nnU-Net on P+N''),
+and each trainer wants its own layout. These exporters write it from the bundles' case records, copy files byte-for-byte
+(no resampling or re-encoding can sneak in), keep a ``sources.json`` tracing every exported case to its source files,
+write atomically, and never write into an input dataset (docs/ARCHITECTURE.md, Contracts).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _ending(path: str | os.PathLike) -> str:
 
 
 def _copy_nifti(source: str | os.PathLike, target: Path) -> None:
-    """Byte copy when the endings agree (bit-identical data and header); otherwise re-save the same image with nibabel."""
+    """Byte copy when the endings agree (bit-identical data and header); otherwise re-save the same image with
+    nibabel."""
     with atomic_path(target) as tmp:
         if _ending(source) == _ending(target):
             shutil.copyfile(source, tmp)
@@ -111,7 +112,8 @@ def export_nnunet(
     labels = check_nnunet_labels(labels)
     if file_ending not in NIFTI_ENDINGS or len(channel_names) != 1:
         raise ValueError(
-            f"need file_ending in {NIFTI_ENDINGS} and one channel (one image per case); got {file_ending!r}, {channel_names}"
+            f"need file_ending in {NIFTI_ENDINGS} and one channel (one image per case); "
+            f"got {file_ending!r}, {channel_names}"
         )
     if not 1 <= int(dataset_id) <= 999 or not re.fullmatch(r"[A-Za-z0-9_-]+", dataset_name):
         raise ValueError(
@@ -141,7 +143,9 @@ def export_nnunet(
                 "labels": labels,
                 "numTraining": len(cases),
                 "file_ending": file_ending,
-                "description": f"pathosynth export of sets {[name for name, _ in sets]}; sources.json maps cases to source files",
+                "description": (
+                    f"pathosynth export of sets {[name for name, _ in sets]}; sources.json maps cases to source files"
+                ),
                 "reference": f"pathosynth {pathosynth.__version__}",
                 "licence": "that of the source datasets in sources.json (may forbid redistribution)",
             },
@@ -164,7 +168,8 @@ def sets_from_sources(
     """Named, validated case sets from ``{"name", "dataset_dir" | "datalist", "select"?, "datalist_key"?}`` mappings.
 
     Built on ``load_cases``, so a bad input stops the export with the message a bundle would give. Records gain
-    ``dataset_dir`` (so no export lands in a source folder) and, from datalists, ``source_image`` (``read_datalist`` drops it).
+    ``dataset_dir`` (so no export lands in a source folder) and, from datalists, ``source_image`` (``read_datalist``
+    drops it).
     """
     sets, labels = [], dict(labels or EMIDEC_LABELS)
     for source in sources:
@@ -174,7 +179,8 @@ def sets_from_sources(
             or ("dataset_dir" in source) == ("datalist" in source)
         ):
             raise ValueError(
-                f"a source needs 'name' and exactly one of 'dataset_dir'/'datalist' (keys {SOURCE_KEYS}); got {dict(source)}"
+                f"a source needs 'name' and exactly one of 'dataset_dir'/'datalist' (keys {SOURCE_KEYS}); "
+                f"got {dict(source)}"
             )
         key = source.get("datalist_key", "training")
         records = load_cases(
@@ -215,10 +221,12 @@ def export(
 ) -> str:
     """CLI: combine real and synthetic sets into one training set for nnU-Net or MONAI.
 
-        pathosynth export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": "data/emidec", "select": "with_lesion"},
-                                                        {"name": "N2", "datalist": "synth/datalist.json"}]'
+        pathosynth export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": "data/emidec",
+                                                          "select": "with_lesion"},
+                                                         {"name": "N2", "datalist": "synth/datalist.json"}]'
 
-    ``format``: "nnunet" (OUT = the nnUNet_raw root), "emidec" (OUT = a new dataset folder) or "datalist" (OUT = a JSON file).
+    ``format``: "nnunet" (OUT = the nnUNet_raw root), "emidec" (OUT = a new dataset folder) or "datalist"
+    (OUT = a JSON file).
     """
     if format not in ("nnunet", "emidec", "datalist"):
         raise ValueError(f"format must be 'nnunet', 'emidec' or 'datalist', got {format!r}")

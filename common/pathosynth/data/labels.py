@@ -177,7 +177,8 @@ def label_to_masks(
     mi_class: str = "MI",
     pmo_class: str = "PMO",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(mi_extent, pmo, region)`` boolean masks of a label map: MI extent = MI ∪ PMO, region M_m = anatomy ∪ MI ∪ PMO."""
+    """``(mi_extent, pmo, region)`` boolean masks of a label map: MI extent = MI ∪ PMO,
+    region M_m = anatomy ∪ MI ∪ PMO."""
     anatomy, mi, pmo = lesion_values(labels, anatomy_class, mi_class, pmo_class)
     label = np.asarray(label)
     pmo_mask = label == pmo

@@ -118,7 +118,8 @@ def read_datalist(datalist: str | os.PathLike, key: str = "training", require_la
         has_label = isinstance(entry, dict) and entry.get("label") not in (None, "")
         if not isinstance(entry, dict) or entry.get("image") in (None, "") or (require_label and not has_label):
             raise DatasetError(
-                f"datalist {path}: entry {index} of '{key}' needs {'image and label' if require_label else 'an image'} path"
+                f"datalist {path}: entry {index} of '{key}' needs "
+                f"{'image and label' if require_label else 'an image'} path"
             )
         image = Path(_entry_path(path, index, key, "image", entry["image"]))
         label = Path(_entry_path(path, index, key, "label", entry["label"])) if has_label else None
@@ -157,7 +158,8 @@ def dataset_labels(
 
 
 def detect_layout(dataset_dir: str | os.PathLike) -> str | None:
-    """ "emidec" (``Case_*`` folders), "acdc" (``patient*`` folders with ``Info.cfg`` or ``*_frameYY.nii.gz``), or None."""
+    """ "emidec" (``Case_*`` folders), "acdc" (``patient*`` folders with ``Info.cfg`` or ``*_frameYY.nii.gz``), or
+    None."""
     root = Path(dataset_dir)
     if not root.is_dir():
         return None
@@ -177,7 +179,8 @@ def _discover_dir(dataset_dir: str | os.PathLike) -> list[dict]:
     if not root.is_dir():
         raise DatasetError(
             f"dataset_dir {root} does not exist or is not a directory; pass --dataset_dir DIR in {layouts}, "
-            "or --datalist FILE. `pathosynth phantom DIR` (EMIDEC) or `pathosynth phantom_acdc DIR` writes synthetic demo cases."
+            "or --datalist FILE. `pathosynth phantom DIR` (EMIDEC) or `pathosynth phantom_acdc DIR` "
+            "writes synthetic demo cases."
         )
     layout = detect_layout(root)
     if layout == "emidec":

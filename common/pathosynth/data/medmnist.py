@@ -1,10 +1,11 @@
 """MedMNIST npz datasets (e.g. PneumoniaMNIST): read and check a split, take a stratified subset, write one.
 
 A MedMNIST file holds ``<split>_images`` (N, H, W) or (N, H, W, C) uint8 and ``<split>_labels`` (N, 1) integer class
-indices for the splits ``train``/``val``/``test`` (our PneumoniaMNIST copy has train and val only). The class-conditional
-DDPM bundle trains on a stratified per-class fraction of ``train`` (the paper takes 20 % of every class) and writes its
-synthetic datasets in the same format, so a classifier reads real and synthetic data the same way. Labelled image
-datalists (``{"image": path, "label": class}`` entries, e.g. the bundle's ``datalist.json``) are read too.
+indices for the splits ``train``/``val``/``test`` (our PneumoniaMNIST copy has train and val only). The
+class-conditional DDPM bundle trains on a stratified per-class fraction of ``train`` (the paper takes 20 % of every
+class) and writes its synthetic datasets in the same format, so a classifier reads real and synthetic data the same way.
+Labelled image datalists (``{"image": path, "label": class}`` entries, e.g. the bundle's ``datalist.json``) are read
+too.
 
 Everything is checked before use and a bad file raises one :class:`~pathosynth.data.errors.DatasetError` naming it.
 Class semantics: a MedMNIST file is named after its dataset (``pneumoniamnist.npz``, ``pneumoniamnist_64.npz``), whose
@@ -103,7 +104,8 @@ def read_medmnist_split(dataset: str | os.PathLike, split: str = "train") -> tup
         raise DatasetError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, C) with N > 0, got {images.shape}")
     if labels.ndim == 2 and labels.shape[1] != 1:
         raise DatasetError(
-            f"{path}: {split}_labels must hold one class per image (multi-label tasks are not supported), got {labels.shape}"
+            f"{path}: {split}_labels must hold one class per image (multi-label tasks are not supported), "
+            f"got {labels.shape}"
         )
     labels = labels.reshape(-1)
     if len(labels) != len(images):

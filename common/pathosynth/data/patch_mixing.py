@@ -94,12 +94,14 @@ def mix_patches(real: torch.Tensor, synthetic: torch.Tensor, mask: torch.Tensor)
     values exact."""
     if real.shape != synthetic.shape:
         raise ValueError(
-            f"real and synthetic tensors must have one shape to mix, got {tuple(real.shape)} and {tuple(synthetic.shape)}"
+            "real and synthetic tensors must have one shape to mix, "
+            f"got {tuple(real.shape)} and {tuple(synthetic.shape)}"
         )
     spatial = mask.shape[2:]
     if mask.shape[0] != real.shape[0] or tuple(real.shape[-len(spatial) :]) != tuple(spatial):
         raise ValueError(
-            f"mask {tuple(mask.shape)} does not fit tensors of shape {tuple(real.shape)} (batch and spatial size must agree)"
+            f"mask {tuple(mask.shape)} does not fit tensors of shape {tuple(real.shape)} "
+            "(batch and spatial size must agree)"
         )
     mask = mask.reshape(mask.shape[0], *([1] * (real.ndim - 1 - len(spatial))), *spatial).to(real.device)
     return torch.where(mask > 0.5, real, synthetic)
@@ -211,13 +213,13 @@ def pair_synthetic_variants(
             v_shape, v_affine = _grid(variant["image"])
             if v_shape != shape:
                 problems.append(
-                    f"synthetic variant {variant['image']} (datalist {variant['datalist']}) has shape {v_shape}, but its "
-                    f"source {case['image']} has {shape}; Algorithm 1 mixes pixel-aligned pairs only"
+                    f"synthetic variant {variant['image']} (datalist {variant['datalist']}) has shape {v_shape}, "
+                    f"but its source {case['image']} has {shape}; Algorithm 1 mixes pixel-aligned pairs only"
                 )
             elif not np.allclose(v_affine, affine, atol=1e-3):
                 problems.append(
-                    f"synthetic variant {variant['image']} (datalist {variant['datalist']}) has another affine than its "
-                    f"source {case['image']}; Algorithm 1 mixes pixel-aligned pairs only"
+                    f"synthetic variant {variant['image']} (datalist {variant['datalist']}) has another affine "
+                    f"than its source {case['image']}; Algorithm 1 mixes pixel-aligned pairs only"
                 )
         paired.append({**case, "variants": variants})
     if problems:
@@ -229,8 +231,8 @@ def pair_synthetic_variants(
     if unused_sources:
         unused = [v["image"] for source in sorted(unused_sources) for v in by_source[source]]
         logger.warning(
-            f"{len(unused)} synthetic variant(s) of {len(unused_sources)} image(s) that are not real training cases are not "
-            f"used (e.g. {unused[0]}); check that no test image was synthesised into the training set"
+            f"{len(unused)} synthetic variant(s) of {len(unused_sources)} image(s) that are not real training cases "
+            f"are not used (e.g. {unused[0]}); check that no test image was synthesised into the training set"
         )
     counts = [len(case["variants"]) for case in paired]
     logger.info(

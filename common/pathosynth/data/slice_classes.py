@@ -86,7 +86,8 @@ def write_lesion_slices(
         classes = lesion_slice_classes(np.asanyarray(nib.load(case["label"]).dataobj), lesion_values)
         if len(classes) != len(slices):
             raise DatasetError(
-                f"case {case['case_id']}: label {case['label']} has {len(classes)} slices, image {case['image']} {len(slices)}"
+                f"case {case['case_id']}: label {case['label']} has {len(classes)} slices, "
+                f"image {case['image']} {len(slices)}"
             )
         for z, (image, label) in enumerate(zip(slices, classes)):
             name = f"images/{case['case_id']}_z{z:02d}.png"

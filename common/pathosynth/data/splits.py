@@ -156,7 +156,8 @@ def _layout_records(
     lesion_classes: Sequence[str] | None,
     group_key: str | None,
 ) -> tuple[list[dict], dict[str, int], list[str], str | None]:
-    """Validated records of a dataset folder, with the layout's defaults (:data:`SPLIT_DEFAULTS`) for settings left None."""
+    """Validated records of a dataset folder, with the layout's defaults (:data:`SPLIT_DEFAULTS`) for settings left
+    None."""
     from .layouts import detect_layout
 
     defaults = SPLIT_DEFAULTS.get(detect_layout(dataset_dir) or "emidec", SPLIT_DEFAULTS["emidec"])

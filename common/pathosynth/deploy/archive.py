@@ -177,7 +177,8 @@ def pack_bundle(
                 else:
                     add(f"models/{path.name}", path.read_bytes())
     logger.info(
-        f"packed {name} v{metadata['version']}: {len(closure.modules)} pathosynth modules, {len(weights)} weights file(s) -> {target}"
+        f"packed {name} v{metadata['version']}: {len(closure.modules)} pathosynth modules, "
+        f"{len(weights)} weights file(s) -> {target}"
     )
     for import_name, importers in sorted(closure.optional.items()):  # guarded imports: features, not requirements
         logger.info(f"optional, not pinned: {import_name} (used by {', '.join(sorted(importers))} when installed)")

@@ -28,7 +28,8 @@ def null_class_labels(batch_size: int, num_classes: int, device=None) -> torch.T
 
 
 def drop_class_labels(labels: torch.Tensor, num_classes: int, p_uncond: float) -> torch.Tensor:
-    """Each label replaced by the null class C with probability ``p_uncond`` (global torch RNG: seeded by the bundle)."""
+    """Each label replaced by the null class C with probability ``p_uncond`` (global torch RNG: seeded by the
+    bundle)."""
     labels = labels.long()
     if p_uncond <= 0:
         return labels

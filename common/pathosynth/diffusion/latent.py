@@ -197,7 +197,8 @@ def _estimate_latent_stats(autoencoder, data, device, key, batch_size, max_items
         meta = torch.load(checkpoint, map_location="cpu", weights_only=True).get("metadata", {})
         if "latent_shift" in meta and "latent_scale" in meta:
             logger.info(
-                f"latent statistics from {checkpoint}: shift {meta['latent_shift']:.4g}, scale {meta['latent_scale']:.4g}"
+                f"latent statistics from {checkpoint}: shift {meta['latent_shift']:.4g}, "
+                f"scale {meta['latent_scale']:.4g}"
             )
             return {"latent_shift": float(meta["latent_shift"]), "latent_scale": float(meta["latent_scale"])}
     space = DiffusionSpace(autoencoder, shift=0.0, scale=1.0)

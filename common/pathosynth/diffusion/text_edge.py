@@ -26,7 +26,8 @@ NULL_PROMPT = ""
 
 
 def drop_prompts(prompts: Sequence[str], p_uncond: float) -> list[str]:
-    """Each prompt replaced by the null prompt with probability ``p_uncond`` (global torch RNG: seeded by the bundle)."""
+    """Each prompt replaced by the null prompt with probability ``p_uncond`` (global torch RNG: seeded by the
+    bundle)."""
     prompts = [str(p) for p in prompts]
     if p_uncond <= 0:
         return prompts
@@ -124,7 +125,8 @@ class EdgeControlPrepareBatch(TextConditionedPrepareBatch):
 
 class FrozenUNetControlNetInferer(ControlNetDiffusionInferer):
     """MONAI's ``ControlNetDiffusionInferer`` with the (frozen) diffusion model bound, so a ``SupervisedTrainer`` whose
-    ``network`` is the ControlNet can call it as ``inferer(inputs, controlnet, noise=..., timesteps=..., cn_cond=...)``."""
+    ``network`` is the ControlNet can call it as
+    ``inferer(inputs, controlnet, noise=..., timesteps=..., cn_cond=...)``."""
 
     def __init__(self, scheduler, diffusion_model: torch.nn.Module) -> None:
         super().__init__(scheduler)

@@ -130,14 +130,15 @@ def local_perceptual_loss(
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
-            f"perceptual weights file not found: {path} (a local torchvision resnet50 state dict; nothing is downloaded). "
-            "Leave perceptual_weights_path null to train without the perceptual term."
+            f"perceptual weights file not found: {path} (a local torchvision resnet50 state dict; "
+            "nothing is downloaded). Leave perceptual_weights_path null to train without the perceptual term."
         )
     try:  # PerceptualLoss imports torchvision lazily; fail here, before training, with a clear reason
         importlib.import_module("torchvision.models")
     except Exception as err:  # ImportError, or a torchvision build that does not match torch
         raise ImportError(
-            f"the resnet50 perceptual loss needs torchvision, which could not be imported ({type(err).__name__}: {err}); "
+            "the resnet50 perceptual loss needs torchvision, which could not be imported "
+            f"({type(err).__name__}: {err}); "
             f"install a torchvision matching torch {torch.__version__}, or leave perceptual_weights_path null"
         ) from err
     from monai.losses import PerceptualLoss

@@ -20,7 +20,8 @@ ORDER = {"synthetic": 0, "real": 1, "real+synthetic": 2}
 
 
 def read_reports(folder: str | os.PathLike) -> list[dict]:
-    """Every classifier report in ``folder``, ordered by training data (synthetic, real, real+synthetic) then classifier."""
+    """Every classifier report in ``folder``, ordered by training data (synthetic, real, real+synthetic) then
+    classifier."""
     reports = []
     for path in sorted(Path(folder).glob("*.json")):
         content = json.loads(path.read_text())
@@ -44,7 +45,8 @@ def results_table(reports: list[dict]) -> str:
         )
     if reports:
         lines.append(
-            f"\nTest split: '{reports[0]['test_split']}' of {reports[0]['test_source']} ({reports[0]['num_test_images']} images)."
+            f"\nTest split: '{reports[0]['test_split']}' of {reports[0]['test_source']} "
+            f"({reports[0]['num_test_images']} images)."
         )
     return "\n".join(lines) + "\n"
 

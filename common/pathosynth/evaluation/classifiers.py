@@ -47,7 +47,8 @@ CLASSIFIERS = ("densenet121", "resnet18", "resnet50", "seresnet50")
 
 
 def build_classifier(name: str, num_classes: int, in_channels: int = 1) -> torch.nn.Module:
-    """A randomly initialised MONAI 2D classifier (the paper's VGG, AlexNet, MobileNetV2, GoogleNet are not in MONAI)."""
+    """A randomly initialised MONAI 2D classifier (the paper's VGG, AlexNet, MobileNetV2, GoogleNet are not in
+    MONAI)."""
     nets = _monai_nets()
     if name not in nets:
         raise ValueError(f"unknown classifier {name!r}; choose from {sorted(nets)}")
@@ -60,7 +61,8 @@ def load_images(
     image_size: Sequence[int] | None = None,
     num_classes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (N, C, H, W) in [0, 1], labels (N,)) of all ``sources`` together, resized (bilinear) to ``image_size``."""
+    """(images (N, C, H, W) in [0, 1], labels (N,)) of all ``sources`` together, resized (bilinear) to
+    ``image_size``."""
     if not sources:
         raise ValueError("no training sources given")
     parts = []

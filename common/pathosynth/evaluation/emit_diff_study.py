@@ -123,7 +123,8 @@ class EmitDiffStudy(BundleStudy):
         layout = self.scale.get("layout") or detect_layout(self.dataset_dir)
         if layout not in LAYOUT_LABELS:
             raise ValueError(
-                f"{self.dataset_dir}: the study needs an ACDC or EMIDEC layout (or a 'layout' key in the scale), found {layout!r}"
+                f"{self.dataset_dir}: the study needs an ACDC or EMIDEC layout (or a 'layout' key in the scale), "
+                f"found {layout!r}"
             )
         return layout
 
@@ -265,7 +266,8 @@ class EmitDiffStudy(BundleStudy):
 
     # ---- data and checks -------------------------------------------------------------------------------
     def write_folds(self) -> None:
-        """The k folds (a stratified subset of ``max_patients`` units first, when the scale says so), then the checks."""
+        """The k folds (a stratified subset of ``max_patients`` units first, when the scale says so), then the
+        checks."""
         try:
             write_kfold(
                 self.dataset_dir,
@@ -305,7 +307,8 @@ class EmitDiffStudy(BundleStudy):
                 raise RuntimeError(f"fold {fold}: training and test images overlap or miss cases")
 
     def check_synthetic(self, fold: int) -> None:
-        """The fold's synthetic datalist holds ``fold_variants`` variants of each of its training cases and nothing else."""
+        """The fold's synthetic datalist holds ``fold_variants`` variants of each of its training cases and nothing
+        else."""
         train = {e["image"] for e in self._entries(self.fold_datalist(fold, "train"))}
         entries = self._entries(self.synthetic_datalist(fold))
         sources = [e.get("source_image") for e in entries]

@@ -152,7 +152,8 @@ def _ablation_table(panel: str, runs: Sequence[Mapping], summaries: Mapping[str,
     for run in sorted(runs, key=lambda r: r[field]):
         s = summaries[run["name"]]
         lines.append(
-            f"| {run[field]:g} | {_cell(s['dice']['mean'], 100)} | {_cell(s['hd95']['mean'], 1)} | {s['dice']['mean']['n_folds']} |"
+            f"| {run[field]:g} | {_cell(s['dice']['mean'], 100)} | {_cell(s['hd95']['mean'], 1)} | "
+            f"{s['dice']['mean']['n_folds']} |"
         )
     return lines
 
@@ -221,6 +222,7 @@ def render_emit_diff_report(results: Mapping) -> str:
     baseline = ablations[panels["tab2"][0]]["dice"]["mean"]
     fold_sizes = ", ".join(f"{len(f['train'])} / {len(f['test'])}" for f in folds["folds"])
     trained, e = results["segmenter"], results["emit_diff"]
+    network, n_variants = trained.get("network") or "MONAI AttentionUnet", e["variants_per_case"]
     unit = folds["group_key"] or "case"
     subset = f" (a stratified subset of {folds['max_units']} {unit}s)" if folds.get("max_units") else ""
     variants = ", ".join(f"fold {f}: {n}" for f, n in enumerate(results["fold_variants"]))
@@ -240,14 +242,14 @@ def render_emit_diff_report(results: Mapping) -> str:
 
 {provenance_markdown(results["provenance"])}
 
-{k}-fold cross-validation by {folds["group_key"] or "case"} (stratified by group, seed {folds["seed"]}) over {len(folds["cases"])}
+{k}-fold cross-validation by {unit} (stratified by group, seed {folds["seed"]}) over {len(folds["cases"])}
 cases{subset}; training / test cases per fold: {fold_sizes}. In every fold the text-conditioned DDPM, the ControlNet
 and the synthesis of the variants ({variants} per training case) use that fold's training cases only; every segmenter
 is trained on them and scored on the fold's test cases.
 
-Segmenter: {trained.get("network") or "MONAI AttentionUnet"}, {trained.get("max_steps")} steps of {trained.get("batch_size")} slices
+Segmenter: {network}, {trained.get("max_steps")} steps of {trained.get("batch_size")} slices
 ({trained.get("in_plane_size")} px) for every run; seeds {results["seeds"]} per fold. EMIT-Diff = Algorithm 1 with
-n = {e["variants_per_case"]}, α = {e["alpha"]:g}, patch size {e["patch_size"]} px; the classic augmentations are the overlays
+n = {n_variants}, α = {e["alpha"]:g}, patch size {e["patch_size"]} px; the classic augmentations are the overlays
 of `bundles/text_edge_controlnet/configs/augmentation/`.
 
 ## Tab. 2 analogue: classic augmentation vs EMIT-Diff

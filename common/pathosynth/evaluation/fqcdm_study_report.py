@@ -78,11 +78,15 @@ def _tab4_label(run: Mapping) -> str:
         (False, True): "Synthetic images",
         (True, True): "Synthetic images + Real images",
     }[(bool(run["n_real"]), bool(run["n_synthetic"]))]
-    return f"{kind}{' + Data augmentation' if run['augment'] else ''} ({run['n_real']} real, {run['n_synthetic']} synthetic)"
+    return (
+        f"{kind}{' + Data augmentation' if run['augment'] else ''} "
+        f"({run['n_real']} real, {run['n_synthetic']} synthetic)"
+    )
 
 
 def _curves(path: Path, study, summaries: Mapping[str, dict]) -> None:
-    """Fig. 4 (mean Dice vs synthetic/real ratio), Fig. 5 (vs synthetic-only size), Fig. 6 (vs real fine-tuning size)."""
+    """Fig. 4 (mean Dice vs synthetic/real ratio), Fig. 5 (vs synthetic-only size), Fig. 6 (vs real fine-tuning
+    size)."""
     plt = pyplot()
 
     runs = study.runs()
@@ -235,6 +239,7 @@ def render_fqcdm_report(results: Mapping) -> str:
         for key in ("fig4", "fig5", "fig6")
     }
     trained, example, scale = results["segmenter"], results["example"], results["scale"]
+    network, n_quality = trained.get("network") or "MONAI UNet", results["n_quality_cases"]
     return f"""# FQCDM study at {results["scale_name"]} scale
 
 {provenance_markdown(results["provenance"])}
@@ -246,7 +251,7 @@ centred {fov_size[0]}×{fov_size[1]} px field of view.
 
 ## Tab. 1–3 analogue: image quality
 
-Every method synthesises the label maps of {results["n_quality_cases"]} test cases (`split/quality_test.json`, seeded), one sample each.
+Every method synthesises the label maps of {n_quality} test cases (`split/quality_test.json`, seeded), one sample each.
 
 {quality_text}
 
@@ -258,7 +263,7 @@ and is not comparable with the rows that generate from the label map alone:
 
 ## Downstream segmentation (Sec. 5)
 
-{trained.get("network") or "MONAI UNet"}, {trained.get("max_steps")} training steps of {trained.get("batch_size")} slices
+{network}, {trained.get("max_steps")} training steps of {trained.get("batch_size")} slices
 ({trained.get("in_plane_size")} px) for every run, scored on the
 {len(split["test"])} real test cases; "real n" = the first n training cases of the seeded order, "syn k" = FQCDM
 images synthesised from the first k label maps of that order. Mean ± std over seeds {results["seeds"]}.

@@ -57,7 +57,8 @@ def guidance_grid(
     overrides: dict | None = None,
     case_index: int = 0,
 ) -> dict:
-    """Write the (rows N_s, columns a_s) figure and ``<out_png>.json`` with the distance/diversity numbers (2-D models)."""
+    """Write the (rows N_s, columns a_s) figure and ``<out_png>.json`` with the distance/diversity numbers (2-D
+    models)."""
     parser = load_inference(dataset_dir, ckpt_dir, configs, overrides)
     synthesizer = parser.get_parsed_content("synthesizer")
     case = parser.get_parsed_content("cases")[case_index]
@@ -104,7 +105,8 @@ def guidance_grid(
         axis.set_xticks([])
         axis.set_yticks([])
     fig.suptitle(
-        f"anatomy guidance: rows N_s, columns stop step a_s (T = {total}); pathology N = {synthesizer.pathology['factor']}, "
+        f"anatomy guidance: rows N_s, columns stop step a_s (T = {total}); "
+        f"pathology N = {synthesizer.pathology['factor']}, "
         f"a = {synthesizer.pathology['stop_step']}",
         fontsize=8,
     )

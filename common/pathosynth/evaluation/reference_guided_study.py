@@ -304,7 +304,8 @@ def render_reference_guided_report(results: Mapping) -> str:
         "",
         provenance_markdown(results["provenance"]),
         "",
-        f"Split by case, stratified normal / pathological (seed {split.get('seed')}): {len(split['train'])} training cases, "
+        f"Split by case, stratified normal / pathological (seed {split.get('seed')}): "
+        f"{len(split['train'])} training cases, "
         f"{len(split['test'])} test cases. The DDPM, the patch bank and every classifier see training cases only.",
         "Slice counts [no lesion, lesion]: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".",
         "",

@@ -144,16 +144,17 @@ def synthesis_quality_markdown(
     from its per-method results (as computed or read back from JSON)."""
     first = next(iter(results.values()))["fid"]
     rows = [
-        f"Per slice inside the centred {fov_size[0]}×{fov_size[1]} field of view; mean ± std over slices. FID between the "
-        f"synthetic and the real slice sets (n = {first['n_a']} each) in the `{first['extractor']}` embedding "
-        "(not comparable with Inception FIDs).",
+        f"Per slice inside the centred {fov_size[0]}×{fov_size[1]} field of view; mean ± std over slices. "
+        f"FID between the synthetic and the real slice sets (n = {first['n_a']} each) in the `{first['extractor']}` "
+        "embedding (not comparable with Inception FIDs).",
         "",
         "| method | PSNR ↑ (Tab. 1) | MS-SSIM ×100 ↑ (Tab. 2) | FID ↓ (Tab. 3) | slices |",
         "|---|---|---|---|---|",
     ]
     for name, r in results.items():
         rows.append(
-            f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {_number(r['fid']['fid']):.2f} | {r['psnr']['n']} |"
+            f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {_number(r['fid']['fid']):.2f} | "
+            f"{r['psnr']['n']} |"
         )
     classes = [c for c in classes if any(c in r["class_intensity"] for r in results.values())]
     if classes:

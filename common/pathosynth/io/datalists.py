@@ -78,7 +78,8 @@ def combined_cases(sets: CaseSets) -> list[tuple[str, str, Mapping]]:
     clashes = [f"{i} <- {name}:{record['case_id']}" for i, name, record in cases if counts[i] > 1]
     if clashes:
         raise ValueError(
-            f"export case ids are not unique after sanitising '{{set}}_{{case_id}}': {clashes}; rename a set or its cases"
+            f"export case ids are not unique after sanitising '{{set}}_{{case_id}}': {clashes}; "
+            "rename a set or its cases"
         )
     return cases
 

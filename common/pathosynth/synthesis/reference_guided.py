@@ -132,7 +132,8 @@ class PathologyPatchBank:
         self.patches = patches[:max_patches] if max_patches is not None else patches
         if not self.patches:
             raise ValueError(
-                f"no lesion region of at least {min_voxels} pixels with labels {self.lesion_values} in {len(cases)} cases"
+                f"no lesion region of at least {min_voxels} pixels with labels {self.lesion_values} "
+                f"in {len(cases)} cases"
             )
 
     def __len__(self) -> int:
@@ -213,7 +214,9 @@ class ReferenceGuidedSynthesizer:
             "patches_per_slice": self.patches_per_slice,
             "placement_values": self.placement_values,
             "placement_centre": None if self.placement_centre is None else list(self.placement_centre),
-            "weight": f"spherical Gaussian, peak 1, sigma = {self.edge_sigma_fraction} x patch size, zero outside the patch",
+            "weight": (
+                f"spherical Gaussian, peak 1, sigma = {self.edge_sigma_fraction} x patch size, zero outside the patch"
+            ),
             "quantile_range": list(self.quantile_range),
             "rotate": self.rotate,
             "flip": self.flip,

@@ -59,7 +59,8 @@ class LesionInpaintingInferer(Inferer):
         images, (B, 1, H, W, D), on ``inputs``' device; voxels outside the lesions are the input's."""
         if inputs.ndim != 5 or inputs.shape[1] != 2:
             raise ValueError(
-                f"expected (batch, 2, H, W, D) with the image in channel 0 and the label map in channel 1, got {tuple(inputs.shape)}; "
+                "expected (batch, 2, H, W, D) with the image in channel 0 and the label map in channel 1, "
+                f"got {tuple(inputs.shape)}; "
                 "the bundle's preprocessing concatenates 'image' and 'label'"
             )
         model = TextureModel(

@@ -83,7 +83,8 @@ class CasePrompts:
 
 
 def with_prompts(cases: Sequence[Mapping], prompts: CasePrompts) -> list[dict]:
-    """The case records with a ``prompt`` key each (all prompts are built here, so a bad group fails before training)."""
+    """The case records with a ``prompt`` key each (all prompts are built here, so a bad group fails before
+    training)."""
     return [{**case, "prompt": prompts(case)} for case in cases]
 
 

@@ -115,7 +115,8 @@ class PromptVocabulary:
             raise ValueError(f"{source} cannot be tokenized with this vocabulary:\n  {listing}\nknown words: {known}")
 
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
-        """(B, max_length) long ids: ``<bos>``, the words, ``<pad>``; "" is the null prompt of classifier-free guidance."""
+        """(B, max_length) long ids: ``<bos>``, the words, ``<pad>``; "" is the null prompt of classifier-free
+        guidance."""
         self.check(prompts)
         ids = torch.full((len(prompts), self.max_length), self.index[PAD], dtype=torch.long)
         for row, text in enumerate(prompts):
