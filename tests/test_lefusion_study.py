@@ -125,21 +125,28 @@ def test_seed_summary_is_the_spread_of_per_seed_case_means(tmp_path):
 
 def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monkeypatch):
     """The scheduler keeps both cores busy yet never starts a step before its inputs exist, and a failure
-    stops further launches (the running step is allowed to finish)."""
+    stops further launches (the running step is allowed to finish).
+
+    Ordered by events, not by sleeping: a step named in ``hold`` keeps its core until its event is set. "slow" holds
+    until the step that needs only "fast" has started (a scheduler that waited for unrelated steps would time out
+    and fail the order assertions); in the failure run it holds until the scheduler has taken in the failure (its
+    per-step bookkeeping, the wall-time update, has run)."""
     import threading
-    import time
 
     from pathosynth.evaluation.study import StudyJob
 
     study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=2)
     log, lock, active = [], threading.Lock(), [0]
+    started, processed, hold = {}, threading.Event(), {}
 
     def fake_run(job):
         with lock:
             active[0] += 1
             assert active[0] <= 2
             log.append(("start", job.name))
-        time.sleep({"slow": 0.3}.get(job.name, 0.05))
+            started.setdefault(job.name, threading.Event()).set()
+        if job.name in hold:
+            assert hold[job.name]().wait(timeout=10), f"{job.name} was never released"
         with lock:
             active[0] -= 1
             log.append(("end", job.name))
@@ -148,6 +155,7 @@ def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monke
         return 0.0
 
     monkeypatch.setattr(study, "run_job", fake_run)
+    hold["slow"] = lambda: started.setdefault("after_fast", threading.Event())
     jobs = [
         StudyJob("slow", "b", []),
         StudyJob("fast", "b", []),
@@ -161,6 +169,8 @@ def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monke
     assert position[("start", "after_both")] > max(position[("end", "slow")], position[("end", "after_fast")])
 
     log.clear()
+    monkeypatch.setattr(study, "wall_clock", lambda: processed.set)  # called after each batch of finished steps
+    hold["slow"] = lambda: processed
     with pytest.raises(RuntimeError, match="boom failed"):
         study.run_jobs([StudyJob("boom", "b", []), StudyJob("slow", "b", []), StudyJob("later", "b", [])])
     assert ("start", "later") not in log and ("end", "slow") in log

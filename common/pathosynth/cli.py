@@ -4,6 +4,7 @@
     python -m pathosynth.cli phantom_acdc OUT_DIR [--n_patients 4 --seed 0 --in_plane 96 --n_slices 6]
     python -m pathosynth.cli validate --dataset_dir DIR   (or --datalist FILE)
     python -m pathosynth.cli network_evaluations --num_steps 300 --jump_length 5 --jump_n_sample 5
+    python -m pathosynth.cli pseudo3d_benchmark [--rounds 15]
     python -m pathosynth.cli export OUT --format nnunet --sources '[{"name": "P", "dataset_dir": DIR,
                                                                      "select": "with_lesion"}, ...]'
     python -m pathosynth.cli mask_report OUT --sources '[{"name": "real", "dataset_dir": DIR, "select": "with_lesion"},
@@ -101,6 +102,16 @@ def _validate_npz(path: Path) -> str:
 def network_evaluations(num_steps: int = 300, jump_length: int = 5, jump_n_sample: int = 5) -> int:
     """Network calls per synthesised crop for a resampling schedule (official EMIDEC setting: 1480)."""
     return _network_evaluations(num_steps, jump_length, jump_n_sample)
+
+
+def pseudo3d_benchmark(rounds: int = 15) -> str:
+    """Time of the pseudo-3D in-plane / through-plane convolutions against torch's Conv3d on the same weights, as ratios
+    measured in this process on one thread (a benchmark, not a test: ratios move with the machine and its load)."""
+    import json
+
+    from .networks.pseudo3d_speed import conv_speed_ratios
+
+    return json.dumps(conv_speed_ratios(rounds=int(rounds)), indent=2)
 
 
 def mask_report(out_dir: str, sources=(), labels=None, title: str = "Lesion mask realism") -> str:
@@ -340,6 +351,7 @@ def main() -> None:
             "phantom_acdc": phantom_acdc,
             "validate": validate,
             "network_evaluations": network_evaluations,
+            "pseudo3d_benchmark": pseudo3d_benchmark,
             "pack": pack,
             "export": export,
             "mask_report": mask_report,
