@@ -215,3 +215,23 @@ def test_every_step_needs_the_steps_that_write_its_inputs(phantom_dir, tmp_path)
         "synth_P_prime_LeFusion-J",
     ]
     assert jobs["segment_P_seed0"].needs == []
+
+
+def test_the_bundles_folder_is_found_from_a_non_editable_install(tmp_path, monkeypatch):
+    """Studies find bundles/ through $PATHOSYNTH_BUNDLES, the source tree, or the working directory; else an error
+    that says where to point (the configs are not inside an installed package)."""
+    import pathosynth.evaluation.bundle_study as bundle_study
+    from conftest import BUNDLES
+    from pathosynth.errors import UserInputError
+
+    assert bundle_study.default_bundles_dir() == BUNDLES  # editable install: the source tree
+    fake_install = tmp_path / "site-packages" / "pathosynth" / "evaluation" / "bundle_study.py"
+    monkeypatch.setattr(bundle_study, "__file__", str(fake_install))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError, match="PATHOSYNTH_BUNDLES"):
+        bundle_study.default_bundles_dir()
+    monkeypatch.setenv("PATHOSYNTH_BUNDLES", str(BUNDLES))
+    assert bundle_study.default_bundles_dir() == BUNDLES
+    monkeypatch.delenv("PATHOSYNTH_BUNDLES")
+    monkeypatch.chdir(BUNDLES.parent)  # a non-editable install run from a checkout
+    assert bundle_study.default_bundles_dir().resolve() == BUNDLES.resolve()

@@ -33,9 +33,25 @@ logger = logging.getLogger(__name__)
 __all__ = ["BundleStudy", "StudyJob", "default_bundles_dir", "slug"]
 
 
+BUNDLES_ENV = "PATHOSYNTH_BUNDLES"
+
+
 def default_bundles_dir() -> Path:
-    """``bundles/`` of the source tree this package is installed from (``pip install -e .``)."""
-    return Path(__file__).resolve().parents[3] / "bundles"
+    """The ``bundles/`` folder the studies run: ``$PATHOSYNTH_BUNDLES`` when set, else that of the source tree this
+    package is installed from (an editable install, ``pip install -e .``), else ``./bundles`` (a non-editable install
+    run from a checkout). The configs are not part of the installed package, so without any of these the error says
+    where to point."""
+    candidates = [Path(os.environ[BUNDLES_ENV])] if os.environ.get(BUNDLES_ENV) else []
+    candidates += [Path(__file__).resolve().parents[3] / "bundles", Path.cwd() / "bundles"]
+    for folder in candidates:
+        if (folder / "lesion_inpainting" / "configs").is_dir():
+            return folder
+    from ..errors import UserInputError
+
+    raise UserInputError(
+        f"no bundles folder found (looked in {', '.join(str(c) for c in candidates)}); run from a checkout of "
+        f"pathosynth or set {BUNDLES_ENV} to its bundles/ folder"
+    )
 
 
 def slug(name: str) -> str:
