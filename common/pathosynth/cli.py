@@ -2,6 +2,7 @@
 
     python -m pathosynth.cli phantom OUT_DIR [--n_normal 4 --n_pathological 8 --seed 0]
     python -m pathosynth.cli phantom_acdc OUT_DIR [--n_patients 4 --seed 0 --in_plane 96 --n_slices 6]
+    python -m pathosynth.cli phantom_ct OUT_DIR [--n_cases 6 --seed 0 --in_plane 64 --num_slices 16]
     python -m pathosynth.cli validate --dataset_dir DIR   (or --datalist FILE)
     python -m pathosynth.cli network_evaluations --num_steps 300 --jump_length 5 --jump_n_sample 5
     python -m pathosynth.cli pseudo3d_benchmark [--rounds 15]
@@ -51,6 +52,14 @@ def phantom_acdc(out_dir: str, n_patients: int = 4, seed: int = 0, in_plane: int
 
     ids = generate_acdc_like_dataset(out_dir, n_patients=n_patients, seed=seed, in_plane=in_plane, n_slices=n_slices)
     return f"{len(ids)} patients ({2 * len(ids)} labelled frames) in {out_dir}"
+
+
+def phantom_ct(out_dir: str, n_cases: int = 6, seed: int = 0, in_plane: int = 64, num_slices: int = 16) -> str:
+    """Write chest-CT phantoms with lung nodules (HU; label 1 = nodule) and their ``dataset.json`` datalist."""
+    from .data.phantom_ct import generate_ct_nodule_dataset
+
+    ids = generate_ct_nodule_dataset(out_dir, n_cases=n_cases, seed=seed, in_plane=in_plane, num_slices=num_slices)
+    return f"{len(ids)} CT cases in {out_dir}; pass --datalist {Path(out_dir) / 'dataset.json'}"
 
 
 def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion_classes=None, labels=None) -> str:
@@ -349,6 +358,7 @@ def main() -> None:
         {
             "phantom": phantom,
             "phantom_acdc": phantom_acdc,
+            "phantom_ct": phantom_ct,
             "validate": validate,
             "network_evaluations": network_evaluations,
             "pseudo3d_benchmark": pseudo3d_benchmark,

@@ -140,8 +140,8 @@ def make_emidec_like_case(
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), label
 
 
-def _nifti_bytes(arr: np.ndarray) -> bytes:
-    img = nib.Nifti1Image(arr, AFFINE)
+def _nifti_bytes(arr: np.ndarray, affine: np.ndarray = AFFINE) -> bytes:
+    img = nib.Nifti1Image(arr, affine)
     img.header.set_xyzt_units("mm")
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)  # mtime 0: byte-reproducible
 

@@ -7,6 +7,7 @@ from .class_conditional import (
     null_class_labels,
 )
 from .clean_context import CleanContextDiffusionInferer, clean_context_input
+from .conditioned import ConditionedDenoiser
 from .guided_ddim import GuidedDDIMSampler
 from .inpainting import KNOWN_REGIONS, LesionInpaintingSampler, network_evaluations, resampling_schedule
 from .label_guided import (

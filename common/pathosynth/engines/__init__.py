@@ -9,4 +9,5 @@ from .checkpoint import (
     load_matching_weights,
     load_weights,
 )
+from .histogram_clusters import HistogramClustersWriter
 from .synthesis import SynthesisRunner

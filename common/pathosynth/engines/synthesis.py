@@ -38,7 +38,8 @@ def _describe(owner) -> dict:
 
 
 class SynthesisRunner:
-    """Run ``synthesize(record, seed)`` for every case and sample, with the bundle output contract.
+    """Run ``synthesize(record, seed)`` for every case and sample, with the bundle output contract. The record
+    passed carries the ``sample_index`` too, so a synthesiser can make distinct variants of a case (texture clusters).
 
     Args:
         cases: case records (``case_id``, ``image``, ``label``).
@@ -117,7 +118,7 @@ class SynthesisRunner:
         samples = []
         for case, index in batch:
             seed = derive_seed(self.seed, case["case_id"], index)
-            result = self.synthesize(case, seed)
+            result = self.synthesize({**case, "sample_index": index}, seed)  # which variant, for cycling textures
             record = {
                 "case_id": case["case_id"],
                 "sample_index": index,

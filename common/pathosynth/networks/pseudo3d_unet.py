@@ -44,6 +44,16 @@ In-plane attention is quadratic in H*W: on a 2-core CPU one layer over 36x36 in-
 (2 heads) takes ~30 ms, more than all convolutions of a small network together. Flag only low-resolution
 levels in ``attention_levels`` (the GPU default flags the 1/4 and 1/8 levels).
 
+Condition vector
+----------------
+``condition_dim > 0`` adds an embedding of a condition vector (e.g. the lesion intensity histograms of the official
+LeFusion code, :mod:`pathosynth.data.histograms`) to the time embedding, which sets the scale and shift of every
+residual block: a global request ("a bright lesion") reaches every level without a new input channel. It arrives as
+``context`` (MONAI's ``DiffusionInferer`` passes its condition there in ``"crossattn"`` mode). ``condition_dropout``
+replaces it, per sample and in training mode only (like ``nn.Dropout``), by a learned null embedding, which is also
+what ``context=None`` gives; so one network learns both eps(x, c) and eps(x, null) for classifier-free guidance. A
+network trained without dropout has no meaningful null embedding and refuses ``context=None``.
+
 The network is called exactly like MONAI's ``DiffusionModelUNet`` (``model(x=..., timesteps=..., context=...)``)
 so MONAI's ``DiffusionInferer`` and our samplers can drive it, and it is ``torch.jit.trace``-able.
 """
@@ -105,10 +115,13 @@ class Pseudo3DDiffusionUNet(nn.Module):
         norm_num_groups: GroupNorm groups, capped at the channel count (see module docstring).
         dropout: dropout inside residual blocks.
         max_slices: largest supported D; sets the range of the relative slice-position bias.
+        condition_dim: length of the condition vector embedded into the time embedding (0 = none).
+        condition_dropout: probability, per training sample, that the condition is replaced by the null embedding.
 
-    Call like MONAI's ``DiffusionModelUNet``: ``model(x=x_t, timesteps=t)``. ``context`` and ``class_labels`` exist
-    for that signature only and must be None: this network has no cross-attention and no class embedding, and
-    silently ignoring a conditioning tensor would train an unconditional model by mistake.
+    Call like MONAI's ``DiffusionModelUNet``: ``model(x=x_t, timesteps=t)``. ``context`` is the (B, condition_dim)
+    condition vector when ``condition_dim > 0`` and must be None otherwise: this network has no cross-attention, and
+    silently ignoring a conditioning tensor would train an unconditional model by mistake. ``class_labels`` exists
+    for that signature only and must be None.
     """
 
     def __init__(
@@ -124,6 +137,8 @@ class Pseudo3DDiffusionUNet(nn.Module):
         norm_num_groups: int = 32,
         dropout: float = 0.0,
         max_slices: int = 32,
+        condition_dim: int = 0,
+        condition_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -141,6 +156,10 @@ class Pseudo3DDiffusionUNet(nn.Module):
             raise ValueError(f"num_res_blocks must be >= 1; got {num_res_blocks}.")
         if max_slices < 1:
             raise ValueError(f"max_slices must be >= 1; got {max_slices}.")
+        if condition_dim < 0 or not 0.0 <= condition_dropout < 1.0:
+            raise ValueError(
+                f"condition_dim must be >= 0 and condition_dropout in [0, 1); got {condition_dim}, {condition_dropout}."
+            )
 
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
@@ -154,6 +173,14 @@ class Pseudo3DDiffusionUNet(nn.Module):
 
         emb_dim = 4 * channels[0]
         self.time_embed = nn.Sequential(nn.Linear(channels[0], emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.condition_dim = int(condition_dim)
+        self.condition_dropout = float(condition_dropout)
+        if self.condition_dim:
+            self.condition_embed = nn.Sequential(
+                nn.Linear(self.condition_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+            )
+        if self.condition_dim and self.condition_dropout:  # only then trained (DDP refuses unused parameters)
+            self.null_condition = nn.Parameter(torch.zeros(emb_dim))
 
         def stage(cin: int, cout: int, spatial: bool, last_of_level: bool) -> _Stage:
             # attention layers close a level (after its residual blocks), once per level
@@ -233,6 +260,24 @@ class Pseudo3DDiffusionUNet(nn.Module):
             )
         return timesteps
 
+    def _condition_embedding(self, context: Tensor | None, batch: int, dtype: torch.dtype) -> Tensor:
+        """(B, emb_dim): the embedded condition, or the null embedding where it is absent or dropped."""
+        if context is None:
+            if not self.condition_dropout:
+                raise ValueError(
+                    f"this network is conditioned on a {self.condition_dim}-vector (`context`) and was built without "
+                    "condition_dropout, so it has no trained null embedding; pass the condition"
+                )
+            return self.null_condition.to(dtype).expand(batch, -1)
+        context = context.reshape(context.shape[0], -1).to(dtype)
+        if context.shape != (batch, self.condition_dim):
+            raise ValueError(f"context must have shape (B={batch}, {self.condition_dim}); got {tuple(context.shape)}.")
+        embedded = self.condition_embed(context)
+        if self.training and self.condition_dropout:
+            drop = torch.rand(batch, device=embedded.device) < self.condition_dropout
+            embedded = torch.where(drop[:, None], self.null_condition.to(dtype).expand(batch, -1), embedded)
+        return embedded
+
     def forward(
         self,
         x: Tensor,
@@ -241,7 +286,7 @@ class Pseudo3DDiffusionUNet(nn.Module):
         class_labels: Tensor | None = None,
     ) -> Tensor:
         """Predict the noise in ``x`` at diffusion step ``timesteps``; output has the shape of ``x``."""
-        if context is not None:
+        if context is not None and not self.condition_dim:
             raise ValueError(
                 f"Pseudo3DDiffusionUNet has no cross-attention: `context` must be None (got {type(context).__name__} "
                 f"of shape {tuple(getattr(context, 'shape', ()))}). Condition by input channels instead."
@@ -253,6 +298,8 @@ class Pseudo3DDiffusionUNet(nn.Module):
             x = x.unsqueeze(-1)
         t = self._timesteps(timesteps, x.shape[0], x.device)
         emb = self.time_embed(sinusoidal_timestep_embedding(t, self.channels[0]).to(x.dtype))
+        if self.condition_dim:
+            emb = emb + self._condition_embedding(context, x.shape[0], emb.dtype)
 
         h = self.conv_in(_to_network_layout(x))
         skips = [h]

@@ -2,6 +2,7 @@
 and the normal->pathological pipeline."""
 
 from .handcrafted import HandcraftedMasks, HandcraftedTexture
+from .histogram_texture import TEXTURE_MODES, HistogramTexture
 from .label_guided import LabelGuidedSynthesizer
 from .lesion_masks import LesionMaskSynthesizer
 from .lesion_texture import LesionTextureSynthesizer, TextureModel

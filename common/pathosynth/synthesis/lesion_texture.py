@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.intensity import check_intensity, intensity_bounds, to_unit
 from ..data.labels import channel_masks
-from ..data.transforms import masked_context, min_max_to_unit, unit_to_min_max
+from ..data.transforms import masked_context, unit_to_min_max
 from ..io.nifti import cast_like
 from ..seeding import generator
 from .results import SynthesisResult, read_case
@@ -63,6 +64,10 @@ class LesionTextureSynthesizer:
         labels: class name -> label value.
         roi_size: crop size the models were trained on, in array axis order (H, W, D).
         device: where the networks run.
+        intensity, window: how raw values map to the models' [-1, 1], as at training
+            (:mod:`~pathosynth.data.intensity`: per-volume ``"minmax"``, or a clamped ``"window"`` for CT in HU).
+        texture: a :class:`~pathosynth.synthesis.histogram_texture.HistogramTexture` for histogram-conditioned
+            models (which texture each case and sample asks for); checked against the models here, before any case.
     """
 
     def __init__(
@@ -72,9 +77,17 @@ class LesionTextureSynthesizer:
         labels: Mapping[str, int],
         roi_size: Sequence[int] = (72, 72, 10),
         device: str | torch.device = "cpu",
+        intensity: str = "minmax",
+        window: Sequence[float] | None = None,
+        texture=None,
     ) -> None:
         if not models:
             raise ValueError("at least one texture model is needed")
+        check_intensity(intensity, window)
+        self.intensity, self.window = intensity, window
+        self.texture = texture
+        if texture is not None:
+            texture.prepare(models)
         self.models = list(models)
         self.sampler = sampler
         self.labels = dict(labels)
@@ -94,22 +107,33 @@ class LesionTextureSynthesizer:
             ],
             "roi_size": list(self.roi_size),
             **self.sampler.settings(),
+            # only what differs from the defaults, so existing output folders keep their identity
+            **({"intensity": self.intensity, "window": list(self.window)} if self.intensity != "minmax" else {}),
+            **(self.texture.settings() if self.texture is not None else {}),
         }
 
-    def synthesize(self, image: np.ndarray, label: np.ndarray, seed: int) -> SynthesisResult:
-        """Synthesise lesion texture into ``image`` wherever ``label`` holds the models' classes."""
+    def synthesize(self, image: np.ndarray, label: np.ndarray, seed: int, sample_index: int = 0) -> SynthesisResult:
+        """Synthesise lesion texture into ``image`` wherever ``label`` holds the models' classes (``sample_index``:
+        which variant of the case, for textures that cycle through requests)."""
         if image.shape != label.shape:
             raise ValueError(f"image shape {image.shape} differs from label shape {label.shape}")
-        low, high = float(image.min()), float(image.max())
-        work = pad_to(min_max_to_unit(image, low, high).astype(np.float32), self.roi_size, -1.0)
+        low, high = intensity_bounds(image, self.intensity, self.window)
+        unit = to_unit(image, low, high, clip=self.intensity == "window")
+        work = pad_to(unit.astype(np.float32), self.roi_size, -1.0)
         padded_label = pad_to(label, self.roi_size, 0)
         changed = np.zeros(work.shape, dtype=bool)
         calls = 0
+        requests = []
         for model_index, model in enumerate(self.models):
+            network = model.network
+            if self.texture is not None:
+                histograms, request = self.texture.request(model, model_index, image, label, seed, sample_index)
+                network = self.texture.denoiser(network, histograms)
+                requests.append(request)
             masks = channel_masks(padded_label, self.labels, model.channels)
             union = masks.any(axis=0)
             for window_index, window in enumerate(covering_windows(union, self.roi_size)):
-                calls += self._synthesize_window(model, work, masks, window, seed, model_index, window_index)
+                calls += self._synthesize_window(model, network, work, masks, window, seed, model_index, window_index)
                 if model.paste == "crop":
                     changed[window] = True
             if model.paste == "lesion":
@@ -118,9 +142,12 @@ class LesionTextureSynthesizer:
         work, changed = work[crop], changed[crop]
         out = image.copy()
         out[changed] = cast_like(unit_to_min_max(work[changed], low, high), image.dtype)
-        return SynthesisResult(out, label.copy(), changed, {"network_evaluations": calls})
+        info = {"network_evaluations": calls, **({"texture_requests": requests} if requests else {})}
+        return SynthesisResult(out, label.copy(), changed, info)
 
-    def _synthesize_window(self, model: TextureModel, work, masks, window, seed, model_index, window_index) -> int:
+    def _synthesize_window(
+        self, model: TextureModel, network, work, masks, window, seed, model_index, window_index
+    ) -> int:
         """Sample one window in place; returns the number of network calls."""
         channel_window = (slice(None),) + window
         crop_masks = torch.from_numpy(masks[channel_window].astype(np.float32))[None]
@@ -134,7 +161,7 @@ class LesionTextureSynthesizer:
         sampled = (
             self.sampler(
                 crop.to(self.device),
-                model.network,
+                network,
                 mask=crop_masks.to(self.device),
                 condition=condition,
                 generators=[gen],
@@ -151,7 +178,8 @@ class LesionTextureSynthesizer:
         return self.sampler.last_network_evaluations
 
     def synthesize_case(self, record: Mapping, seed: int) -> SynthesisResult:
-        """Read a case record's image and label and synthesise (the runner's per-case callable)."""
-        result = self.synthesize(*read_case(record), seed)
+        """Read a case record's image and label and synthesise (the runner's per-case callable; the record's
+        ``sample_index`` says which variant of the case this is)."""
+        result = self.synthesize(*read_case(record), seed, int(record.get("sample_index", 0)))
         result.info.update(self.settings())
         return result

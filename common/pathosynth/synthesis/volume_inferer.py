@@ -33,6 +33,7 @@ class LesionInpaintingInferer(Inferer):
         conditional: Cond-Diffusion input (mask + healthy context) and whole-crop paste.
         seed: the synthesis seed of every request (the bundle's ``seed``), so a request is reproducible.
         name: model name for provenance.
+        intensity, window: how raw values map to [-1, 1], as at training (:mod:`pathosynth.data.intensity`).
     """
 
     def __init__(
@@ -44,6 +45,8 @@ class LesionInpaintingInferer(Inferer):
         conditional: bool = False,
         seed: int = 0,
         name: str = "texture_model",
+        intensity: str = "minmax",
+        window: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.sampler = sampler
@@ -53,6 +56,7 @@ class LesionInpaintingInferer(Inferer):
         self.conditional = bool(conditional)
         self.seed = int(seed)
         self.name = name
+        self.intensity, self.window = intensity, window
 
     def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args, **kwargs) -> torch.Tensor:
         """``inputs``: (B, 2, H, W, D), channel 0 image intensities, channel 1 label map. Returns the synthetic
@@ -70,7 +74,9 @@ class LesionInpaintingInferer(Inferer):
             paste="crop" if self.conditional else "lesion",
             name=self.name,
         )
-        synthesizer = LesionTextureSynthesizer([model], self.sampler, self.labels, self.roi_size, device=inputs.device)
+        synthesizer = LesionTextureSynthesizer(
+            [model], self.sampler, self.labels, self.roi_size, inputs.device, self.intensity, self.window
+        )
         outputs = []
         for item in torch.as_tensor(inputs).detach().cpu():
             image = item[0].numpy()
