@@ -443,3 +443,21 @@ def test_vq_reconstruction_baseline_reproduces_the_source_on_its_grid(acdc, auto
         scores = [correlation(dy, dx) for dy, dx in shifts]
         assert shifts[int(np.argmax(scores))] == (0, 0), "the reconstruction is best aligned with an unshifted source"
         assert correlation(0, 0) > 0.7
+
+
+def test_latent_statistics_are_read_beside_a_flat_model_pt(tmp_path):
+    """A packed archive's models/model.pt is a flat state dict with its metadata in models/model_metadata.json: the
+    latent normalisation is read from there (it used to look inside the .pt only, so archive inference failed); a
+    checkpoint without the statistics is an error naming the file."""
+    import json
+
+    from pathosynth.diffusion import DiffusionSpace
+    from pathosynth.errors import UserInputError
+
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "model.pt")
+    (tmp_path / "model_metadata.json").write_text(json.dumps({"latent_shift": 0.25, "latent_scale": 2.0}))
+    space = DiffusionSpace(None, stats_checkpoint=tmp_path / "model.pt")
+    assert (space.shift, space.scale) == (0.25, 2.0)
+    torch.save({"network": {"weight": torch.zeros(2)}, "metadata": {}}, tmp_path / "other.pt")
+    with pytest.raises(UserInputError, match=f"checkpoint {tmp_path / 'other.pt'} holds no latent_shift"):
+        _ = DiffusionSpace(None, stats_checkpoint=tmp_path / "other.pt").shift

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 
-from ..engines.checkpoint import MONAI_MODEL_FILE, export_monai_model
+from ..engines.checkpoint import export_monai_model
 from ..io.atomic import atomic_path
+from ..io.checkpoints import MONAI_MODEL_FILE
 from .imports import PACKAGE, PACKAGE_ROOT, canonical, code_closure, distribution_of
 
 logger = logging.getLogger(__name__)

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 
 from ..distributed import broadcast_from_rank0, rank_and_world
+from ..errors import MissingInputError, UserInputError
+from ..io.checkpoints import checkpoint_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +84,10 @@ class DiffusionSpace:
         if self._shift is None or self._scale is None:
             path = Path(self.stats_checkpoint)
             if not path.exists():
-                raise FileNotFoundError(f"checkpoint {path} does not exist; train the diffusion model first")
-            meta = torch.load(path, map_location="cpu", weights_only=True).get("metadata", {})
+                raise MissingInputError(f"checkpoint {path} does not exist; train the diffusion model first")
+            meta = checkpoint_metadata(path)  # in the checkpoint, or beside a flat models/model.pt
             if "latent_shift" not in meta or "latent_scale" not in meta:
-                raise ValueError(f"checkpoint {path} holds no latent_shift/latent_scale in its metadata")
+                raise UserInputError(f"checkpoint {path} holds no latent_shift/latent_scale in its metadata")
             self._shift, self._scale = float(meta["latent_shift"]), float(meta["latent_scale"])
         return self._shift, self._scale
 

@@ -4,7 +4,6 @@ from .adversarial import LOSS_TERMS, AdversarialVQTrainer, decoder_last_layer, l
 from .checkpoint import (
     ResumableCheckpoint,
     bundle_checkpoint,
-    checkpoint_metadata,
     export_monai_model,
     load_matching_weights,
     load_weights,

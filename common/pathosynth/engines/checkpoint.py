@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,12 +40,15 @@ from ignite.engine import Engine, Events
 from ..distributed import rank_and_world, unwrap
 from ..errors import MissingInputError, UserInputError
 from ..io.atomic import atomic_path, sha256_file, write_json
+from ..io.checkpoints import (
+    MONAI_MODEL_FILE,
+    first_line,
+    metadata_path,
+    read_checkpoint,
+    weights_and_metadata,
+)
 
 logger = logging.getLogger(__name__)
-
-MONAI_MODEL_FILE = "model.pt"  # MONAI bundle convention for a bundle's main weights: a flat state dict
-MONAI_MODEL_KEY = "model"  # key of the weights in models/model.pt files that archives before v0.3.0 wrote
-METADATA_SUFFIX = "_metadata.json"  # beside a flat state dict: models/model.pt -> models/model_metadata.json
 
 
 FINGERPRINT_BYTES = 1 << 16  # bytes read from each end of every file a case names
@@ -55,43 +57,6 @@ FINGERPRINT_BYTES = 1 << 16  # bytes read from each end of every file a case nam
 def _save(obj, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-
-
-def read_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Mapping:
-    """``torch.load(path, weights_only=True)`` of a checkpoint dict, with every failure a UserInputError naming the
-    file and the problem: missing, a folder, truncated or corrupted, not a PyTorch file, a pickle of Python
-    objects other than tensors/numbers/strings (which is never loaded), or not a dict."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"{what} {path} does not exist")
-    if path.is_dir():
-        raise UserInputError(f"{what} {path} is a folder, not a checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
-            raise UserInputError(
-                f"{what} {path} holds pickled Python objects, not only tensors, numbers and strings "
-                "(e.g. a whole saved module); it is not loaded, for safety: save its state_dict() "
-                "or use a checkpoint written by training"
-            ) from None
-        raise UserInputError(f"{what} {path} is not a PyTorch checkpoint ({_first_line(err)})") from None
-    except (EOFError, RuntimeError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        problem = "is empty" if path.stat().st_size == 0 else "is truncated or corrupted, or not a PyTorch checkpoint"
-        raise UserInputError(
-            f"{what} {path} {problem} ({type(err).__name__}: {_first_line(err)}); copy it again or retrain"
-        ) from None
-    if not isinstance(state, Mapping):
-        raise UserInputError(
-            f"{what} {path} holds a {type(state).__name__}, not a checkpoint dict "
-            "({'network': state_dict, 'metadata': ...} or a state dict)"
-        )
-    return state
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else "no detail"
-    return "unsupported content" if "weights_only" in text else text[:200]  # never suggest loading unsafe pickles
 
 
 def _load_state(module: torch.nn.Module, weights: Mapping, path, strict: bool = True) -> None:
@@ -118,7 +83,7 @@ def _load_state(module: torch.nn.Module, weights: Mapping, path, strict: bool = 
     try:
         module.load_state_dict(weights, strict=strict)
     except RuntimeError as err:
-        raise UserInputError(f"checkpoint {path} does not fit this network ({_first_line(err)})") from None
+        raise UserInputError(f"checkpoint {path} does not fit this network ({first_line(err)})") from None
 
 
 def ensure_writable_folder(folder: str | os.PathLike, key: str = "ckpt_dir") -> Path:
@@ -342,7 +307,7 @@ class ResumableCheckpoint:
         except (ValueError, KeyError, RuntimeError) as err:
             raise UserInputError(
                 f"checkpoint {self.latest_path}: its optimizer state does not fit this run "
-                f"({_first_line(err)}); give a new --ckpt_dir"
+                f"({first_line(err)}); give a new --ckpt_dir"
             ) from None
         saved_extra = state.get("extra") or {}
         restored = []
@@ -424,44 +389,6 @@ def _data_difference(saved: Mapping, now: Mapping) -> str:
     )
 
 
-def metadata_path(weights_path: str | os.PathLike) -> Path:
-    """Where the metadata of a flat state dict lives: ``models/model.pt`` -> ``models/model_metadata.json``."""
-    weights_path = Path(weights_path)
-    return weights_path.with_name(weights_path.stem + METADATA_SUFFIX)
-
-
-def _weights_and_metadata(state: Mapping, path: Path) -> tuple[Mapping, Mapping | None]:
-    """(weights, metadata) of an inference checkpoint: ours (``{"network", "metadata"}``), a pre-0.3.0 archive's
-    ``{"model", "metadata"}``, or MONAI's flat ``models/model.pt`` with its metadata in the JSON file beside it
-    (None when that file is absent)."""
-    for key in ("network", MONAI_MODEL_KEY):
-        if isinstance(state.get(key), Mapping):
-            return state[key], state.get("metadata") or {}
-    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserInputError(
-            f"checkpoint {path} holds neither a 'network' state dict nor a flat state dict of "
-            "tensors; pass an inference checkpoint <ckpt_dir>/<name>.pt or a bundle's models/model.pt"
-        )
-    sidecar = metadata_path(path)
-    if not sidecar.is_file():
-        return state, None
-    try:
-        return state, json.loads(sidecar.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(
-            f"{sidecar} (the metadata of {path.name}) is not valid JSON ({err}); copy it again from the bundle archive"
-        ) from None
-
-
-def checkpoint_metadata(path: str | os.PathLike) -> Mapping:
-    """What an inference checkpoint records about its training (texture channels, vocabulary, ...), read from the
-    checkpoint or, for a flat ``models/model.pt``, from ``models/model_metadata.json``; {} when nothing is recorded."""
-    path = Path(path)
-    if not path.exists():
-        raise MissingInputError(f"checkpoint {path} does not exist")
-    return _weights_and_metadata(read_checkpoint(path), path)[1] or {}
-
-
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapping | None = None) -> torch.nn.Module:
     """Load inference weights into ``network`` (eval mode; a DDP wrapper is removed); check saved metadata against
     ``expect``.
@@ -477,7 +404,7 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, expect: Mapp
             f"checkpoint {path} does not exist; train first "
             f"(python -m monai.bundle run training ... --ckpt_dir {path.parent})"
         )
-    weights, saved = _weights_and_metadata(read_checkpoint(path), path)
+    weights, saved = weights_and_metadata(read_checkpoint(path), path)
     if saved is None and expect:
         raise UserInputError(
             f"checkpoint {path} is a flat state dict and {metadata_path(path)}, which records what it "
@@ -509,7 +436,7 @@ def export_monai_model(source: str | os.PathLike, target: str | os.PathLike) -> 
     Label's bundle infer task read as it is, and its metadata as JSON beside it (``models/model_metadata.json``),
     which :func:`load_weights` checks. Returns the metadata file's path."""
     source = Path(source)
-    weights, metadata = _weights_and_metadata(read_checkpoint(source), source)
+    weights, metadata = weights_and_metadata(read_checkpoint(source), source)
     if metadata is None:
         raise UserInputError(
             f"checkpoint {source} is a flat state dict without {metadata_path(source).name} beside "

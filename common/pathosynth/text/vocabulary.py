@@ -81,7 +81,7 @@ class PromptVocabulary:
             raise FileNotFoundError(
                 f"checkpoint {path} does not exist; train the text-conditioned diffusion model first"
             )
-        from ..engines.checkpoint import checkpoint_metadata  # a flat models/model.pt keeps it in a JSON beside it
+        from ..io.checkpoints import checkpoint_metadata  # a flat models/model.pt keeps it in a JSON beside it
 
         meta = checkpoint_metadata(path)
         if meta.get("vocabulary") is None or meta.get("max_length") is None:
