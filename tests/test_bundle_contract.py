@@ -128,9 +128,25 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
         }  # no synthetic set: the baseline path
         parser.update({k: values[k] for k in placeholders})
     parser.parse()
+    if "texture_request" in parser.config and parser.config.get("texture") == "clusters":
+        _write_training_clusters(parser)
     for key in parser.config:
         if key not in WORKFLOW_IDS:
             parser.get_parsed_content(key)
+
+
+def _write_training_clusters(parser: ConfigParser) -> None:
+    """The histogram texture clusters file is a training artifact like the weights: written here as training would
+    (uniform centres, the config's channels, bins and range), beside the checkpoint the config names."""
+    import numpy as np
+
+    from pathosynth.data.histograms import clusters_path, write_histogram_clusters
+
+    channels, bins = parser.get_parsed_content("texture_channels"), parser.get_parsed_content("histogram_bins")
+    centres = np.full((2, len(channels), bins), 1.0 / bins)
+    target = clusters_path(parser.get_parsed_content("checkpoint"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_histogram_clusters(target, centres, channels, bins, parser.get_parsed_content("histogram_range"))
 
 
 @pytest.mark.parametrize("bundle", BUNDLE_DIRS, ids=lambda p: p.name)
