@@ -6,15 +6,12 @@ run (torchrun, gloo, 2 CPU processes) is slow."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, run_bundle
 from pathosynth.data import read_medmnist_split, write_medmnist_npz
 
 BUNDLE = "class_conditional_ddpm"
@@ -98,30 +95,8 @@ def test_two_processes_train_the_diffusion_model_and_shard_synthesis_bitwise_equ
     same synthesis sharded over 2 processes (multi_gpu_inference.json) writes the same images bit for bit."""
     data = _toy_npz(tmp_path / "data").parent
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
-    files = str([str(CONFIGS / c) for c in ("train.json", "multi_gpu_train.json", "smoke.json")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        files,
-        "--dataset_dir",
-        str(data),
-        "--ckpt_dir",
-        str(ckpt),
-        "--output_dir",
-        str(tmp_path / "logs"),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    overrides = {"dataset_dir": data, "ckpt_dir": ckpt, "output_dir": tmp_path / "logs"}
+    run_bundle("training", BUNDLE, ["train.json", "multi_gpu_train.json", "smoke.json"], overrides, nproc=2)
     weights = torch.load(ckpt / "class_diffusion.pt", weights_only=True)
     assert weights["metadata"]["iteration"] == SMOKE["max_steps"]
     assert not any(k.startswith("module.") for k in weights["network"])  # saved unwrapped: loads without DDP
@@ -130,15 +105,8 @@ def test_two_processes_train_the_diffusion_model_and_shard_synthesis_bitwise_equ
     assert len(single) == 2 * SMOKE["num_per_class"]
 
     sharded = tmp_path / "sharded"
-    files = str([str(CONFIGS / c) for c in ("inference.json", "multi_gpu_inference.json", "smoke.json")])
-    cmd[cmd.index("training")] = "inference"
-    cmd[cmd.index("--config_file") + 1] = files
-    cmd[cmd.index("--output_dir") + 1] = str(sharded)
-    del cmd[cmd.index("--dataset_dir") : cmd.index("--dataset_dir") + 2]  # noise-only synthesis reads no dataset
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    overrides = {"ckpt_dir": ckpt, "output_dir": sharded}  # noise-only synthesis reads no dataset
+    run_bundle("inference", BUNDLE, ["inference.json", "multi_gpu_inference.json", "smoke.json"], overrides, nproc=2)
     both = json.loads((sharded / "datalist.json").read_text())["training"]
     assert [(e["image"], e["label"]) for e in both] == [(e["image"], e["label"]) for e in single]
     for entry in single:

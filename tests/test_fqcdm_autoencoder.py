@@ -213,38 +213,9 @@ def test_short_training_lowers_reconstruction_loss_and_trains_both_networks(acdc
 def test_two_processes_train_the_autoencoder_with_ddp(acdc_phantom, tmp_path):
     """torchrun, 2 CPU processes (gloo): both networks DDP-wrapped, one checkpoint written by rank 0, and the
     discriminator's state travels with the resume file."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
-    files = str(
-        [str(CONFIGS / c) for c in ("train_autoencoder.json", "multi_gpu_train_autoencoder.json", "smoke.json")]
-    )
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        files,
-        "--dataset_dir",
-        str(acdc_phantom),
-        "--ckpt_dir",
-        str(tmp_path / "ckpt"),
-        "--output_dir",
-        str(tmp_path / "logs"),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    overrides = {"dataset_dir": acdc_phantom, "ckpt_dir": tmp_path / "ckpt", "output_dir": tmp_path / "logs"}
+    configs = ["train_autoencoder.json", "multi_gpu_train_autoencoder.json", "smoke.json"]
+    run_bundle("training", BUNDLE, configs, overrides, nproc=2)
     latest = torch.load(tmp_path / "ckpt" / "autoencoder_latest.pt", weights_only=True)
     assert latest["iteration"] == 4 and "discriminator" in latest["extra"]
     assert not any(k.startswith("module.") for k in latest["network"])  # saved unwrapped: loads without DDP

@@ -8,9 +8,6 @@ bundle run (stage 1 single process, stage 2 on 2 CPU processes, then inference) 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +18,7 @@ from monai.networks.nets import SPADEDiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, run_bundle
 from pathosynth.io.nifti import read_nifti
 
 BUNDLE = "label_guided_latent_diffusion"
@@ -124,25 +121,8 @@ def test_two_processes_train_stage_2_for_single_process_inference(acdc_phantom_d
     common = {"dataset_dir": acdc_phantom_dir, "ckpt_dir": ckpt, "output_dir": logs}
     run_bundle("training", BUNDLE, ["train_autoencoder.json", "smoke.json"], common)
 
-    files = str([str(CONFIGS / c) for c in ("train_diffusion.json", "multi_gpu_train_diffusion.json", "smoke.json")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        "training",
-        "--config_file",
-        files,
-        *[arg for key, value in common.items() for arg in (f"--{key}", str(value))],
-    ]
-    proc = subprocess.run(
-        cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    configs = ["train_diffusion.json", "multi_gpu_train_diffusion.json", "smoke.json"]
+    run_bundle("training", BUNDLE, configs, common, nproc=2)
 
     weights = torch.load(ckpt / "label_diffusion.pt", weights_only=True)
     assert weights["metadata"]["iteration"] == 4 and weights["metadata"]["latent_scale"] > 0
