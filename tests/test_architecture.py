@@ -83,3 +83,12 @@ def test_no_import_cycles_between_modules():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {("a", "b"), ("b", "c"), ("a", "c")}
+
+
+def test_the_studies_sit_on_top_only_the_command_line_imports_them():
+    """Studies run bundles and measure with evaluation/; nothing below them (and no bundle config, so no packed
+    archive) may depend on them: only ``pathosynth.cli`` and the studies themselves import ``pathosynth.studies``."""
+    graph = _graph(_subpackage)
+    importers = {source for source, targets in graph.items() if "pathosynth.studies" in targets}
+    assert importers == {"pathosynth.cli"}
+    assert "pathosynth.evaluation" in graph["pathosynth.studies"]  # the studies measure with evaluation/

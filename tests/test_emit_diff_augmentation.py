@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose, RandomizableTransform
 
 from conftest import BUNDLES
-from pathosynth.evaluation.emit_diff_study import AUGMENTATIONS
+from pathosynth.studies.emit_diff_study import AUGMENTATIONS
 
 CONFIGS = BUNDLES / "text_edge_controlnet" / "configs"
 SPATIAL = {"RandFlipd", "RandRotated", "RandZoomd"}

@@ -17,9 +17,9 @@ import pytest
 
 from conftest import datalist_patients, tree_digest
 from pathosynth.data.phantom import generate_acdc_like_dataset
-from pathosynth.evaluation.emit_diff_study import AUGMENTATIONS, EmitDiffStudy, SegmentationRun
-from pathosynth.evaluation.emit_diff_study_report import fold_summary
-from pathosynth.evaluation.reports import render_report
+from pathosynth.studies.emit_diff_study import AUGMENTATIONS, EmitDiffStudy, SegmentationRun
+from pathosynth.studies.emit_diff_study_report import fold_summary
+from pathosynth.studies.reports import render_report
 
 SCALES = Path(__file__).resolve().parents[1] / "bundles" / "text_edge_controlnet" / "configs" / "study"
 

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import datalist_patients, tree_digest
 from pathosynth.data.phantom import generate_acdc_like_dataset
-from pathosynth.evaluation.fqcdm_study import FqcdmStudy, SegmentationRun, first_entries
-from pathosynth.evaluation.reports import render_report
+from pathosynth.studies.fqcdm_study import FqcdmStudy, SegmentationRun, first_entries
+from pathosynth.studies.reports import render_report
 
 
 def test_runs_are_named_once_and_shared_between_figures(tmp_path):

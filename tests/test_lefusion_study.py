@@ -16,8 +16,8 @@ import pytest
 from conftest import tree_digest
 from pathosynth.data import EMIDEC_LABELS, load_cases
 from pathosynth.data.phantom import generate_emidec_like_dataset
-from pathosynth.evaluation.reports import render_report
-from pathosynth.evaluation.study import LeFusionStudy, slug, training_mixes
+from pathosynth.studies.lefusion_study import LeFusionStudy, slug, training_mixes
+from pathosynth.studies.reports import render_report
 
 
 def _sources(datalist: Path) -> set[str]:
@@ -98,7 +98,7 @@ def test_lefusion_study_end_to_end_at_ci_scale(tmp_path):
 def test_seed_summary_is_the_spread_of_per_seed_case_means(tmp_path):
     """Two-stage aggregation: mean over test cases per seed, then mean ± sample std over seeds; a group filter
     keeps only its cases; undefined (null) values are left out, not counted as 0."""
-    from pathosynth.evaluation.study_report import seed_summary
+    from pathosynth.studies.lefusion_study_report import seed_summary
 
     def scores(seed, dices):
         cases = [
@@ -133,7 +133,7 @@ def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monke
     per-step bookkeeping, the wall-time update, has run)."""
     import threading
 
-    from pathosynth.evaluation.study import StudyJob
+    from pathosynth.studies.lefusion_study import StudyJob
 
     study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=2)
     log, lock, active = [], threading.Lock(), [0]
@@ -183,7 +183,7 @@ def test_wall_time_counts_each_invocation_up_to_its_last_finished_step(phantom_d
     record is updated after every finished step, and each invocation adds its own entry."""
     import time
 
-    from pathosynth.evaluation.study import StudyJob
+    from pathosynth.studies.lefusion_study import StudyJob
 
     study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=1)
     record = study.out / "wall_time.json"
@@ -220,12 +220,12 @@ def test_every_step_needs_the_steps_that_write_its_inputs(phantom_dir, tmp_path)
 def test_the_bundles_folder_is_found_from_a_non_editable_install(tmp_path, monkeypatch):
     """Studies find bundles/ through $PATHOSYNTH_BUNDLES, the source tree, or the working directory; else an error
     that says where to point (the configs are not inside an installed package)."""
-    import pathosynth.evaluation.bundle_study as bundle_study
+    import pathosynth.studies.bundle_study as bundle_study
     from conftest import BUNDLES
     from pathosynth.errors import UserInputError
 
     assert bundle_study.default_bundles_dir() == BUNDLES  # editable install: the source tree
-    fake_install = tmp_path / "site-packages" / "pathosynth" / "evaluation" / "bundle_study.py"
+    fake_install = tmp_path / "site-packages" / "pathosynth" / "studies" / "bundle_study.py"
     monkeypatch.setattr(bundle_study, "__file__", str(fake_install))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserInputError, match="PATHOSYNTH_BUNDLES"):

@@ -124,7 +124,7 @@ def test_rerun_skips_finished_cases(run):
 def test_guidance_grid_measures_fidelity_and_diversity(run, tmp_path):
     """The docs figure tool: with N_s = 1 and a_s = 0 the anatomy reference is imposed whole, so samples are closer to
     it and to each other than with N_s = 4 and the anatomy unguided (a_s = T + 1), whatever the model."""
-    from pathosynth.evaluation.guidance_grid import guidance_grid
+    from pathosynth.studies.reference_guidance_grid import guidance_grid
 
     out = tmp_path / "grid.png"
     never = SMOKE["num_train_timesteps"] + 1

@@ -15,8 +15,8 @@ import pytest
 
 from conftest import tree_digest
 from pathosynth.data.phantom import generate_emidec_like_dataset
-from pathosynth.evaluation.reference_guided_study import METRICS, ReferenceGuidedStudy
-from pathosynth.evaluation.reports import render_report
+from pathosynth.studies.reference_guided_study import METRICS, ReferenceGuidedStudy
+from pathosynth.studies.reports import render_report
 
 
 def test_mixes_are_real_then_each_synthetic_fraction_and_all_steps_are_planned(tmp_path):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pathosynth import cli
-from pathosynth.evaluation.reports import render_report
+from pathosynth.studies.reports import render_report
 
 PROVENANCE = {
     "command": "some_study",

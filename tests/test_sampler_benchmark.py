@@ -109,7 +109,7 @@ def test_results_hold_what_issue_18_asks_for(benchmark):
 
 
 def test_markdown_and_plot_come_from_the_json(benchmark):
-    from pathosynth.evaluation.reports import render_report
+    from pathosynth.studies.reports import render_report
 
     out = benchmark["out"]
     markdown = (out / "sampler_benchmark.md").read_text()
@@ -120,7 +120,7 @@ def test_markdown_and_plot_come_from_the_json(benchmark):
 
 def test_rerun_resumes_and_refuses_another_setup(benchmark):
     from pathosynth.errors import UserInputError
-    from pathosynth.evaluation.sampler_benchmark import sampler_benchmark
+    from pathosynth.studies.sampler_benchmark import sampler_benchmark
 
     out, ckpt, data = benchmark["out"], benchmark["ckpt"], benchmark["data"]
     records = sorted((out / "records").rglob("*.json"))
@@ -148,7 +148,7 @@ def test_rerun_resumes_and_refuses_another_setup(benchmark):
 )
 def test_bad_settings_are_refused_before_any_work(benchmark, tmp_path, grid, message):
     from pathosynth.errors import UserInputError
-    from pathosynth.evaluation.sampler_benchmark import sampler_benchmark
+    from pathosynth.studies.sampler_benchmark import sampler_benchmark
 
     path = tmp_path / "grid.json"
     path.write_text(json.dumps(grid))
@@ -161,7 +161,7 @@ def test_bad_settings_are_refused_before_any_work(benchmark, tmp_path, grid, mes
 def test_study_trains_on_the_training_cases_and_benchmarks_the_held_out_ones(phantom_dir, tmp_path):
     """Issue 18 item 4 in one command (CI scale): split by case, LeFusion-J and clean-context trained on the training
     cases, the grid benchmarked on held-out pathological cases only, the clean-context model with its own weights."""
-    from pathosynth.evaluation.sampler_benchmark_study import SamplerBenchmarkStudy
+    from pathosynth.studies.sampler_benchmark_study import SamplerBenchmarkStudy
 
     out = tmp_path / "study"
     path = SamplerBenchmarkStudy(phantom_dir, out, "sampler_ci").run()

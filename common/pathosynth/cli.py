@@ -168,7 +168,7 @@ def lefusion_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int
     command). ``scale``: cpu (≥ 82 min measured on 2 cores), ci, paper, or a scale JSON file."""
     import logging
 
-    from .evaluation.study import LeFusionStudy
+    from .studies.lefusion_study import LeFusionStudy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     return f"report: {LeFusionStudy(dataset_dir, out_dir, scale, jobs).run()}"
@@ -179,7 +179,7 @@ def fqcdm_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int | 
     (ACDC layout) into OUT_DIR; resumable (rerun the same command). ``scale``: cpu, ci, paper, or a scale JSON file."""
     import logging
 
-    from .evaluation.fqcdm_study import FqcdmStudy
+    from .studies.fqcdm_study import FqcdmStudy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     return f"report: {FqcdmStudy(dataset_dir, out_dir, scale, jobs).run()}"
@@ -191,7 +191,7 @@ def emit_diff_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: in
     same command). ``scale``: cpu, ci, paper, or a scale JSON file."""
     import logging
 
-    from .evaluation.emit_diff_study import EmitDiffStudy
+    from .studies.emit_diff_study import EmitDiffStudy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     return f"report: {EmitDiffStudy(dataset_dir, out_dir, scale, jobs).run()}"
@@ -203,7 +203,7 @@ def reference_guided_study(out_dir: str, dataset_dir: str, scale: str = "cpu", j
     resumable (rerun the same command). ``scale``: cpu, ci, paper, or a scale JSON file."""
     import logging
 
-    from .evaluation.reference_guided_study import ReferenceGuidedStudy
+    from .studies.reference_guided_study import ReferenceGuidedStudy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     return f"report: {ReferenceGuidedStudy(dataset_dir, out_dir, scale, jobs).run()}"
@@ -213,7 +213,7 @@ def report(results_json: str, out: str | None = None) -> str:
     """Render a study's generated report (Markdown) from its results JSON alone (lefusion_study.json, fqcdm_study.json,
     emit_diff_study.json, the reference-guided report.json, mask_realism.json,
     sampler_benchmark.json): printed, or written to --out FILE.md."""
-    from .evaluation.reports import write_report
+    from .studies.reports import write_report
 
     return write_report(results_json, out)
 
@@ -236,7 +236,7 @@ def sampler_benchmark(
     ``--datalist FILE`` instead of ``--dataset_dir`` takes the cases of a datalist (e.g. a split's test set)."""
     import logging
 
-    from .evaluation.sampler_benchmark import sampler_benchmark as run
+    from .studies.sampler_benchmark import sampler_benchmark as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if ckpt_dir is None:
@@ -254,7 +254,7 @@ def sampler_benchmark_study(out_dir: str, dataset_dir: str, scale: str = "sample
     resumable (rerun the same command). ``scale``: sampler_cpu, sampler_ci, or a scale JSON file."""
     import logging
 
-    from .evaluation.sampler_benchmark_study import SamplerBenchmarkStudy
+    from .studies.sampler_benchmark_study import SamplerBenchmarkStudy
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     path = SamplerBenchmarkStudy(dataset_dir, out_dir, scale, jobs).run()
@@ -292,7 +292,7 @@ def reference_guidance_grid(
 ) -> str:
     """reference_guided_ddpm: samples for anatomy low-pass factors N_s (rows) x stop steps a_s (columns), with the
     distance-to-reference / diversity numbers beside the PNG (how N_s and a_s trade fidelity for diversity)."""
-    from .evaluation.guidance_grid import guidance_grid
+    from .studies.reference_guidance_grid import guidance_grid
 
     guidance_grid(out_png, dataset_dir, ckpt_dir, factors, stop_steps, seeds, configs, overrides)
     return out_png

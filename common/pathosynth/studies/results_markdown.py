@@ -15,8 +15,8 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..evaluation.similarity import _finite
 from ..io.atomic import atomic_path
-from .similarity import _finite
 
 __all__ = ["as_results", "code_commit", "number", "provenance_markdown", "wall_time_markdown", "write_results"]
 

@@ -1,8 +1,8 @@
 """The FQCDM study report: Tab. 1–3 and the Tab. 5 subset as one image-quality table, Tab. 4 and Fig. 4–6 as
 downstream Dice, an example panel; Markdown + JSON, numbers read from the study folder.
 
-Downstream numbers aggregate as in :mod:`.study_report`: the mean over test cases gives one Dice per (run, seed,
-class); "mean Dice" averages RV, myocardium and LV (the paper's "average Dice"); tables show mean ± sample std
+Downstream numbers aggregate as in :mod:`.lefusion_study_report`: the mean over test cases gives one Dice per (run,
+seed, class); "mean Dice" averages RV, myocardium and LV (the paper's "average Dice"); tables show mean ± sample std
 over seeds.
 """
 
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.figures import image_row, pyplot, save_figure
+from ..evaluation.synthesis_quality import centred_box, synthesis_quality_markdown, synthesis_quality_report
 from ..io.atomic import atomic_path
-from .figures import image_row, pyplot, save_figure
+from .lefusion_study_report import seed_summary
 from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
-from .study_report import seed_summary
-from .synthesis_quality import centred_box, synthesis_quality_markdown, synthesis_quality_report
 
 __all__ = ["ACDC_CLASSES", "render_fqcdm_report", "run_summary", "write_fqcdm_report"]
 

@@ -34,9 +34,9 @@ from pathlib import Path
 from ..data import class_values, load_cases
 from ..data.slice_classes import write_lesion_slices
 from ..data.splits import write_split
+from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import atomic_path
 from .bundle_study import BundleStudy, StudyJob
-from .figures import pyplot, save_figure
 from .fqcdm_study import first_entries
 from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.figures import image_row, pyplot, save_figure
+from ..evaluation.similarity import similarity_markdown, similarity_report
 from ..io.atomic import atomic_path
-from .figures import image_row, pyplot, save_figure
 from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
-from .similarity import similarity_markdown, similarity_report
 
-__all__ = ["render_lefusion_report", "seed_summary", "write_study_report"]
+__all__ = ["render_lefusion_report", "seed_summary", "write_lefusion_report"]
 
 SEGMENTATION_CLASSES = ("LV", "myocardium", "MI", "PMO")
 
@@ -136,7 +136,7 @@ def _example_panel(path: Path, study, methods: Sequence[str]) -> str | None:
     return f"test case {case.split('_', 1)[-1] if case.startswith('testP_') else case}, slice {z}"
 
 
-def write_study_report(study, report_dir: str | Path | None = None) -> Path:
+def write_lefusion_report(study, report_dir: str | Path | None = None) -> Path:
     """``lefusion_study.json`` (every number of the report) and ``lefusion_study.md`` rendered from it alone
     (:func:`render_lefusion_report`), + ``similarity.png``, ``dice.png``, ``examples.png`` in ``report_dir``
     (default ``OUT/report``); numbers are read from the study folder, nothing is recomputed by hand."""

@@ -21,9 +21,9 @@ def _renderers() -> dict[str, Callable[[Mapping], str]]:
     from ..masks.realism import render_mask_realism
     from .emit_diff_study_report import render_emit_diff_report
     from .fqcdm_study_report import render_fqcdm_report
+    from .lefusion_study_report import render_lefusion_report
     from .reference_guided_study import render_reference_guided_report
     from .sampler_benchmark_report import render_sampler_benchmark
-    from .study_report import render_lefusion_report
 
     return {
         "lefusion_study": render_lefusion_report,

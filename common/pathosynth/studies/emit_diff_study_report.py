@@ -2,10 +2,10 @@
 std over the cross-validation folds), per-class tables, the Fig. 5 ablations as a three-panel plot, wall time.
 
 Aggregation, as in the paper's k-fold protocol: per (run, fold, seed) the mean over the fold's test cases gives one
-number per class and metric (:func:`.study_report.seed_summary`); seeds of a fold are averaged; the class mean of a
-fold averages its classes (those defined on that fold); tables show mean ± sample std over folds. HD95 and ASSD are in
-the label files' units (mm for ACDC and EMIDEC); a case where a class is absent from the prediction or the reference
-has no surface distance and is left out of that class's mean.
+number per class and metric (:func:`.lefusion_study_report.seed_summary`); seeds of a fold are averaged; the class
+mean of a fold averages its classes (those defined on that fold); tables show mean ± sample std over folds. HD95 and
+ASSD are in the label files' units (mm for ACDC and EMIDEC); a case where a class is absent from the prediction or the
+reference has no surface distance and is left out of that class's mean.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import atomic_path
-from .figures import pyplot, save_figure
+from .lefusion_study_report import seed_summary
 from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
-from .study_report import seed_summary
 
 __all__ = ["METRICS", "fold_summary", "render_emit_diff_report", "write_emit_diff_report"]
 

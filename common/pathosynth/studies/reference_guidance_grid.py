@@ -22,12 +22,12 @@ import torch
 from monai.bundle import ConfigParser
 
 from ..diffusion.reference_guidance import GuidanceReference
+from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import write_json
 from ..seeding import generator
 from ..synthesis.reference_guided import model_grid, model_items
 from ..synthesis.results import read_case
 from .bundle_study import default_bundles_dir
-from .figures import pyplot, save_figure
 
 
 def load_inference(

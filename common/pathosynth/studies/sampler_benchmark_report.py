@@ -8,8 +8,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import atomic_path
-from .figures import pyplot, save_figure
 from .results_markdown import number
 
 __all__ = ["render_sampler_benchmark", "write_outputs"]

@@ -12,7 +12,7 @@ Every step is a bundle workflow run, scheduled and resumed by :class:`.bundle_st
    LeFusion-J textures on the training normal cases (``n_double_prime_samples`` per case, N' is the
    first ``n_prime_samples`` of them: the same seeds give the same cases).
 4. downstream segmentation (DynUNet, nnU-Net plan) per training mix and seed, scored on the real test cases.
-5. report (:mod:`.study_report`).
+5. report (:mod:`.lefusion_study_report`).
 
 Scales are JSON files in ``bundles/lesion_inpainting/configs/study/`` (``cpu``: ≥ 82 min measured on 2 cores; ``ci``:
 the test suite's; ``paper``: the papers' settings for a GPU).
@@ -244,7 +244,7 @@ class LeFusionStudy(BundleStudy):
 
     def run(self) -> Path:
         """All phases, then the report; returns the report path."""
-        from .study_report import write_study_report
+        from .lefusion_study_report import write_lefusion_report
 
         self.out.mkdir(parents=True, exist_ok=True)
         write_split(
@@ -254,4 +254,4 @@ class LeFusionStudy(BundleStudy):
             int(self.scale.get("split_seed", 0)),
         )
         self.run_jobs(self.training_jobs() + self.synthesis_jobs() + self.segmentation_jobs())
-        return write_study_report(self)
+        return write_lefusion_report(self)
