@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bundle_configs import config_files
 from ..io.atomic import write_json
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class BundleStudy:
 
     def command(self, job: StudyJob, overlay: Path) -> list[str]:
         configs = self.bundles / job.bundle / "configs"
-        files = [str(configs / c) for c in job.configs] + [str(overlay)]
+        files = [str(f) for f in config_files(configs, [*job.configs, overlay])]
         return [
             sys.executable,
             "-m",
