@@ -98,7 +98,9 @@ def test_lefusion_study_end_to_end_at_ci_scale(tmp_path):
 def test_seed_summary_is_the_spread_of_per_seed_case_means(tmp_path):
     """Two-stage aggregation: mean over test cases per seed, then mean ± sample std over seeds; a group filter
     keeps only its cases; undefined (null) values are left out, not counted as 0."""
-    from pathosynth.studies.lefusion_study_report import seed_summary
+    from pathosynth.studies.repeats import seed_summary
+
+    classes = ("LV", "myocardium", "MI", "PMO")
 
     def scores(seed, dices):
         cases = [
@@ -114,12 +116,12 @@ def test_seed_summary_is_the_spread_of_per_seed_case_means(tmp_path):
         return path
 
     files = [scores(0, [("pathological", 0.8), ("normal", 1.0)]), scores(1, [("pathological", 0.6), ("normal", 0.0)])]
-    every = seed_summary(files)["MI"]
+    every = seed_summary(files, "dice", classes)["MI"]
     assert every["per_seed"] == pytest.approx([0.9, 0.3]) and every["mean"] == pytest.approx(0.6)
     assert every["std"] == pytest.approx(np.std([0.9, 0.3], ddof=1))
-    pathological = seed_summary(files, group="pathological")["MI"]
+    pathological = seed_summary(files, "dice", classes, group="pathological")["MI"]
     assert pathological["per_seed"] == pytest.approx([0.8, 0.6]) and pathological["n_seeds"] == 2
-    undefined = seed_summary(files, metric="hd95")["LV"]
+    undefined = seed_summary(files, "hd95", classes)["LV"]
     assert undefined["n_seeds"] == 0 and np.isnan(undefined["mean"])
 
 

@@ -291,3 +291,19 @@ def test_cli_writes_the_report_atomically_and_refuses_bad_input(tmp_path, monkey
         cli.report(_write(tmp_path, results, "partial.json"))
     with pytest.raises(ValueError, match="is the results file itself"):
         cli.report(source, out=source)
+
+
+def test_cells_render_the_same_from_memory_and_from_the_json_read_back():
+    """Every report cell goes through one formatter: a number renders identically before and after its results JSON
+    round trip (NaN → null, inf → "inf"); no repeat shows "–", one repeat its mean alone (no spread), more show
+    mean ± std."""
+    from pathosynth.io.results import as_results
+    from pathosynth.markdown_tables import fixed, markdown_table, spread_cell
+
+    for value in (float("nan"), float("inf"), float("-inf"), 0.123456):
+        assert fixed(as_results({"v": value})["v"], 3) == fixed(value, 3)
+    assert [fixed(v) for v in (None, "inf", float("-inf"), 0.125)] == ["–", "∞", "-∞", "0.12"]
+    one, many = {"mean": 0.5, "std": float("nan"), "n": 1}, {"mean": 0.5, "std": 0.1, "n": 3}
+    assert spread_cell(as_results(one), scale=100) == spread_cell(one, scale=100) == "50.00"
+    assert spread_cell(many, digits=1, scale=100) == "50.0 ± 10.0" and spread_cell({"n": 0}) == "–"
+    assert markdown_table(("a", "b"), [(1, "x")]) == ["| a | b |", "|---|---|", "| 1 | x |"]

@@ -2,18 +2,23 @@
 
 Each report (written by :func:`~pathosynth.evaluation.classifiers.evaluate_folds`) is one classifier trained on one kind
 of data (synthetic, real, real + synthetic); a row gives the mean ± std over the cross-validation folds of each
-score on the real held-out split, and the accuracy of the fold ensemble. Numbers only: no image is drawn.
+score on the real held-out split, and the accuracy and AUC of the fold ensemble. Numbers only: no image is drawn.
+The folder's ``results.json`` holds every report; ``results.md`` is rendered from it alone, so
+``python -m pathosynth.cli report results.json`` gives the same Markdown on a machine that has only the JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..io.atomic import atomic_path
+from ..io.results import as_results, write_results
+from ..markdown_tables import fixed, markdown_table, mean_std
 
-__all__ = ["read_reports", "results_table", "write_results_table"]
+__all__ = ["classification_results", "read_reports", "render_classification_report", "write_results_table"]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 ORDER = {"synthetic": 0, "real": 1, "real+synthetic": 2}
@@ -31,18 +36,31 @@ def read_reports(folder: str | os.PathLike) -> list[dict]:
     return sorted(reports, key=lambda r: (ORDER.get(r["training_data"], 9), r["training_data"], r["classifier"]))
 
 
-def results_table(reports: list[dict]) -> str:
-    """Markdown: one row per (training data, classifier)."""
-    lines = [
-        "| training data | classifier | train images | folds | " + " | ".join(METRICS) + " | ensemble accuracy |",
-        "|---|---|---|---|" + "---|" * len(METRICS) + "---|",
-    ]
-    for r in reports:
-        scores = " | ".join(f"{r['mean'][m]:.3f} ± {r['std'][m]:.3f}" for m in METRICS)
-        lines.append(
-            f"| {r['training_data']} | {r['classifier']} | {r['training']['num_images']} | {len(r['folds'])} | "
-            f"{scores} | {r['ensemble']['accuracy']:.3f} |"
-        )
+def classification_results(reports: list[dict]) -> dict:
+    """The results JSON of one evaluation folder: its reports (per fold, mean, std, ensemble) in table order, under
+    the kind ``"classification"`` that ``pathosynth.cli report`` renders."""
+    return as_results({"study": "classification", "metrics": list(METRICS), "reports": reports})
+
+
+def render_classification_report(results: Mapping) -> str:
+    """``results.md`` from the results JSON alone: one row per (training data, classifier), each score the mean ± std
+    over the cross-validation folds, then the fold ensemble's accuracy and AUC; the real test split it was scored on."""
+    metrics, reports = results["metrics"], results["reports"]
+    lines = markdown_table(
+        ("training data", "classifier", "train images", "folds", *metrics, "ensemble accuracy", "ensemble AUC"),
+        (
+            (
+                r["training_data"],
+                r["classifier"],
+                r["training"]["num_images"],
+                len(r["folds"]),
+                *(mean_std(r["mean"][m], r["std"][m], 3) for m in metrics),
+                fixed(r["ensemble"]["accuracy"], 3),
+                fixed(r["ensemble"].get("auc"), 3),
+            )
+            for r in reports
+        ),
+    )
     if reports:
         lines.append(
             f"\nTest split: '{reports[0]['test_split']}' of {reports[0]['test_source']} "
@@ -52,9 +70,12 @@ def results_table(reports: list[dict]) -> str:
 
 
 def write_results_table(folder: str | os.PathLike) -> str:
-    """``results.md`` and ``results.png`` (mean accuracy and AUC per row, fold std as error bars) in ``folder``."""
+    """``results.json`` (:func:`classification_results` of every report in ``folder``), ``results.md`` rendered from
+    it alone and ``results.png`` (mean accuracy and AUC per row, fold std as error bars)."""
     reports = read_reports(folder)
-    table = results_table(reports)
+    results = classification_results(reports)
+    write_results(Path(folder) / "results.json", results)
+    table = render_classification_report(results)
     with atomic_path(Path(folder) / "results.md") as tmp:
         tmp.write_text(table)
     if reports:

@@ -22,8 +22,8 @@ from monai.transforms import Invertd
 from ..data.errors import DatasetError
 from ..io.atomic import sha256_file, write_json
 from ..io.nifti import read_nifti, write_nifti_like
+from ..io.results import finite
 from ..metrics import segmentation_scores, summarise_scores
-from .similarity import _finite
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +158,6 @@ class SegmentationScorer(SegmentationPredictor):
             )
             logger.info(f"{record['case_id']}: " + ", ".join(f"{c} Dice {scores[c]['dice']:.3f}" for c in self.classes))
         summary = summarise_scores([{c: case[c] for c in self.classes} for case in results])
-        report = _finite({"classes": self.classes, "summary": summary, "cases": results, **self.metadata})
+        report = finite({"classes": self.classes, "summary": summary, "cases": results, **self.metadata})
         write_json(self.scores_path, report)
         return report  # as written (NaN -> null), so a first run and a rerun return the same

@@ -19,6 +19,8 @@ from ..data.labels import EMIDEC_LABELS
 from ..data.layouts import read_datalist
 from ..io.atomic import atomic_path, write_json
 from ..io.nifti import read_nifti
+from ..io.results import finite
+from ..markdown_tables import markdown_table, number, spread_cell
 from ..metrics import lesion_region_similarity, summarise_scores
 from .figures import pyplot, save_figure
 
@@ -47,14 +49,11 @@ def synthetic_case_similarity(
 
 
 def _cell(summary: Mapping, region: str, metric: str, scale: float) -> str:
+    """Mean ± std over cases; an infinite mean is a PSNR of identical images (a bit-exact background)."""
     stats = summary.get(region, {}).get(metric)
-    if not stats or stats["n"] == 0:
-        return "–"
-    # a summary read back from JSON holds null for NaN and "inf" for inf
-    mean, std = (math.nan if v is None else float(v) * scale for v in (stats["mean"], stats["std"]))
-    if math.isinf(mean):
+    if stats and stats["n"] and math.isinf(number(stats["mean"])):
         return "∞ (identical)"
-    return f"{mean:.2f} ± {std:.2f}" if not math.isnan(std) else f"{mean:.2f}"
+    return spread_cell(stats, "n", 2, scale)
 
 
 def similarity_report(
@@ -80,7 +79,7 @@ def similarity_report(
     )
     with atomic_path(out / "similarity.md") as tmp:
         tmp.write_text(text)
-    write_json(out / "similarity.json", _finite({"title": title, "summaries": summaries, "cases": per_method}))
+    write_json(out / "similarity.json", finite({"title": title, "summaries": summaries, "cases": per_method}))
     _plot(out / "similarity.png", title, summaries, regions)
     return summaries
 
@@ -89,26 +88,21 @@ def similarity_markdown(summaries: Mapping[str, Mapping], n_cases: Mapping[str, 
     """The side-by-side table of :func:`similarity_report` (one row per method, ``n_cases`` cases each) and its note;
     ``summaries`` may be read back from JSON."""
     regions = [*classes, "all lesions", "background"]
-    header = "| method | n | " + " | ".join(f"{r} PSNR ↑ | {r} SSIM ↑" for r in regions) + " |"
-    rows = [header, "|" + "---|" * (2 + 2 * len(regions))]
-    for name, summary in summaries.items():
-        cells = [f"{_cell(summary, r, 'psnr', 1)} | {_cell(summary, r, 'ssim', 100)}" for r in regions]
-        rows.append(f"| {name} | {n_cases[name]} | " + " | ".join(cells) + " |")
+    rows = markdown_table(
+        ("method", "n", *(f"{r} {metric} ↑" for r in regions for metric in ("PSNR", "SSIM"))),
+        (
+            (
+                name,
+                n_cases[name],
+                *(_cell(summary, r, m, scale) for r in regions for m, scale in (("psnr", 1), ("ssim", 100))),
+            )
+            for name, summary in summaries.items()
+        ),
+    )
     return (
         "\n".join(rows) + "\n\nPSNR in dB on each real volume's intensity range; SSIM ×100, "
         "per-slice 2D windows averaged over the region's voxels; mean ± std over cases.\n"
     )
-
-
-def _finite(value):
-    """JSON has no NaN/inf: write them as null / strings."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def _plot(path: Path, title: str, summaries: Mapping, regions: Sequence[str]) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from ..data.layouts import read_datalist
 from ..io.atomic import atomic_path, write_json
 from ..io.nifti import read_nifti
+from ..markdown_tables import fixed, markdown_table, spread_cell
 from ..metrics import distribution_scores, image_similarity, make_extractor
 
 __all__ = ["centred_box", "paired_slices", "synthesis_quality", "synthesis_quality_report"]
@@ -127,16 +128,6 @@ def first_real(results: Mapping[str, dict], name: str) -> float:
     return next(r["class_intensity"][name]["real"] for r in results.values() if name in r["class_intensity"])
 
 
-def _cell(stats: Mapping, scale: float = 1.0) -> str:
-    if not stats["n"]:
-        return "–"
-    return f"{_number(stats['mean']) * scale:.2f} ± {_number(stats['std']) * scale:.2f}"
-
-
-def _number(value) -> float:
-    return math.nan if value is None else float(value)  # JSON null is NaN
-
-
 def synthesis_quality_markdown(
     results: Mapping[str, Mapping], fov_size: Sequence[int], classes: Sequence[str] = ()
 ) -> str:
@@ -148,32 +139,37 @@ def synthesis_quality_markdown(
         f"FID between the synthetic and the real slice sets (n = {first['n_a']} each) in the `{first['extractor']}` "
         "embedding (not comparable with Inception FIDs).",
         "",
-        "| method | PSNR ↑ (Tab. 1) | MS-SSIM ×100 ↑ (Tab. 2) | FID ↓ (Tab. 3) | slices |",
-        "|---|---|---|---|---|",
+        *markdown_table(
+            ("method", "PSNR ↑ (Tab. 1)", "MS-SSIM ×100 ↑ (Tab. 2)", "FID ↓ (Tab. 3)", "slices"),
+            (
+                (
+                    name,
+                    spread_cell(r["psnr"]),
+                    spread_cell(r["ms_ssim"], scale=100),
+                    fixed(r["fid"]["fid"]),
+                    r["psnr"]["n"],
+                )
+                for name, r in results.items()
+            ),
+        ),
     ]
-    for name, r in results.items():
-        rows.append(
-            f"| {name} | {_cell(r['psnr'])} | {_cell(r['ms_ssim'], 100)} | {_number(r['fid']['fid']):.2f} | "
-            f"{r['psnr']['n']} |"
-        )
     classes = [c for c in classes if any(c in r["class_intensity"] for r in results.values())]
     if classes:
         rows += [
             "",
             "Mean intensity inside each label class (0 = the real volume's minimum, 1 = its maximum):",
             "",
-            "| images | " + " | ".join(classes) + " |",
-            "|---" * (len(classes) + 1) + "|",
-            "| real | " + " | ".join(f"{first_real(results, c):.3f}" for c in classes) + " |",
+            *markdown_table(
+                ("images", *classes),
+                [
+                    ("real", *(fixed(first_real(results, c), 3) for c in classes)),
+                    *(
+                        (name, *(fixed(r["class_intensity"].get(c, {}).get("synthetic"), 3) for c in classes))
+                        for name, r in results.items()
+                    ),
+                ],
+            ),
         ]
-        for name, r in results.items():
-            rows.append(
-                f"| {name} | "
-                + " | ".join(
-                    f"{r['class_intensity'][c]['synthetic']:.3f}" if c in r["class_intensity"] else "–" for c in classes
-                )
-                + " |"
-            )
     return "\n".join(rows) + "\n"
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..data.labels import EMIDEC_LABELS
 from ..io.atomic import atomic_path
+from ..markdown_tables import DASH, markdown_table
 from .postprocess import label_components, label_to_masks, pmo_inside_mi_voxels
 
 __all__ = ["DISTRIBUTIONS", "mask_statistics", "realism_report", "render_mask_realism", "summarise", "transmurality"]
@@ -182,7 +183,7 @@ def _json_safe(value):
 
 
 def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3g}"
+    return DASH if x is None else f"{x:.3g}"
 
 
 def _markdown(title: str, summaries: Mapping[str, dict]) -> str:
@@ -200,8 +201,7 @@ def _markdown(title: str, summaries: Mapping[str, dict]) -> str:
     pct = lambda r: "–" if r is None else f"{100 * r:.1f} %"  # noqa: E731
     rows.append(("PMO present (cases with lesion)", [pct(s["pmo_present_rate"]) for s in summaries.values()]))
     rows.append(("PMO inside MI (pooled PMO voxels)", [pct(s["pmo_inside_mi_rate"]) for s in summaries.values()]))
-    lines = [f"# {title}", "", "| statistic | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    lines = [f"# {title}", "", *markdown_table(("statistic", *names), ((label, *cells) for label, cells in rows))]
     lines += ["", "Definitions (pathosynth.masks.realism):", ""]
     lines += [f"- **{text}**: {desc}" for text, desc in DISTRIBUTIONS.values()]
     lines += ["- **PMO inside MI**: a PMO voxel none of whose in-plane 4-neighbours is healthy myocardium", ""]

@@ -2,7 +2,7 @@
 std over the cross-validation folds), per-class tables, the Fig. 5 ablations as a three-panel plot, wall time.
 
 Aggregation, as in the paper's k-fold protocol: per (run, fold, seed) the mean over the fold's test cases gives one
-number per class and metric (:func:`.lefusion_study_report.seed_summary`); seeds of a fold are averaged; the class
+number per class and metric (:func:`.repeats.seed_summary`); seeds of a fold are averaged; the class
 mean of a fold averages its classes (those defined on that fold); tables show mean ± sample std over folds. HD95 and
 ASSD are in the label files' units (mm for ACDC and EMIDEC); a case where a class is absent from the prediction or the
 reference has no surface distance and is left out of that class's mean.
@@ -20,8 +20,10 @@ import numpy as np
 
 from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import atomic_path
-from .lefusion_study_report import seed_summary
-from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
+from ..io.results import as_results, write_results
+from ..markdown_tables import markdown_table, spread_cell
+from .repeats import repeat_summary, seed_summary
+from .results_markdown import provenance_markdown, wall_time_markdown
 
 __all__ = ["METRICS", "fold_summary", "render_emit_diff_report", "write_emit_diff_report"]
 
@@ -42,13 +44,8 @@ PANELS = {
 
 
 def _stats(values: Sequence[float]) -> dict:
-    values = [float(v) for v in values if v is not None and math.isfinite(v)]
-    return {
-        "mean": float(np.mean(values)) if values else math.nan,
-        "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-        "n_folds": len(values),
-        "per_fold": values,
-    }
+    """:func:`.repeats.repeat_summary` over the folds where the value is defined."""
+    return repeat_summary([v for v in values if v is not None and math.isfinite(v)], "fold")
 
 
 def fold_summary(files_per_fold: Sequence[Sequence[Path]], classes: Sequence[str]) -> dict[str, dict[str, dict]]:
@@ -60,7 +57,7 @@ def fold_summary(files_per_fold: Sequence[Sequence[Path]], classes: Sequence[str
         for files in files_per_fold:
             if not files:
                 continue
-            summary = seed_summary(files, metric, classes=classes)
+            summary = seed_summary(files, metric, classes)
             values = [summary[c]["mean"] for c in classes]
             for c, v in zip(classes, values):
                 per_class[c].append(v)
@@ -70,36 +67,31 @@ def fold_summary(files_per_fold: Sequence[Sequence[Path]], classes: Sequence[str
     return result
 
 
-def _cell(stats: Mapping, scale: float, digits: int = 2) -> str:
-    if not stats["n_folds"]:
-        return "–"
-    mean = number(stats["mean"]) * scale
-    return (
-        f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}"
-        if stats["n_folds"] > 1
-        else f"{mean:.{digits}f}"
-    )
+def _cell(stats: Mapping, scale: float) -> str:
+    """A summary over folds, two decimals."""
+    return spread_cell(stats, "n_folds", 2, scale)
 
 
 def _main_table(rows: Sequence[tuple[str, Mapping]]) -> list[str]:
-    lines = [
-        "| method | " + " | ".join(title for title, _, _ in METRICS.values()) + " | folds |",
-        "|---" * (len(METRICS) + 2) + "|",
-    ]
-    for label, summary in rows:
-        cells = [_cell(summary[m]["mean"], scale) for m, (_, scale, _) in METRICS.items()]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {summary['dice']['mean']['n_folds']} |")
-    return lines
+    return markdown_table(
+        ("method", *(title for title, _, _ in METRICS.values()), "folds"),
+        (
+            (
+                label,
+                *(_cell(summary[m]["mean"], scale) for m, (_, scale, _) in METRICS.items()),
+                summary["dice"]["mean"]["n_folds"],
+            )
+            for label, summary in rows
+        ),
+    )
 
 
 def _class_table(rows: Sequence[tuple[str, Mapping]], metric: str, classes: Sequence[str]) -> list[str]:
     title, scale, _ = METRICS[metric]
-    lines = ["| method | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-    lines += [
-        f"| {label} | " + " | ".join(_cell(summary[metric][c], scale) for c in classes) + " |"
-        for label, summary in rows
-    ]
-    return [f"**{title}**", "", *lines]
+    table = markdown_table(
+        ("method", *classes), ((label, *(_cell(summary[metric][c], scale) for c in classes)) for label, summary in rows)
+    )
+    return [f"**{title}**", "", *table]
 
 
 def _ablation_plot(
@@ -148,14 +140,18 @@ def _ablation_plot(
 
 
 def _ablation_table(panel: str, runs: Sequence[Mapping], summaries: Mapping[str, Mapping], field: str) -> list[str]:
-    lines = [f"| {PANELS[panel][1]} | mean Dice ×100 | HD95 (mm) | folds |", "|---|---|---|---|"]
-    for run in sorted(runs, key=lambda r: r[field]):
-        s = summaries[run["name"]]
-        lines.append(
-            f"| {run[field]:g} | {_cell(s['dice']['mean'], 100)} | {_cell(s['hd95']['mean'], 1)} | "
-            f"{s['dice']['mean']['n_folds']} |"
-        )
-    return lines
+    return markdown_table(
+        (PANELS[panel][1], "mean Dice ×100", "HD95 (mm)", "folds"),
+        (
+            (
+                f"{run[field]:g}",
+                _cell(summaries[run["name"]]["dice"]["mean"], 100),
+                _cell(summaries[run["name"]]["hd95"]["mean"], 1),
+                summaries[run["name"]]["dice"]["mean"]["n_folds"],
+            )
+            for run in sorted(runs, key=lambda r: r[field])
+        ),
+    )
 
 
 def write_emit_diff_report(study, report_dir: str | Path | None = None) -> Path:

@@ -9,7 +9,6 @@ over seeds.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -19,8 +18,10 @@ import numpy as np
 from ..evaluation.figures import image_row, pyplot, save_figure
 from ..evaluation.synthesis_quality import centred_box, synthesis_quality_markdown, synthesis_quality_report
 from ..io.atomic import atomic_path
-from .lefusion_study_report import seed_summary
-from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
+from ..io.results import as_results, write_results
+from ..markdown_tables import fixed, markdown_table, spread_cell
+from .repeats import repeat_summary, seed_summary
+from .results_markdown import provenance_markdown, wall_time_markdown
 
 __all__ = ["ACDC_CLASSES", "render_fqcdm_report", "run_summary", "write_fqcdm_report"]
 
@@ -36,40 +37,26 @@ ABLATION = {
 
 def run_summary(score_files: Sequence[Path]) -> dict:
     """Per class and ``"mean"`` (over the classes, per seed): ``{"mean", "std", "n_seeds", "per_seed"}``."""
-    summary = seed_summary(score_files, "dice", classes=ACDC_CLASSES)
+    summary = seed_summary(score_files, "dice", ACDC_CLASSES)
     per_class = [summary[c]["per_seed"] for c in ACDC_CLASSES]
     n = min(len(v) for v in per_class)
     per_seed = (
         [float(np.mean([v[i] for v in per_class])) for i in range(n)] if all(len(v) == n for v in per_class) else []
     )
-    summary["mean"] = {
-        "mean": float(np.mean(per_seed)) if per_seed else math.nan,
-        "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else math.nan,
-        "n_seeds": len(per_seed),
-        "per_seed": per_seed,
-    }
+    summary["mean"] = repeat_summary(per_seed)
     return summary
 
 
 def _cell(stats: Mapping) -> str:
-    if not stats["n_seeds"]:
-        return "–"
-    mean = number(stats["mean"]) * 100
-    return f"{mean:.1f} ± {number(stats['std']) * 100:.1f}" if stats["n_seeds"] > 1 else f"{mean:.1f}"
+    """A Dice summary over seeds, ×100 with one decimal."""
+    return spread_cell(stats, "n_seeds", 1, 100)
 
 
-def _row(label: str, summary: Mapping) -> str:
-    return (
-        f"| {label} | {_cell(summary['mean'])} | "
-        + " | ".join(_cell(summary[c]) for c in ACDC_CLASSES)
-        + f" | {summary['mean']['n_seeds']} |"
-    )
+def _row(label: str, summary: Mapping) -> tuple:
+    return (label, _cell(summary["mean"]), *(_cell(summary[c]) for c in ACDC_CLASSES), summary["mean"]["n_seeds"])
 
 
-HEADER = [
-    "| training set | mean Dice | " + " | ".join(f"{c} Dice" for c in ACDC_CLASSES) + " | seeds |",
-    "|---" * (len(ACDC_CLASSES) + 3) + "|",
-]
+HEADER = ("training set", "mean Dice", *(f"{c} Dice" for c in ACDC_CLASSES), "seeds")
 
 
 def _tab4_label(run: Mapping) -> str:
@@ -223,19 +210,24 @@ def render_fqcdm_report(results: Mapping) -> str:
     quality, split, summaries, runs = results["quality"], results["split"], results["downstream"], results["runs"]
     fov_size, image_size = results["synthesis"]["fov_size"], results["synthesis"]["image_size"]
     quality_text = synthesis_quality_markdown(quality, fov_size, results["quality_classes"]).strip()
-    mark = lambda flag: "✓" if flag else ""  # noqa: E731
-    ablation = ["| FDGB | FQB | DBD | method | PSNR | MS-SSIM ×100 |", "|---|---|---|---|---|---|"]
-    for method, flags in ABLATION.items():
-        if method in quality:
-            r = quality[method]
-            psnr, ms_ssim = (
-                f"{v:.2f}" if math.isfinite(v) else "–"
-                for v in (number(r["psnr"]["mean"]), number(r["ms_ssim"]["mean"]) * 100)
+    ablation = markdown_table(
+        ("FDGB", "FQB", "DBD", "method", "PSNR", "MS-SSIM ×100"),
+        (
+            (
+                *("✓" if flag else "" for flag in flags),
+                method,
+                fixed(quality[method]["psnr"]["mean"]),
+                fixed(quality[method]["ms_ssim"]["mean"], scale=100),
             )
-            ablation.append(f"| {' | '.join(mark(f) for f in flags)} | {method} | {psnr} | {ms_ssim} |")
-    tab4 = HEADER + [_row(_tab4_label(runs[name]), summaries[name]) for name in results["panels"]["tab4"]]
+            for method, flags in ABLATION.items()
+            if method in quality
+        ),
+    )
+    tab4 = markdown_table(
+        HEADER, (_row(_tab4_label(runs[name]), summaries[name]) for name in results["panels"]["tab4"])
+    )
     fig_rows = {
-        key: HEADER + [_row(name, summaries[name]) for name in results["panels"][key]]
+        key: markdown_table(HEADER, (_row(name, summaries[name]) for name in results["panels"][key]))
         for key in ("fig4", "fig5", "fig6")
     }
     trained, example, scale = results["segmenter"], results["example"], results["scale"]

@@ -1,8 +1,7 @@
 """The LeFusion study report: Tab. 2 and Tab. 1 analogues as Markdown + JSON, bar plots, example panels.
 
-Downstream numbers are aggregated in two stages, as repeated trainings should be: the mean over test
-cases gives one number per (training mix, seed); the table shows the mean ± sample std of those over
-seeds, so the spread is the run-to-run variation of training on that mix, not the case-to-case one.
+Downstream numbers are aggregated in two stages (:mod:`.repeats`): the mean over test cases gives one number per
+(training mix, seed); the table shows the mean ± sample std of those over seeds.
 """
 
 from __future__ import annotations
@@ -17,64 +16,29 @@ import numpy as np
 from ..evaluation.figures import image_row, pyplot, save_figure
 from ..evaluation.similarity import similarity_markdown, similarity_report
 from ..io.atomic import atomic_path
-from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
+from ..io.results import as_results, write_results
+from ..markdown_tables import markdown_table, spread_cell
+from .repeats import seed_summary
+from .results_markdown import provenance_markdown, wall_time_markdown
 
-__all__ = ["render_lefusion_report", "seed_summary", "write_lefusion_report"]
+__all__ = ["SEGMENTATION_CLASSES", "render_lefusion_report", "write_lefusion_report"]
 
 SEGMENTATION_CLASSES = ("LV", "myocardium", "MI", "PMO")
 
 
-def seed_summary(
-    score_files: Sequence[Path],
-    metric: str = "dice",
-    group: str | None = None,
-    classes: Sequence[str] = SEGMENTATION_CLASSES,
-) -> dict[str, dict]:
-    """Per class: ``{"mean", "std", "n_seeds", "per_seed"}`` over seeds of each seed's mean of ``metric`` over
-    its test cases (only cases of ``group``, e.g. "pathological", when given; undefined values left out)."""
-    per_seed_cases = [
-        [c for c in json.loads(Path(p).read_text())["cases"] if group is None or c.get("group") == group]
-        for p in score_files
-    ]
-    result = {}
-    for cls in classes:
-        values = []
-        for cases in per_seed_cases:
-            defined = [float(c[cls][metric]) for c in cases if cls in c and c[cls][metric] is not None]
-            if defined:
-                values.append(float(np.mean(defined)))
-        result[cls] = {
-            "mean": float(np.mean(values)) if values else math.nan,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-            "n_seeds": len(values),
-            "per_seed": values,
-        }
-    return result
-
-
-def _cell(stats: Mapping, scale: float = 1.0, digits: int = 1) -> str:
-    if not stats["n_seeds"]:
-        return "–"
-    mean = number(stats["mean"]) * scale
-    return (
-        f"{mean:.{digits}f} ± {number(stats['std']) * scale:.{digits}f}"
-        if stats["n_seeds"] > 1
-        else f"{mean:.{digits}f}"
-    )
+def _cell(stats: Mapping, scale: float = 1.0) -> str:
+    """A summary over seeds, one decimal."""
+    return spread_cell(stats, "n_seeds", 1, scale)
 
 
 def _dice_rows(table: Mapping[str, Mapping[str, Mapping]]) -> list[str]:
-    rows = [
-        "| training mix | " + " | ".join(f"{c} Dice" for c in SEGMENTATION_CLASSES) + " | seeds |",
-        "|---" * (len(SEGMENTATION_CLASSES) + 2) + "|",
-    ]
-    for mix, classes in table.items():
-        rows.append(
-            f"| {mix} | "
-            + " | ".join(_cell(classes[c], 100) for c in SEGMENTATION_CLASSES)
-            + f" | {classes['LV']['n_seeds']} |"
-        )
-    return rows
+    return markdown_table(
+        ("training mix", *(f"{c} Dice" for c in SEGMENTATION_CLASSES), "seeds"),
+        (
+            (mix, *(_cell(classes[c], 100) for c in SEGMENTATION_CLASSES), classes["LV"]["n_seeds"])
+            for mix, classes in table.items()
+        ),
+    )
 
 
 def _bar_plot(path: Path, table: Mapping[str, Mapping[str, Mapping]], title: str) -> None:
@@ -155,9 +119,9 @@ def write_lefusion_report(study, report_dir: str | Path | None = None) -> Path:
     for mix in study.mixes():
         files = [study.segmentation_dir(mix, s) / "scores.json" for s in seeds]
         files = [f for f in files if f.exists()]
-        dice[mix] = seed_summary(files, "dice")
-        dice_pathological[mix] = seed_summary(files, "dice", group="pathological")
-        distances[mix] = {m: seed_summary(files, m) for m in ("hd95", "assd")}
+        dice[mix] = seed_summary(files, "dice", SEGMENTATION_CLASSES)
+        dice_pathological[mix] = seed_summary(files, "dice", SEGMENTATION_CLASSES, group="pathological")
+        distances[mix] = {m: seed_summary(files, m, SEGMENTATION_CLASSES) for m in ("hd95", "assd")}
     _bar_plot(
         out / "dice.png",
         dice_pathological,
@@ -199,16 +163,13 @@ def render_lefusion_report(results: Mapping) -> str:
         results["tab2"], {m: len(cases) for m, cases in results["tab2_cases"].items()}, results["tab2_classes"]
     ).strip()
     rows, rows_pathological = _dice_rows(results["tab1_dice"]), _dice_rows(results["tab1_dice_pathological"])
-    dist_rows = [
-        "| training mix | " + " | ".join(f"{c} HD95 / ASSD" for c in SEGMENTATION_CLASSES) + " |",
-        "|---" * (len(SEGMENTATION_CLASSES) + 1) + "|",
-    ]
-    for mix, table in results["tab1_distances"].items():
-        dist_rows.append(
-            f"| {mix} | "
-            + " | ".join(f"{_cell(table['hd95'][c])} / {_cell(table['assd'][c])}" for c in SEGMENTATION_CLASSES)
-            + " |"
-        )
+    dist_rows = markdown_table(
+        ("training mix", *(f"{c} HD95 / ASSD" for c in SEGMENTATION_CLASSES)),
+        (
+            (mix, *(f"{_cell(table['hd95'][c])} / {_cell(table['assd'][c])}" for c in SEGMENTATION_CLASSES))
+            for mix, table in results["tab1_distances"].items()
+        ),
+    )
     example = results["example"]
     return f"""# LeFusion study at {results["scale_name"]} scale
 

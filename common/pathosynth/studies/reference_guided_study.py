@@ -36,9 +36,11 @@ from ..data.slice_classes import write_lesion_slices
 from ..data.splits import write_split
 from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import atomic_path
+from ..io.results import as_results, write_results
+from ..markdown_tables import fixed, markdown_table, mean_std
 from .bundle_study import BundleStudy, StudyJob
 from .fqcdm_study import first_entries
-from .results_markdown import as_results, number, provenance_markdown, wall_time_markdown, write_results
+from .results_markdown import provenance_markdown, wall_time_markdown
 
 __all__ = ["METRICS", "ReferenceGuidedStudy", "render_reference_guided_report"]
 
@@ -299,6 +301,11 @@ class ReferenceGuidedStudy(BundleStudy):
 def render_reference_guided_report(results: Mapping) -> str:
     """The generated Markdown of the reference-guided study from its results JSON alone (no discussion)."""
     rows, counts, split = results["scores"], results["slice_class_counts"], results["split"]
+    header = ("training mix", "synthetic slices", "classifier", *METRICS)
+
+    def row_label(r: Mapping) -> tuple:
+        return r["mix"], r["n_synthetic"], r["classifier"]
+
     lines = [
         f"# Reference-guided DDPM: lesion classifier on real vs real + synthetic slices (scale {results['scale']})",
         "",
@@ -313,27 +320,14 @@ def render_reference_guided_report(results: Mapping) -> str:
         "",
         "Mean ± std over the cross-validation folds, each fold's model scored on the real held-out test slices:",
         "",
-        "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |",
-        "|" + "---|" * (3 + len(METRICS)),
-    ]
-    lines += [
-        f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | "
-        + " | ".join(f"{number(r[m]):.3f} ± {number(r[m + '_std']):.3f}" for m in METRICS)
-        + " |"
-        for r in rows
-    ]
-    lines += [
+        *markdown_table(
+            header,
+            ((*row_label(r), *(mean_std(r[m], r[m + "_std"], 3) for m in METRICS)) for r in rows),
+        ),
         "",
         "The fold ensemble (mean softmax of the fold models) on the same test slices:",
         "",
-        "| training mix | synthetic slices | classifier | " + " | ".join(METRICS) + " |",
-        "|" + "---|" * (3 + len(METRICS)),
-    ]
-    lines += [
-        f"| {r['mix']} | {r['n_synthetic']} | {r['classifier']} | "
-        + " | ".join(f"{number(r['ensemble_' + m]):.3f}" for m in METRICS)
-        + " |"
-        for r in rows
+        *markdown_table(header, ((*row_label(r), *(fixed(r["ensemble_" + m], 3) for m in METRICS)) for r in rows)),
     ]
     lines += ["", "![scores](scores_vs_synthetic.png)", "", wall_time_markdown(results["wall_time"]), ""]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ __all__ = ["render_report", "write_report"]
 
 
 def _renderers() -> dict[str, Callable[[Mapping], str]]:
+    from ..evaluation.classification_report import render_classification_report
     from ..masks.realism import render_mask_realism
     from .emit_diff_study_report import render_emit_diff_report
     from .fqcdm_study_report import render_fqcdm_report
@@ -31,6 +32,7 @@ def _renderers() -> dict[str, Callable[[Mapping], str]]:
         "emit_diff_study": render_emit_diff_report,
         "reference_guided_study": render_reference_guided_report,
         "mask_realism": render_mask_realism,
+        "classification": render_classification_report,
         "sampler_benchmark": render_sampler_benchmark,
     }
 

@@ -1,41 +1,21 @@
 """Pieces shared by the study reports, which render their Markdown from the study's results JSON alone.
 
-A study writes its numbers to ``<name>.json`` and renders ``<name>.md`` from that file's content, never from the
-study folder, so ``python -m pathosynth.cli report <name>.json`` gives the same Markdown, byte for byte, on a machine
-that has only the JSON: a number in a report can be checked against its data. JSON has no NaN / inf
-(:func:`as_results` writes them as null / "inf"); :func:`number` reads them back. Key order is kept
-(:func:`write_results`), so tables list methods and training mixes in the study's order.
+A study writes its numbers to ``<name>.json`` (:func:`pathosynth.io.results.write_results`) and renders ``<name>.md``
+from that file's content, never from the study folder, so ``python -m pathosynth.cli report <name>.json`` gives the
+same Markdown, byte for byte, on a machine that has only the JSON: a number in a report can be checked against its
+data. Here: the code commit a study records, and the report's opening (provenance) and wall-time sections; cells and
+tables come from :mod:`pathosynth.markdown_tables`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..evaluation.similarity import _finite
-from ..io.atomic import atomic_path
+from ..markdown_tables import markdown_table
 
-__all__ = ["as_results", "code_commit", "number", "provenance_markdown", "wall_time_markdown", "write_results"]
-
-
-def as_results(results: Mapping) -> dict:
-    """``results`` exactly as it reads back from its JSON file (NaN → null, inf → "inf", tuples → lists)."""
-    return json.loads(json.dumps(_finite(results)))
-
-
-def write_results(path: str | Path, results: Mapping) -> None:
-    """Write a results JSON atomically, keys in the order the study put them: that order is the order of the
-    report's rows and columns (``io.atomic.write_json`` sorts keys, which would reorder the tables)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-
-
-def number(value) -> float:
-    """A number of a results JSON: null is NaN (undefined), "inf" / "-inf" are infinite."""
-    return math.nan if value is None else float(value)
+__all__ = ["code_commit", "code_markdown", "provenance_markdown", "wall_time_markdown"]
 
 
 def code_commit() -> dict:
@@ -66,19 +46,25 @@ def provenance_markdown(provenance: Mapping) -> str:
         f"--scale {provenance['scale']}`\n"
         f"({provenance['description']})."
     )
-    code = provenance.get("code") or {}
-    if code.get("commit"):
-        text += (
-            f"\nCode: pathosynth commit `{code['commit'][:12]}`"
-            f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}."
-        )
-    return text
+    code = code_markdown(provenance.get("code"))
+    return f"{text}\n{code}" if code else text
+
+
+def code_markdown(code: Mapping | None) -> str:
+    """ "Code: pathosynth commit `…`" (and whether it had uncommitted changes) of a :func:`code_commit` record; empty
+    when the code was not run from a git checkout."""
+    if not (code or {}).get("commit"):
+        return ""
+    return (
+        f"Code: pathosynth commit `{code['commit'][:12]}`"
+        f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}."
+    )
 
 
 def wall_time_markdown(wall: Mapping) -> str:
     """``## Wall time``: per phase the number of steps and their summed time, then the study's wall time over all
     invocations; ``wall["details"]`` names the file with the per-step times."""
-    rows = [f"| {p['phase']} | {p['steps']} | {p['seconds'] / 60:.1f} |" for p in wall["phases"]]
+    rows = [(p["phase"], p["steps"], f"{p['seconds'] / 60:.1f}") for p in wall["phases"]]
     invocations = wall["invocations"]
     total = (
         f"the study took {sum(w['seconds'] for w in invocations) / 60:.1f} min of wall time "
@@ -90,9 +76,7 @@ def wall_time_markdown(wall: Mapping) -> str:
         [
             "## Wall time",
             "",
-            "| phase | steps | step time (min) |",
-            "|---|---|---|",
-            *rows,
+            *markdown_table(("phase", "steps", "step time (min)"), rows),
             "",
             (
                 f"Steps ran {wall['jobs']} at a time, each with {wall['threads_per_job']} thread(s) "

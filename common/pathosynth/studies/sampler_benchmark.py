@@ -45,11 +45,12 @@ from monai.bundle import ConfigParser
 from ..data.labels import class_values
 from ..errors import MissingInputError, UserInputError
 from ..io.atomic import sha256_file, write_json
+from ..io.results import as_results, write_results
 from ..metrics import RandomConvFeatures, kernel_inception_distance, lesion_region_similarity
 from ..metrics.distribution import extract_features
 from ..synthesis.results import read_case
 from .bundle_study import default_bundles_dir, slug
-from .results_markdown import as_results, code_commit, write_results
+from .results_markdown import code_commit
 
 __all__ = ["DEFAULT_GRID", "GOAL", "PLAIN_CHAIN", "load_settings", "sampler_benchmark"]
 

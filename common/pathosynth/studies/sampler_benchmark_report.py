@@ -10,14 +10,10 @@ from pathlib import Path
 
 from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import atomic_path
-from .results_markdown import number
+from ..markdown_tables import DASH, fixed, markdown_table, number
+from .results_markdown import code_markdown
 
 __all__ = ["render_sampler_benchmark", "write_outputs"]
-
-
-def _f(value, digits=2, scale=1.0) -> str:
-    x = number(value) * scale
-    return "–" if math.isnan(x) else ("∞" if math.isinf(x) else f"{x:.{digits}f}")
 
 
 def _ci(stats: Mapping, digits=2, scale=1.0, signed=True) -> str:
@@ -39,6 +35,19 @@ def _goal(checks: Mapping | None) -> str:
     return "no (" + ", ".join(failed + [f"{k}?" for k in open_]) + ")"
 
 
+def _region_cells(setting: Mapping, region: str, reference: str) -> list[str]:
+    """Lesion PSNR (dB) and SSIM ×100 of a region, mean ± std over cases and seeds, each with its difference from the
+    reference (none on the reference's own row)."""
+    psnr, ssim = setting["lesion_psnr"][region], setting["lesion_ssim"][region]
+    diff, own = setting["paired_difference"], setting["name"] == reference
+    return [
+        f"{fixed(psnr['mean'])} ± {fixed(psnr['std'])}",
+        DASH if own else _ci(diff["psnr"][region]),
+        f"{fixed(ssim['mean'], 2, 100)} ± {fixed(ssim['std'], 2, 100)}",
+        DASH if own else _ci(diff["ssim"][region], 2, 100),
+    ]
+
+
 def render_sampler_benchmark(results: Mapping) -> str:
     reference = results["reference"]
     settings = results["settings"]
@@ -51,12 +60,8 @@ def render_sampler_benchmark(results: Mapping) -> str:
         f"{len(results['cases'])} pathological cases of `{results['dataset_dir']}` × seeds {results['seeds']}; "
         f"checkpoint folder `{results['ckpt_dir']}`; overlays {results['overlays'] or 'none'}.",
     ]
-    code = results.get("code") or {}
-    if code.get("commit"):
-        lines.append(
-            f"Code: pathosynth commit `{code['commit'][:12]}`"
-            f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}."
-        )
+    if code_markdown(results.get("code")):
+        lines.append(code_markdown(results.get("code")))
     timing = results["timing"]
     lines += [
         f"Timed on {timing['device']} ({timing['torch_threads']} torch threads, host `{timing['host']}`), "
@@ -67,52 +72,55 @@ def render_sampler_benchmark(results: Mapping) -> str:
         ),
         "",
         f"Reference: **{reference}** ({ref['network_evaluations']:,} network calls per crop, "
-        f"{_f(ref['wall_s_per_case'], 1)} s per case). Δ = setting − reference on the same case and seed, "
+        f"{fixed(ref['wall_s_per_case'], 1)} s per case). Δ = setting − reference on the same case and seed, "
         "mean [95 % CI]; PSNR in dB, SSIM ×100, over all lesion voxels against the real image.",
         "",
-        "| setting | calls / crop | time × ref | lesion PSNR | Δ PSNR | lesion SSIM | Δ SSIM | KID ×1000 "
-        "| background exact | goal |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            (
+                "setting",
+                "calls / crop",
+                "time × ref",
+                "lesion PSNR",
+                "Δ PSNR",
+                "lesion SSIM",
+                "Δ SSIM",
+                "KID ×1000",
+                "background exact",
+                "goal",
+            ),
+            (
+                (
+                    s["name"],
+                    f"{s['network_evaluations']:,}",
+                    fixed(s["time_ratio"], 3),
+                    *_region_cells(s, "all lesions", reference),
+                    fixed(s["kid"]["value"], 2, 1000),
+                    fixed(s["background_exact_fraction"], 4),
+                    _goal(s["meets_goal"]),
+                )
+                for s in settings
+            ),
+        ),
     ]
-    for s in settings:
-        psnr, ssim = s["lesion_psnr"]["all lesions"], s["lesion_ssim"]["all lesions"]
-        diff, own = s["paired_difference"], s["name"] == reference
-        lines.append(
-            f"| {s['name']} | {s['network_evaluations']:,} | {_f(s['time_ratio'], 3)} | "
-            f"{_f(psnr['mean'])} ± {_f(psnr['std'])} | {'–' if own else _ci(diff['psnr']['all lesions'])} | "
-            f"{_f(ssim['mean'], 2, 100)} ± {_f(ssim['std'], 2, 100)} | "
-            f"{'–' if own else _ci(diff['ssim']['all lesions'], 2, 100)} | "
-            f"{_f(s['kid']['value'], 2, 1000)} | {_f(s['background_exact_fraction'], 4)} | {_goal(s['meets_goal'])} |"
-        )
     classes = [r for r in results["regions"] if r != "all lesions"]
     if classes:
         lines += [
             "",
             "Per lesion class (mean ± std over cases and seeds; Δ against the reference as above):",
             "",
-            "| setting | " + " | ".join(f"{c} PSNR | {c} Δ PSNR | {c} SSIM | {c} Δ SSIM" for c in classes) + " |",
-            "|---|" + "---|" * (4 * len(classes)),
+            *markdown_table(
+                ("setting", *(f"{c} {column}" for c in classes for column in ("PSNR", "Δ PSNR", "SSIM", "Δ SSIM"))),
+                ((s["name"], *(cell for c in classes for cell in _region_cells(s, c, reference))) for s in settings),
+            ),
         ]
-        for s in settings:
-            cells = []
-            for c in classes:
-                p, q = s["lesion_psnr"][c], s["lesion_ssim"][c]
-                own = s["name"] == reference
-                cells += [
-                    f"{_f(p['mean'])} ± {_f(p['std'])}",
-                    "–" if own else _ci(s["paired_difference"]["psnr"][c]),
-                    f"{_f(q['mean'], 2, 100)} ± {_f(q['std'], 2, 100)}",
-                    "–" if own else _ci(s["paired_difference"]["ssim"][c], 2, 100),
-                ]
-            lines.append(f"| {s['name']} | " + " | ".join(cells) + " |")
     floor = results["noise_floor"]
     if floor.get("psnr"):
         lines += [
             "",
             f"Noise floor (the reference's seed-to-seed spread, per case max − min over seeds): lesion PSNR "
-            f"{_f(floor['psnr']['mean'])} dB on average (max {_f(floor['psnr']['max'])}), SSIM ×100 "
-            f"{_f(floor['ssim']['mean'], 2, 100)} (max {_f(floor['ssim']['max'], 2, 100)}), over "
-            f"{floor['psnr']['n_cases']} cases; KID ×1000 spread over seeds {_f(floor['kid'], 2, 1000)}.",
+            f"{fixed(floor['psnr']['mean'])} dB on average (max {fixed(floor['psnr']['max'])}), SSIM ×100 "
+            f"{fixed(floor['ssim']['mean'], 2, 100)} (max {fixed(floor['ssim']['max'], 2, 100)}), over "
+            f"{floor['psnr']['n_cases']} cases; KID ×1000 spread over seeds {fixed(floor['kid'], 2, 1000)}.",
         ]
     else:
         lines += ["", "Noise floor: not measured (one seed)."]
