@@ -307,3 +307,42 @@ def test_cells_render_the_same_from_memory_and_from_the_json_read_back():
     assert spread_cell(as_results(one), scale=100) == spread_cell(one, scale=100) == "50.00"
     assert spread_cell(many, digits=1, scale=100) == "50.0 ± 10.0" and spread_cell({"n": 0}) == "–"
     assert markdown_table(("a", "b"), [(1, "x")]) == ["| a | b |", "|---|---|", "| 1 | x |"]
+
+
+def test_classification_report_renders_from_its_results_json(tmp_path):
+    """The class-conditional Tab. 2 analogue: the evaluation folder's reports (as ``evaluate_folds`` writes them) are
+    collected in results.json; results.md is what `report` renders from that file alone, rows ordered synthetic,
+    real, real + synthetic, each score mean ± std over folds, then the fold ensemble's accuracy and AUC."""
+    from pathosynth.evaluation.classification_report import write_results_table
+
+    metrics = ("accuracy", "precision", "recall", "f1", "auc")
+
+    def report(training, accuracy, n_images):
+        folds = [
+            {"checkpoint": f"f{k}.pt", "best_epoch": 2, "stopped_epoch": 4, **dict.fromkeys(metrics, 0.5)}
+            for k in (0, 1)
+        ]
+        return {
+            "classifier": "resnet18",
+            "training_sources": [f"{training}.npz"],
+            "test_source": "pneumoniamnist.npz",
+            "test_split": "val",
+            "num_test_images": 270,
+            "training": {"classifier": "resnet18", "num_images": n_images},
+            "folds": folds,
+            "mean": {**dict.fromkeys(metrics, 0.9), "accuracy": accuracy},
+            "std": {**dict.fromkeys(metrics, 0.01), "accuracy": 0.0125},
+            "ensemble": {**dict.fromkeys(metrics, 0.95), "auc": 0.9975},
+        }
+
+    (tmp_path / "real_resnet18.json").write_text(json.dumps(report("real", 0.944, 2428)))
+    (tmp_path / "synthetic_resnet18.json").write_text(json.dumps(report("synthetic", 0.77, 1000)))
+    table = write_results_table(tmp_path)
+    assert render_report(tmp_path / "results.json") == (tmp_path / "results.md").read_text() == table
+    rows = [line for line in table.splitlines() if line.startswith("| synthetic") or line.startswith("| real")]
+    others = " | ".join(["0.900 ± 0.010"] * 4)
+    assert rows == [
+        f"| synthetic | resnet18 | 1000 | 2 | 0.770 ± 0.013 | {others} | 0.950 | 0.998 |",
+        f"| real | resnet18 | 2428 | 2 | 0.944 ± 0.013 | {others} | 0.950 | 0.998 |",
+    ]
+    assert "Test split: 'val' of pneumoniamnist.npz (270 images)." in table

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..io.atomic import atomic_path
 
-__all__ = ["render_report", "write_report"]
+__all__ = ["render_report", "report_kinds", "write_report"]
 
 
 def _renderers() -> dict[str, Callable[[Mapping], str]]:
@@ -35,6 +35,11 @@ def _renderers() -> dict[str, Callable[[Mapping], str]]:
         "classification": render_classification_report,
         "sampler_benchmark": render_sampler_benchmark,
     }
+
+
+def report_kinds() -> list[str]:
+    """The ``"study"`` values a results JSON may name: the kinds :func:`render_report` renders."""
+    return list(_renderers())
 
 
 def render_report(results_json: str | os.PathLike) -> str:
