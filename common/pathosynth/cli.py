@@ -21,6 +21,7 @@
     python -m pathosynth.cli sampler_benchmark OUT --dataset_dir DIR --ckpt_dir CKPT [--overlays A.json B.json]
                                                [--settings FILE.json] [--seeds 0 1] [--max_cases N]
     python -m pathosynth.cli sampler_benchmark_study OUT_DIR --dataset_dir DIR [--scale sampler_cpu|sampler_ci|F.json]
+    python -m pathosynth.cli texture_control_study OUT_DIR --dataset_dir DIR [--scale texture_cpu|texture_ci|F.json]
     python -m pathosynth.cli reference_guidance_grid OUT.png DATASET_DIR CKPT_DIR [--factors ... --stop_steps ...]
 
 Training and synthesis run through ``python -m monai.bundle run`` with a bundle's configs.
@@ -261,6 +262,19 @@ def sampler_benchmark_study(out_dir: str, dataset_dir: str, scale: str = "sample
     return f"report: {path.with_suffix('.md')}"
 
 
+def texture_control_study(out_dir: str, dataset_dir: str, scale: str = "texture_cpu", jobs: int | None = None) -> str:
+    """Issue 22's measurement in one command: split DATASET_DIR by case, train a histogram-conditioned LeFusion-J on
+    the training cases, synthesise each held-out pathological case once per texture centre and compare the mean
+    lesion intensities (OUT_DIR/texture_control.{json,md}, texture_preview.png); resumable. ``scale``: texture_cpu,
+    texture_ci, or a scale JSON file."""
+    import logging
+
+    from .studies.texture_control_study import TextureControlStudy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    return f"report: {TextureControlStudy(dataset_dir, out_dir, scale, jobs).run()}"
+
+
 def gather_list_flags(argv: list[str], names=("seeds", "overlays")) -> list[str]:
     """``--seeds 0 1`` / ``--overlays a.json b.json`` as one list flag (``--seeds=[0, 1]``) for ``sampler_benchmark``:
     fire would read the second value as a positional argument. Values are the tokens up to the next ``--`` flag."""
@@ -375,6 +389,7 @@ def main() -> None:
             "report": report,
             "sampler_benchmark": sampler_benchmark,
             "sampler_benchmark_study": sampler_benchmark_study,
+            "texture_control_study": texture_control_study,
         }
     )
 

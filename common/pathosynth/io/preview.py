@@ -29,28 +29,35 @@ def save_preview(
     path: str | os.PathLike, rows: Sequence[dict], titles: Sequence[str] = ("input", "mask", "synthetic")
 ) -> None:
     """Write a PNG grid, one row per case: each row dict has ``name``, ``input``, ``label`` (0 where nothing is to
-    be shown), ``output`` (3-D or 2-D arrays) and ``mask`` (the region of interest); the slice with the largest
-    mask area is shown, zoomed on it, with the label values overlaid in the middle panel."""
+    be shown), ``output`` -- or ``outputs``, several results side by side (e.g. two requested textures) -- (3-D or
+    2-D arrays) and ``mask`` (the region of interest); the slice with the largest mask area is shown, zoomed on it,
+    with the label values overlaid in the second panel. All panels of a row share one grey scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
-    for axis_row, row in zip(axes, rows):
+    results = [list(row["outputs"]) if "outputs" in row else [row["output"]] for row in rows]
+    columns = 2 + max(len(r) for r in results)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3 * columns, 3 * len(rows)), squeeze=False)
+    for axis_row, row, outputs in zip(axes, rows, results):
         index = best_slice(row["mask"])
         pick = (lambda a: a[..., index]) if np.ndim(row["mask"]) == 3 else (lambda a: a)
         box = _zoom_box(pick(row["mask"]))
-        image, output, label = pick(row["input"])[box], pick(row["output"])[box], pick(row["label"])[box]
-        low, high = float(min(image.min(), output.min())), float(max(image.max(), output.max()))
+        image, label = pick(row["input"])[box], pick(row["label"])[box]
+        outputs = [pick(output)[box] for output in outputs]
+        low = float(min(image.min(), *(o.min() for o in outputs)))
+        high = float(max(image.max(), *(o.max() for o in outputs)))
         axis_row[0].imshow(image.T, cmap="gray", vmin=low, vmax=high, origin="lower")
         axis_row[1].imshow(image.T, cmap="gray", vmin=low, vmax=high, origin="lower")
         axis_row[1].imshow(
             np.ma.masked_equal(label.T, 0), cmap="autumn", alpha=0.6, origin="lower", interpolation="nearest"
         )
-        axis_row[2].imshow(output.T, cmap="gray", vmin=low, vmax=high, origin="lower")
+        for axis, output in zip(axis_row[2:], outputs):
+            axis.imshow(output.T, cmap="gray", vmin=low, vmax=high, origin="lower")
         for axis, title in zip(axis_row, titles):
             axis.set_title(f"{row['name']} · {title}" if title == titles[0] else title, fontsize=8)
+        for axis in axis_row:
             axis.axis("off")
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -25,6 +25,7 @@ def _renderers() -> dict[str, Callable[[Mapping], str]]:
     from .lefusion_study_report import render_lefusion_report
     from .reference_guided_study import render_reference_guided_report
     from .sampler_benchmark_report import render_sampler_benchmark
+    from .texture_control_study import render_texture_control_report
 
     return {
         "lefusion_study": render_lefusion_report,
@@ -34,6 +35,7 @@ def _renderers() -> dict[str, Callable[[Mapping], str]]:
         "mask_realism": render_mask_realism,
         "classification": render_classification_report,
         "sampler_benchmark": render_sampler_benchmark,
+        "texture_control": render_texture_control_report,
     }
 
 
