@@ -23,9 +23,9 @@ venv: $(VENV)/.installed
 # Phantom EMIDEC-like data -> LeFusion-J training at CPU demo scale -> lesion synthesis with preview.
 demo: venv
 	$(PY) -m pathosynth.cli phantom $(DEMO_DIR)/data --n_normal 2 --n_pathological 8 --seed 0
-	$(RUN) training --config_file "['$(BUNDLE)/configs/train.json','$(BUNDLE)/configs/demo.json']" \
+	$(RUN) training --config_file "['$(BUNDLE)/configs/common.json','$(BUNDLE)/configs/train.json','$(BUNDLE)/configs/demo.json']" \
 		--dataset_dir $(DEMO_DIR)/data --ckpt_dir $(DEMO_DIR)/models --output_dir $(DEMO_DIR)/logs
-	$(RUN) inference --config_file "['$(BUNDLE)/configs/inference.json','$(BUNDLE)/configs/demo.json']" \
+	$(RUN) inference --config_file "['$(BUNDLE)/configs/common.json','$(BUNDLE)/configs/inference.json','$(BUNDLE)/configs/demo.json']" \
 		--dataset_dir $(DEMO_DIR)/data --ckpt_dir $(DEMO_DIR)/models --output_dir $(DEMO_DIR)/synthetic
 	@echo "demo done: $(DEMO_DIR)/synthetic/datalist.json, $(DEMO_DIR)/synthetic/preview.png"
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pathosynth.bundle_configs import config_files
+
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = ROOT / "bundles"
 REAL_DATA = Path(os.environ.get("PATHOSYNTH_DATA", ROOT.parent / "shared" / "data"))
@@ -57,6 +59,12 @@ def emidec_dir() -> Path:
     return path
 
 
+def bundle_configs(bundle: str, *names: str) -> list[str]:
+    """The ``--config_file`` list of a bundle run: its configs/common.json first, then ``names`` (file names in its
+    configs/ folder, or paths) in order."""
+    return [str(f) for f in config_files(BUNDLES / bundle / "configs", names)]
+
+
 def run_bundle(
     workflow: str,
     bundle: str,
@@ -70,7 +78,7 @@ def run_bundle(
 ):
     """Run ``python -m monai.bundle run`` as a user would (under ``torchrun --nproc_per_node nproc`` when given);
     returns the CompletedProcess (raises on failure unless ``check`` is False)."""
-    files = [str(BUNDLES / bundle / "configs" / c) for c in configs]
+    files = bundle_configs(bundle, *configs)
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         if nproc

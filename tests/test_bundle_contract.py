@@ -10,6 +10,7 @@ import pytest
 from monai.bundle import ConfigParser
 
 from conftest import BUNDLES
+from pathosynth.bundle_configs import base_configs, config_files
 
 BUNDLE_DIRS = sorted(p for p in BUNDLES.iterdir() if (p / "configs").is_dir())
 REQUIRED_META = (
@@ -34,11 +35,12 @@ def _json(path: Path):
 
 
 def config_combinations(bundle: Path) -> list[list[str]]:
-    """Every base config (one with "imports": train.json, inference.json, pipeline.json, ...) with each overlay
-    meant for it (``<base>_*.json``, ``multi_gpu_<base>*.json``), always followed by smoke.json."""
+    """Every base config (train.json, inference.json, pipeline.json, ...: ``base_configs``) with each overlay meant
+    for it (``<base>_*.json``, ``multi_gpu_<base>*.json``), always followed by smoke.json (common.json, listed first
+    in every run, is added where the combination is read)."""
     configs = bundle / "configs"
     combos = []
-    for base in sorted(p for p in configs.glob("*.json") if "imports" in _json(p)):
+    for base in base_configs(configs):
         stem = base.stem
         combos.append([base.name, "smoke.json"])
         for overlay in sorted(configs.glob(f"{stem}_*.json")) + sorted(configs.glob(f"multi_gpu_{stem}*.json")):
@@ -80,6 +82,9 @@ def test_bundle_files_exist(bundle):
 
 
 WORKFLOW_IDS = {"imports", "initialize", "run", "finalize", "training", "inference", "evaluating"}
+# handlers every rank of a multi-GPU training runs: they keep the model, optimiser or schedule in step (the others
+# log, report or show progress, and run on rank 0 only)
+EVERY_RANK_HANDLERS = {"ResumableCheckpoint", "EMAHandler", "LrScheduleHandler"}
 COMBOS = [(bundle, combo) for bundle in BUNDLE_DIRS for combo in config_combinations(bundle)]
 
 
@@ -105,7 +110,7 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
 
     monkeypatch.setattr(pathosynth.engines, "load_weights", lambda network, path, expect=None: network.eval())
     parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / c) for c in combo])
+    parser.read_config([str(f) for f in config_files(bundle / "configs", combo)])
     parser.read_meta(str(bundle / "configs" / "metadata.json"))
     acdc = "acdc" in str(parser.config.get("dataset_dir")) or "RV" in (parser.config.get("labels") or {})
     data = acdc_phantom_dir if acdc else phantom_dir  # the bundle's own dataset kind
@@ -133,6 +138,21 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
     for key in parser.config:
         if key not in WORKFLOW_IDS:
             parser.get_parsed_content(key)
+    if any(c.startswith("multi_gpu_") for c in combo) and "train" in parser.config:
+        _check_rank0_only_handlers(parser, monkeypatch)
+
+
+def _check_rank0_only_handlers(parser: ConfigParser, monkeypatch) -> None:
+    """On ranks other than 0 a multi_gpu overlay disables (MONAI's ``_disabled_``) exactly the handlers that are not
+    in EVERY_RANK_HANDLERS; an index that shifts when a base config's handler list changes fails here."""
+    import pathosynth.distributed
+
+    monkeypatch.setattr(pathosynth.distributed, "is_not_rank0", lambda: True)
+    for index, handler in enumerate(parser["train#handlers"]):
+        name = handler["_target_"].rsplit(".", 1)[-1]
+        flag = f"train#handlers#{index}#_disabled_"
+        disabled = "_disabled_" in handler and parser.get_parsed_content(flag, lazy=False)
+        assert disabled != (name in EVERY_RANK_HANDLERS), f"{name} (train#handlers#{index}) on a rank other than 0"
 
 
 def _write_training_clusters(parser: ConfigParser) -> None:
@@ -156,15 +176,16 @@ def test_every_json_is_valid(bundle):
 
 
 def test_train_and_inference_networks_agree():
-    """A checkpoint from train.json must load wherever the bundle uses it: the same network_def in every base config."""
+    """A checkpoint from train.json must load wherever the bundle uses it: the same network_def in every base config
+    (as merged after common.json)."""
     for bundle in BUNDLE_DIRS:
         configs = bundle / "configs"
         if not (configs / "train.json").exists():
             continue
-        trained = _json(configs / "train.json")["network_def"]
-        for base in configs.glob("*.json"):
-            content = _json(base)
-            if "imports" in content and "network_def" in content:
+        trained = ConfigParser.load_config_files(config_files(configs, ["train.json"]))["network_def"]
+        for base in base_configs(configs):
+            content = ConfigParser.load_config_files(config_files(configs, [base.name]))
+            if "network_def" in content:
                 assert content["network_def"] == trained, (
                     f"{bundle.name}/{base.name} network_def differs from train.json"
                 )

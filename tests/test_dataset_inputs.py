@@ -15,7 +15,7 @@ import pytest
 from monai.bundle import ConfigParser
 from monai.data import list_data_collate
 
-from conftest import BUNDLES, run_bundle
+from conftest import bundle_configs, run_bundle
 from pathosynth.cli import validate
 from pathosynth.data import (
     EMIDEC_LABELS,
@@ -49,7 +49,7 @@ def readme_datalist(
 
 def _config(bundle: str, configs: list[str], **overrides) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(BUNDLES / bundle / "configs" / c) for c in configs])
+    parser.read_config(bundle_configs(bundle, *configs))
     parser.update(overrides)
     return parser
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES
+from conftest import bundle_configs
 from pathosynth.data import EMIDEC_LABELS, load_cases
 from pathosynth.data.labels import foreground_classes, lesion_classes_of
 from pathosynth.options import override_problems
@@ -133,7 +133,7 @@ def _data(paths: dict, datalists: dict[str, Path]) -> dict:
 
 
 def _configs(bundle: str, files) -> list[str]:
-    return [str(BUNDLES / bundle / "configs" / f) for f in (*files, "smoke.json")]
+    return bundle_configs(bundle, *files, "smoke.json")
 
 
 def _run_bundle(bundle: str, datalists: dict[str, Path], root: Path, steps=None) -> list[Path]:

@@ -18,8 +18,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, ROOT, bundle_configs, run_bundle
+from pathosynth.bundle_configs import base_configs, config_files
 from pathosynth.deploy import PackError, declared_requirements, pack_bundle
 from pathosynth.deploy.imports import code_closure, distribution_of
 from pathosynth.engines import export_monai_model, load_weights
@@ -39,7 +41,8 @@ def _members(archive: Path) -> set[str]:
 def test_every_bundle_packs_with_the_code_and_requirements_it_needs(bundle, tmp_path):
     """Each archive holds configs, docs, LICENSE and the pathosynth modules its configs reach; every package
     that code imports unguarded is pinned in the archive's requirements.txt; pathosynth itself is not a
-    requirement (the archive carries it)."""
+    requirement (the archive carries it). Each packed base config stands alone: it is the bundle's common.json
+    merged with it (MONAI Label and model-zoo's CI read inference.json and nothing else)."""
     archive = pack_bundle(BUNDLES / bundle, tmp_path)
     metadata = json.loads((BUNDLES / bundle / "configs" / "metadata.json").read_text())
     assert archive.name == f"{bundle}_v{metadata['version']}.zip"
@@ -59,6 +62,11 @@ def test_every_bundle_packs_with_the_code_and_requirements_it_needs(bundle, tmp_
     with zipfile.ZipFile(archive) as handle:
         requirements = handle.read(f"{bundle}/requirements.txt").decode().split()
         packed_metadata = json.loads(handle.read(f"{bundle}/configs/metadata.json"))
+        configs = BUNDLES / bundle / "configs"
+        for base in base_configs(configs):
+            packed = json.loads(handle.read(f"{bundle}/configs/{base.name}"))
+            assert packed == ConfigParser.load_config_files(config_files(configs, [base.name])), base.name
+            assert "imports" in packed and "initialize" in packed, base.name
     pinned = {line.split("==")[0] for line in requirements}
     assert {distribution_of(name) for name in closure.required} <= pinned
     assert {"monai", "torch", "fire"} <= pinned and "pathosynth" not in pinned
@@ -247,9 +255,7 @@ def test_monai_bundle_load_returns_the_packed_trained_weights(inpainting_archive
     assert _same_weights(_bundle_load(inpainting_archive), trained)
 
     bundle = "reference_guided_ddpm"
-    configs = [str(BUNDLES / bundle / "configs" / c) for c in ("inference.json", "smoke.json")]
-    from monai.bundle import ConfigParser
-
+    configs = bundle_configs(bundle, "inference.json", "smoke.json")
     parser = ConfigParser()
     parser.read_config(configs)
     network = parser.get_parsed_content("network_def")

@@ -120,11 +120,10 @@ def test_unknown_known_region_is_refused():
 def _sampler_of(overlays, **overrides):
     from monai.bundle import ConfigParser
 
-    from conftest import BUNDLES
+    from conftest import bundle_configs
 
-    configs = BUNDLES / "lesion_inpainting" / "configs"
     parser = ConfigParser()
-    parser.read_config([str(configs / c) for c in ("inference.json", *overlays)])
+    parser.read_config(bundle_configs("lesion_inpainting", "inference.json", *overlays))
     parser.update(overrides)
     return parser.get_parsed_content("sampler")
 

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from conftest import BUNDLES, ROOT
+from pathosynth.bundle_configs import config_files
 from pathosynth.deploy import pack_bundle
 
 ALL_BUNDLES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
@@ -196,21 +197,21 @@ def _check_outputs(out: Path, writes: str) -> str | None:
     )
 
 
-# Builds every `*_def` network of every base config (paper scale, no smoke overlay) in the fresh venv, on the meta
-# device: the constructors run (and import what they need) without allocating or initialising weights.
+# Builds every `*_def` network of every base config (after common.json; paper scale, no smoke overlay) in the fresh
+# venv, on the meta device: the constructors run (and import what they need) without allocating or initialising weights.
 BUILD_NETWORKS = """
-import json, sys
+import sys
 from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
+from pathosynth.bundle_configs import base_configs, config_files
 bundles, emidec, acdc = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 for bundle in sorted(p for p in bundles.iterdir() if (p / "configs" / "metadata.json").is_file()):
-    for config in sorted((bundle / "configs").glob("*.json")):
-        content = json.loads(config.read_text())
-        if "imports" not in content:
-            continue
+    for config in base_configs(bundle / "configs"):
+        files = [str(f) for f in config_files(bundle / "configs", [config.name])]
+        content = ConfigParser.load_config_files(files)
         parser = ConfigParser()
-        parser.read_config(str(config))
+        parser.read_config(files)
         parser.read_meta(str(bundle / "configs" / "metadata.json"))
         acdc_labels = "RV" in (parser.config.get("labels") or {})
         parser.update({"dataset_dir": acdc if acdc_labels else emidec})
@@ -301,7 +302,7 @@ def test_every_bundle_runs_from_a_plain_install_and_every_archive_from_its_own_r
             error = _bundle_run(
                 python,
                 plan["workflow"],
-                [configs / config, configs / "smoke.json"],
+                config_files(configs, [config, "smoke.json"]),
                 {**overrides, **ckpt, "output_dir": out},
                 tmp_path,
                 timings,
@@ -314,7 +315,7 @@ def test_every_bundle_runs_from_a_plain_install_and_every_archive_from_its_own_r
             error = _bundle_run(
                 python,
                 "inference",
-                [configs / "inference.json", configs / "smoke.json"],
+                config_files(configs, ["inference.json", "smoke.json"]),
                 {**plan["infer"], "ckpt_dir": plan["ckpt"], "output_dir": out},
                 tmp_path,
                 timings,

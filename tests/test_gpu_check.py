@@ -44,9 +44,9 @@ def test_gpu_check_runs_on_the_cpu_and_reports_every_run(tmp_path):
     assert report["ok"] and report["torch"] == torch.__version__ and report["cuda"] == torch.cuda.is_available()
     run = report["bundles"]["lesion_inpainting"]
     assert [(s["workflow"], s["configs"]) for s in run["steps"]] == [
-        ("training", ["train.json", "smoke.json"]),
-        ("inference", ["inference.json", "smoke.json"]),
-    ]
+        ("training", ["common.json", "train.json", "smoke.json"]),
+        ("inference", ["common.json", "inference.json", "smoke.json"]),
+    ], "every run lists the bundle's shared base configs/common.json first"
     assert run["ok"] and all(s["ok"] and s["seconds"] > 0 for s in run["steps"])
     network = report["lesion_network"]
     assert network["ok"] and network["forward_seconds"] > 0 and network["input_shape"][2:] == [72, 72, 10]

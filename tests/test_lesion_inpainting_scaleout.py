@@ -14,14 +14,13 @@ import pytest
 import torch
 from test_lesion_inpainting_bundle import _arrays, _infer, _train, check_synthetic_dataset
 
-from conftest import BUNDLES, ROOT
+from conftest import ROOT, bundle_configs
 
-CONFIGS = BUNDLES / "lesion_inpainting" / "configs"
 pytestmark = pytest.mark.slow
 
 
 def _bundle_cmd(workflow, configs, overrides, nproc=None):
-    files = str([str(CONFIGS / c) for c in configs])
+    files = str(bundle_configs("lesion_inpainting", *configs))
     launcher = (
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
         if nproc

@@ -109,18 +109,19 @@ def test_histogram_overlays_compose_with_lefusion_s():
     (beside, never over, the plain LeFusion-S weights)."""
     from monai.bundle import ConfigParser
 
-    from conftest import BUNDLES
+    from conftest import bundle_configs
 
-    configs = BUNDLES / "lesion_inpainting" / "configs"
     train = ConfigParser()
-    train.read_config([str(configs / c) for c in ("train.json", "train_lefusion_s.json", "train_histogram.json")])
+    train.read_config(
+        bundle_configs("lesion_inpainting", "train.json", "train_lefusion_s.json", "train_histogram.json")
+    )
     train["lesion_class"] = "PMO"
     assert train.get_parsed_content("network_def").condition_dim == 16
     assert train.get_parsed_content("train#handlers#1#name") == "lefusion_s_PMO_histogram"
     assert train.get_parsed_content("train#clusters_writer#name") == "lefusion_s_PMO_histogram"
     infer = ConfigParser()
     infer.read_config(
-        [str(configs / c) for c in ("inference.json", "inference_lefusion_s.json", "inference_histogram.json")]
+        bundle_configs("lesion_inpainting", "inference.json", "inference_lefusion_s.json", "inference_histogram.json")
     )
     infer["ckpt_dir"] = "C"
     assert infer.get_parsed_content("class_checkpoints") == [

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES
+from conftest import bundle_configs
 from pathosynth.diffusion import MaskedNoiseLoss
 
 
@@ -88,7 +88,7 @@ def test_train_config_keys_reach_the_loss():
     """`loss_normalisation` / `loss_type` in lesion_inpainting's train.json configure the trainer's loss;
     the default is the paper's (pooled, squared error)."""
     parser = ConfigParser()
-    parser.read_config(str(BUNDLES / "lesion_inpainting/configs/train.json"))
+    parser.read_config(bundle_configs("lesion_inpainting", "train.json"))
     default = parser.get_parsed_content("train#trainer#loss_function")
     assert (default.normalisation, default.loss_type) == ("pooled", "l2")
     parser["loss_normalisation"] = "per_class"

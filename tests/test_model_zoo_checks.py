@@ -27,7 +27,8 @@ from monai.bundle import (
 )
 from monai.utils import get_equivalent_dtype
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, ROOT, bundle_configs, run_bundle
+from pathosynth.bundle_configs import config_files
 from pathosynth.cli import merge_repeated_flags
 from pathosynth.deploy import PackError, pack_bundle
 from pathosynth.engines import export_monai_model
@@ -132,8 +133,9 @@ def test_network_def_passes_verify_net_in_out(bundle):
     root = BUNDLES / bundle
     inputs = _metadata(bundle)["network_data_format"]["inputs"]
     assert "image" in inputs, "verify_net_in_out reads the network input from network_data_format#inputs#image"
+    configs = bundle_configs(bundle, "inference.json")  # a packed archive's inference.json is this merge
     parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
+    parser.read_config(configs)
     parser.read_meta(str(root / "configs" / "metadata.json"))
     parser["bundle_root"] = str(root)
     network = parser.get_parsed_content("network_def")
@@ -143,7 +145,7 @@ def test_network_def_passes_verify_net_in_out(bundle):
     verify_net_in_out(
         net_id="network_def",
         meta_file=str(root / "configs" / "metadata.json"),
-        config_file=str(root / "configs" / "inference.json"),
+        config_file=configs,
         bundle_root=str(root),
         device="cpu",
         extra_forward_args=extra,
@@ -204,7 +206,7 @@ def test_monai_workflow_property_checks_pass(bundle, workflow_type, config, data
     run it: every required train/infer property (trainer, datasets, inferer, handlers, evaluator, ...) resolves and
     optional ones use MONAI's ids; inference with untrained weights in models/, smoke-sized networks."""
     root = BUNDLES / bundle
-    configs = [root / "configs" / config, root / "configs" / "smoke.json"]
+    configs = bundle_configs(bundle, config, "smoke.json")
     overrides = {
         "dataset_dir": str(request.getfixturevalue(data)),
         "output_dir": str(tmp_path / "out"),
@@ -248,7 +250,7 @@ def test_text_edge_archive_finds_both_checkpoints(acdc_phantom_dir, tmp_path):
     """pack --weights text_diffusion.pt --weights controlnet.pt: the archive holds models/model.pt (the diffusion
     UNet, network_def) and models/controlnet.pt, and its inference.json loads each into its own network."""
     bundle = "text_edge_controlnet"
-    configs = [BUNDLES / bundle / "configs" / c for c in ("inference.json", "smoke.json")]
+    configs = bundle_configs(bundle, "inference.json", "smoke.json")
     trained = tmp_path / "runs"
     parser = ConfigParser()
     parser.read_config([str(c) for c in configs])
@@ -288,7 +290,7 @@ def test_bundle_runs_from_another_working_directory(phantom_dir, tmp_path):
     B/models and outputs written under B/eval, nothing lands in the working directory."""
     bundle = tmp_path / "lesion_inpainting"
     shutil.copytree(BUNDLES / "lesion_inpainting", bundle, ignore=shutil.ignore_patterns("models"))
-    configs = [bundle / "configs" / c for c in ("inference.json", "smoke.json")]
+    configs = config_files(bundle / "configs", ["inference.json", "smoke.json"])
     _write_weights("lesion_inpainting", configs, {"bundle_root": str(bundle)}, bundle / "models")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bundle_configs import config_files
 from .io.atomic import write_json
 
 BUNDLES_DIR = Path(__file__).resolve().parents[2] / "bundles"
@@ -97,8 +98,8 @@ def make_phantom_data(root: Path) -> dict[str, Path]:
     return {"emidec": root / "emidec", "acdc": root / "acdc", "npz": npz.parent, "split": root / "split"}
 
 
-def _has_key(config: Path, key: str) -> bool:
-    return key in json.loads(config.read_text())
+def _has_key(configs: Sequence[Path], key: str) -> bool:
+    return any(key in json.loads(config.read_text()) for config in configs)
 
 
 def _bundle_run(workflow: str, configs: Sequence[Path], overrides: dict, cwd: Path, timeout: float) -> dict:
@@ -131,20 +132,17 @@ def check_bundle(bundle: str, plan: dict, work: Path, amp: bool, timeout: float)
     ckpt, steps = work / "ckpt" / bundle, []
     workflow = plan.get("workflow", "training")
     for config, overrides in plan["train"]:
-        extra = {"amp": True} if amp and _has_key(configs / config, "amp") else {}
+        files = config_files(configs, [config, "smoke.json"])
+        extra = {"amp": True} if amp and _has_key(files, "amp") else {}
         where = {"output_dir": ckpt} if workflow == "run" else {"ckpt_dir": ckpt, "output_dir": ckpt / "logs"}
-        steps.append(
-            _bundle_run(
-                workflow, [configs / config, configs / "smoke.json"], {**overrides, **where, **extra}, work, timeout
-            )
-        )
+        steps.append(_bundle_run(workflow, files, {**overrides, **where, **extra}, work, timeout))
         if not steps[-1]["ok"]:
             break
     if plan["infer"] is not None and all(s["ok"] for s in steps):
         steps.append(
             _bundle_run(
                 "inference",
-                [configs / "inference.json", configs / "smoke.json"],
+                config_files(configs, ["inference.json", "smoke.json"]),
                 {**plan["infer"], "ckpt_dir": ckpt, "output_dir": work / "synthetic" / bundle},
                 work,
                 timeout,
@@ -161,7 +159,7 @@ def lesion_network_forward(device: torch.device, paper_size: bool, amp: bool, re
 
     configs = BUNDLES_DIR / "lesion_inpainting" / "configs"
     parser = ConfigParser()
-    parser.read_config([str(configs / "train.json")] + ([] if paper_size else [str(configs / "smoke.json")]))
+    parser.read_config([str(f) for f in config_files(configs, ["train.json"] + ([] if paper_size else ["smoke.json"]))])
     network = parser.get_parsed_content("network_def").to(device).eval()
     batch, roi = int(parser["batch_size"]), list(parser["roi_size"])
     channels = list(parser["network_def"]["channels"])

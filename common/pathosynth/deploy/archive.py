@@ -6,10 +6,12 @@ MONAI Label the bundle directory, on ``sys.path``), a ``requirements.txt`` pinne
 optional weights in ``models/``. The first weights file is the bundle's main model and is stored in the MONAI
 format: ``models/model.pt`` a flat state dict of ``network_def`` (what ``monai.bundle.load`` and MONAI Label load;
 the inference configs fall back to it) and ``models/model_metadata.json`` what it was trained with (checked by
-our inference); any others keep their names and our format. Config overlays the weights were trained with (e.g.
-a smaller network) are merged into the archive's ``inference.json`` (MONAI Label reads that one file and nothing
-else) and ``train.json`` (``monai.bundle.load``'s default workflow builds ``network_def`` from it), so every
-``network_def`` of the archive fits its weights.
+our inference); any others keep their names and our format. Every base config of the archive (``train*.json``,
+``inference.json``, ...) has the bundle's shared ``configs/common.json`` merged in, so it stands alone: MONAI Label
+and model-zoo's CI read ``inference.json`` and nothing else, ``monai.bundle.load``'s default workflow builds
+``network_def`` from ``train.json``; ``common.json`` ships too, so the commands of the bundle's README run unchanged.
+Config overlays the weights were trained with (e.g. a smaller network) are merged into ``inference.json`` and
+``train.json`` as well, so every ``network_def`` of the archive fits its weights.
 
 Packing refuses what would break later: a version without a changelog entry, an archive of that version that
 already exists (versions are immutable; bump metadata.json), and code that imports a package metadata.json does
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from monai.bundle import ConfigParser
 
+from ..bundle_configs import COMMON_CONFIG, base_configs, config_files
 from ..engines.checkpoint import export_monai_model
 from ..io.atomic import atomic_path
 from ..io.checkpoints import MONAI_MODEL_FILE
@@ -101,9 +104,9 @@ def bundle_files(bundle_dir: Path) -> list[Path]:
 
 
 def merged_config(configs_dir: Path, overlays: Sequence[str | os.PathLike], base: str = "inference.json") -> bytes:
-    """``base`` with the overlays applied the way ``monai.bundle run`` applies them (``a#b`` keys replace nested
-    items), as JSON bytes."""
-    files = [configs_dir / base] + [Path(o) if Path(o).is_absolute() else configs_dir / o for o in overlays]
+    """``base`` after the bundle's ``common.json`` and with the overlays applied, the way ``monai.bundle run`` merges
+    them (``a#b`` keys replace nested items), as JSON bytes."""
+    files = config_files(configs_dir, [base, *overlays])
     for path in files:
         if not path.is_file():
             raise PackError(f"config {path} does not exist")
@@ -117,7 +120,7 @@ def pack_bundle(
     overlays: Sequence[str | os.PathLike] = (),
 ) -> Path:
     """Write ``<out_dir>/<bundle>_v<version>.zip`` (atomically) and return its path. ``overlays`` (paths, relative
-    ones inside the bundle's configs/) are merged into the archive's inference.json."""
+    ones inside the bundle's configs/) are merged into the archive's inference.json and train.json."""
     bundle_dir = Path(bundle_dir).resolve()
     name = bundle_dir.name
     metadata_path = bundle_dir / "configs" / "metadata.json"
@@ -152,9 +155,11 @@ def pack_bundle(
         },
     }
     replaced = {metadata_path: json.dumps(packed_metadata, indent=4).encode() + b"\n"}
-    for base in ("inference.json", "train.json") if overlays else ():  # the configs whose network_def is loaded
-        if (bundle_dir / "configs" / base).is_file():
-            replaced[bundle_dir / "configs" / base] = merged_config(bundle_dir / "configs", overlays, base)
+    configs = bundle_dir / "configs"
+    for base in base_configs(configs):
+        applied = overlays if base.name in ("inference.json", "train.json") else ()  # those whose network_def is loaded
+        if applied or (configs / COMMON_CONFIG).is_file():
+            replaced[base] = merged_config(configs, applied, base.name)
     with tempfile.TemporaryDirectory() as scratch, atomic_path(target) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
 
