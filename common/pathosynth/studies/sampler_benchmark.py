@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from ..bundle_configs import config_files
 from ..data.labels import class_values
 from ..errors import MissingInputError, UserInputError
 from ..io.atomic import sha256_file, write_json
@@ -144,7 +145,7 @@ def _overlay_path(name: str, folder: Path, what: str) -> str:
 def _parser(folder: Path, overlays: Sequence[str], overrides: Mapping) -> ConfigParser:
     parser = ConfigParser()
     parser.read_meta(str(folder / "metadata.json"))
-    parser.read_config([str(folder / "inference.json"), *overlays])
+    parser.read_config([str(f) for f in config_files(folder, ["inference.json", *overlays])])
     parser.update(dict(overrides))
     return parser
 
