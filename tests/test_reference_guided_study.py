@@ -94,7 +94,7 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     for name in ("real_train", "real_test", "synthetic"):
         assert json.loads(study.slices(name).read_text())["fov_size"] == [64, 64], name
 
-    content = json.loads((study.out / "report.json").read_text())
+    content = json.loads((study.out / "reference_guided_study.json").read_text())
     assert {row["mix"] for row in content["scores"]} == set(study.mixes())
     for row in content["scores"]:
         assert all(0 <= row[m] <= 1 for m in METRICS)
@@ -102,7 +102,7 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     assert all(r["n_train"] == n_real + r["n_synthetic"] for r in content["scores"])
     assert report.exists() and (study.out / "scores_vs_synthetic.png").stat().st_size > 0
     text = report.read_text()
-    assert render_report(study.out / "report.json") == text  # the Markdown is its JSON, rendered
+    assert render_report(study.out / "reference_guided_study.json") == text  # the Markdown is its JSON, rendered
     for needle in [
         "--scale ci",
         study.scale["description"],

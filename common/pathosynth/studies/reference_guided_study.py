@@ -19,7 +19,9 @@ Steps (bundle workflow runs, scheduled and resumed by :class:`.bundle_study.Bund
 4. ``classify_<mix>`` / ``evaluate_<mix>``: class_conditional_ddpm's train_classifier.json (MONAI classifier, k-fold
    CV, early stopping, AdamW) on real only and on real + each synthetic subset; evaluate.json scores every fold on
    the real test slices (AUC, F1, accuracy, precision, recall).
-5. report: ``OUT/report.{json,md}`` and ``OUT/scores_vs_synthetic.png`` (AUC and F1 against the synthetic amount).
+5. report: ``OUT/reference_guided_study.json`` (every number, named as each study names its results JSON, so the
+   docs folder keeps the file ``pathosynth.cli report`` renders), ``OUT/reference_guided_study.md`` rendered from it
+   and ``OUT/scores_vs_synthetic.png`` (AUC and F1 against the synthetic amount).
 
 No test case reaches the DDPM, the patch bank, the synthesis or a classifier's training set.
 Scales: ``bundles/reference_guided_ddpm/configs/study/{ci,cpu,paper}.json``.
@@ -240,8 +242,8 @@ class ReferenceGuidedStudy(BundleStudy):
         return rows
 
     def write_report(self) -> Path:
-        """``OUT/report.json`` (every number of the report) and ``OUT/report.md`` rendered from it alone
-        (:func:`render_reference_guided_report`), + ``OUT/scores_vs_synthetic.png``."""
+        """``OUT/reference_guided_study.json`` (every number of the report) and ``OUT/reference_guided_study.md``
+        rendered from it alone (:func:`render_reference_guided_report`), + ``OUT/scores_vs_synthetic.png``."""
         rows = self.scores()
         results = as_results(
             {
@@ -264,12 +266,12 @@ class ReferenceGuidedStudy(BundleStudy):
                         ("classifier training", "classify_"),
                         ("evaluation", "evaluate_"),
                     ),
-                    "report.json",
+                    "reference_guided_study.json",
                 ),
             }
         )
-        write_results(self.out / "report.json", results)
-        with atomic_path(self.out / "report.md") as tmp:
+        write_results(self.out / "reference_guided_study.json", results)
+        with atomic_path(self.out / "reference_guided_study.md") as tmp:
             tmp.write_text(render_reference_guided_report(results))
         plt = pyplot()
         fig, axes = plt.subplots(1, 2, figsize=(7, 3))
@@ -288,7 +290,7 @@ class ReferenceGuidedStudy(BundleStudy):
             axis.set_ylabel(metric.upper())
             axis.legend(fontsize=7)
         save_figure(fig, self.out / "scores_vs_synthetic.png")
-        return self.out / "report.md"
+        return self.out / "reference_guided_study.md"
 
     def run(self) -> Path:
         """All steps, then the report; returns the report path."""
