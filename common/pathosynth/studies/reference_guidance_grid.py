@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from ..bundle_configs import config_files
 from ..diffusion.reference_guidance import GuidanceReference
 from ..evaluation.figures import pyplot, save_figure
 from ..io.atomic import write_json
@@ -41,7 +42,7 @@ def load_inference(
     folder = Path(bundles_dir or default_bundles_dir()) / "reference_guided_ddpm" / "configs"
     parser = ConfigParser()
     parser.read_meta(str(folder / "metadata.json"))
-    parser.read_config([str(folder / c) for c in configs])
+    parser.read_config([str(f) for f in config_files(folder, configs)])
     parser.update({"dataset_dir": str(dataset_dir), "ckpt_dir": str(ckpt_dir), **(overrides or {})})
     return parser
 
