@@ -33,6 +33,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..bundle_configs import config_files
 from ..data import class_values, load_cases
 from ..data.slice_classes import write_lesion_slices
 from ..data.splits import write_split
@@ -116,7 +117,7 @@ class ReferenceGuidedStudy(BundleStudy):
         files, values = self.generator_settings("train")
         configs = self.bundles / self.generator / "configs"
         parser = ConfigParser()
-        parser.read_config([str(configs / name) for name in ["train.json", *files]])
+        parser.read_config([str(f) for f in config_files(configs, ["train.json", *files])])
         parser.update(values)
         return [int(s) for s in parser.get_parsed_content("fov_size")]
 
