@@ -131,6 +131,29 @@ def test_fqcdm_report_shows_quality_downstream_and_the_vq_caveat(tmp_path):
         "synthesis": {"fov_size": [64, 64], "image_size": [32, 32]},
         "quality_classes": [],
         "quality": quality,
+        "samplers": {
+            "reference": "DDPM 100 (default)",
+            "settings": [
+                {
+                    "name": "DDPM 100 (default)",
+                    "sampler": {"step": "ddpm", "eta": None, "num_inference_steps": 100, "num_train_timesteps": 100},
+                    "network_calls_per_slice": 100.0,
+                    "cases": ["c"],
+                    "step_seconds": 80.0,
+                    "time_ratio": 1.0,
+                    "quality": quality["FQCDM"],
+                },
+                {
+                    "name": "DDIM eta=0 25",
+                    "sampler": {"step": "ddim", "eta": 0.0, "num_inference_steps": 25, "num_train_timesteps": 100},
+                    "network_calls_per_slice": 25.0,
+                    "cases": ["c"],
+                    "step_seconds": 26.0,
+                    "time_ratio": 0.325,
+                    "quality": {**quality["FQCDM"], "psnr": {"mean": 19.5, "std": 2.5, "n": 12}},
+                },
+            ],
+        },
         "segmenter": {"network": "MONAI UNet", "max_steps": 10, "batch_size": 2, "in_plane_size": 32},
         "runs": {name: run},
         "panels": {"tab4": [name], "fig4": [name], "fig5": [], "fig6": []},
@@ -147,6 +170,18 @@ def test_fqcdm_report_shows_quality_downstream_and_the_vq_caveat(tmp_path):
         "| Synthetic images + Real images + Data augmentation (2 real, 4 synthetic) | 75.1 ± 1.0 | 60.0 ± 2.0 |" in text
     )
     assert "is not a generative" in text and "encodes and decodes the real test image" in text
+    # issue 18: the sampler comparison, quality next to network calls and the step-time ratio
+    assert "## Sampler: quality against network calls" in text and "the reference\nis **DDPM 100 (default)**" in text
+    assert (
+        "| **DDPM 100 (default)** | DDPM, 100 of 100 timesteps | 100 | 21.23 ± 2.00 | 51.23 ± 5.00 | 14.50 | 12 | 80.0 "
+        "| 1.00 |" in text
+    )
+    assert (
+        "| DDIM eta=0 25 | DDIM η = 0, 25 of 100 timesteps | 25 | 19.50 ± 2.50 | 51.23 ± 5.00 | 14.50 | 12 | 26.0 "
+        "| 0.33 |" in text
+    )
+    del results["samplers"]  # a scale without samplers: no such section
+    assert "Sampler:" not in render_report(_write(tmp_path, results, "without_samplers.json"))
 
 
 def test_emit_diff_report_shows_tab2_and_ablations(tmp_path):

@@ -14,6 +14,10 @@ Steps (bundle workflow runs, scheduled and resumed by :class:`.bundle_study.Bund
    subset of ``quality_cases`` of them when the scale says so, ``quality_test.json``) and is compared with their
    real images. Downstream: FQCDM synthesises the first ``synthetic_pool`` label maps of
    ``label_pool.json``; a set of ``k`` synthetic cases is the first ``k`` of them in that order.
+   Sampler comparison (issue 18, when the scale lists ``samplers``): the trained FQCDM model synthesises the same
+   test label maps once per sampler setting (``num_inference_steps``, ``ddim_eta`` of ``inference.json``), scored
+   as Tab. 1–3 against the first setting, the reference. A setting that names no sampler key is the bundle's
+   default sampler, which the Tab. 1–3 FQCDM synthesis already ran: its outputs are reused, not made twice.
 4. downstream segmentation (MONAI UNet, 2D, ``downstream_segmentation`` with ``acdc.json`` + ``unet.json``) per
    run and seed, scored on the real test cases: Tab. 4 (real / synthetic / both, with and without classic
    augmentation), Fig. 4 (real + ``ratio`` × real synthetic), Fig. 5 (synthetic only, several sizes), Fig. 6
@@ -26,7 +30,8 @@ Scales: ``bundles/label_guided_latent_diffusion/configs/study/{cpu,ci,paper}.jso
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +40,7 @@ from ..data.splits import write_split
 from ..io.atomic import write_json
 from .bundle_study import BundleStudy, StudyJob, slug
 
-__all__ = ["QUALITY_METHODS", "FqcdmStudy", "SegmentationRun", "first_entries"]
+__all__ = ["QUALITY_METHODS", "SAMPLER_KEYS", "FqcdmStudy", "SamplerSetting", "SegmentationRun", "first_entries"]
 
 # Tab. 1–3 method -> label_guided_latent_diffusion inference overlays and the training steps it needs.
 QUALITY_METHODS: dict[str, tuple[list[str], list[str]]] = {
@@ -44,6 +49,46 @@ QUALITY_METHODS: dict[str, tuple[list[str], list[str]]] = {
     "FQCDM without quantisation": (["inference_no_quantisation.json"], ["train_autoencoder", "train_latent_ddpm"]),
     "FQCDM": ([], ["train_autoencoder", "train_latent_ddpm"]),
 }
+
+
+# the label_guided_latent_diffusion inference keys a sampler setting may set
+SAMPLER_KEYS = ("num_inference_steps", "ddim_eta")
+
+
+@dataclass(frozen=True)
+class SamplerSetting:
+    """One sampler of the comparison: a name and the ``inference.json`` keys it sets (none = the bundle's default)."""
+
+    name: str
+    overrides: dict = field(default_factory=dict, hash=False)
+
+
+def sampler_settings(samplers, source) -> list[SamplerSetting]:
+    """The scale's ``samplers`` list, checked before any work (``source`` names the scale file in errors): every
+    entry a ``name`` (unique, and unique as a folder name) and only ``num_inference_steps`` (an integer >= 1 or null)
+    and ``ddim_eta`` (a number >= 0 or null); the first entry is the reference."""
+    if not isinstance(samplers, list):
+        raise ValueError(f"study scale {source}: 'samplers' must be a list of settings, got {type(samplers).__name__}")
+    settings, folders = [], {}
+    for i, entry in enumerate(samplers):
+        where = f"study scale {source}: samplers[{i}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise ValueError(f"{where} needs a non-empty 'name'")
+        where += f" ({entry['name']!r})"
+        unknown = sorted(set(entry) - {"name", *SAMPLER_KEYS})
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {unknown}; a setting may set {list(SAMPLER_KEYS)}")
+        steps, eta = entry.get("num_inference_steps"), entry.get("ddim_eta")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"{where}: num_inference_steps must be an integer >= 1 or null, got {steps!r}")
+        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, (int, float)) or eta < 0):
+            raise ValueError(f"{where}: ddim_eta must be a number >= 0 or null, got {eta!r}")
+        folder = slug(entry["name"])
+        if folder in folders:
+            raise ValueError(f"{where}: the name repeats {folders[folder]!r} (both are folder {folder!r})")
+        folders[folder] = entry["name"]
+        settings.append(SamplerSetting(entry["name"], {k: entry[k] for k in SAMPLER_KEYS if k in entry}))
+    return settings
 
 
 @dataclass(frozen=True)
@@ -97,6 +142,7 @@ class FqcdmStudy(BundleStudy):
             )
         self.seeds = list(self.scale.get("seeds", [0]))
         self.n_real = int(self.scale["real_cases"])
+        self.samplers = sampler_settings(self.scale.get("samplers", []), self.scale_path)
 
     # ---- paths ---------------------------------------------------------------------------------------
     @property
@@ -109,6 +155,19 @@ class FqcdmStudy(BundleStudy):
     @property
     def pool_datalist(self) -> Path:
         return self.synthetic_dir("train", "FQCDM") / "datalist.json"
+
+    def sampler_step(self, setting: SamplerSetting) -> str:
+        """The synthesis step whose outputs score ``setting``: the Tab. 1–3 FQCDM synthesis when both run the bundle's
+        default sampler (the setting sets no key, nor does the scale's synthesis), else the setting's own step."""
+        shared = {**self.section("generative")[1], **self.section("synthesis")[1]}
+        if "FQCDM" in self.methods and not setting.overrides and not set(SAMPLER_KEYS) & set(shared):
+            return f"synth_test_{slug('FQCDM')}"
+        return f"synth_sampler_{slug(setting.name)}"
+
+    def sampler_dir(self, setting: SamplerSetting) -> Path:
+        if self.sampler_step(setting) == f"synth_test_{slug('FQCDM')}":
+            return self.synthetic_dir("test", "FQCDM")
+        return self.synthetic_dir("samplers", setting.name)
 
     def real_datalist(self, n: int) -> str:
         return self.split_path(f"real_{n}")
@@ -241,6 +300,30 @@ class FqcdmStudy(BundleStudy):
         )
         return jobs
 
+    def sampler_jobs(self) -> list[StudyJob]:
+        """One synthesis of the Tab. 1–3 test label maps per sampler setting (none for a setting the FQCDM synthesis
+        already ran), with the same trained model, seed and settings but the setting's sampler keys."""
+        jobs = []
+        for setting in self.samplers:
+            name = self.sampler_step(setting)
+            if not name.startswith("synth_sampler_"):
+                continue
+            settings = {
+                "datalist": self.split_path("quality_test"),
+                "ckpt_dir": self.models_dir,
+                "output_dir": str(self.sampler_dir(setting)),
+                "num_samples_per_case": 1,
+                "progress": False,
+                **self.denoiser_settings("diffusion"),
+                **setting.overrides,
+            }
+            jobs.append(
+                self.generator_job(
+                    name, ["inference.json"], "synthesis", settings, "run", ["train_autoencoder", "train_latent_ddpm"]
+                )
+            )
+        return jobs
+
     def segmentation_datalists(self, run: SegmentationRun) -> list[str]:
         return ([self.real_datalist(run.n_real)] if run.n_real else []) + (
             [self.synthetic_datalist(run.n_synthetic)] if run.n_synthetic else []
@@ -348,5 +431,5 @@ class FqcdmStudy(BundleStudy):
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_split()
-        self.run_jobs(self.training_jobs() + self.synthesis_jobs() + self.segmentation_jobs())
+        self.run_jobs(self.training_jobs() + self.synthesis_jobs() + self.sampler_jobs() + self.segmentation_jobs())
         return write_fqcdm_report(self)

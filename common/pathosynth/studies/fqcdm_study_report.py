@@ -1,5 +1,6 @@
-"""The FQCDM study report: Tab. 1–3 and the Tab. 5 subset as one image-quality table, Tab. 4 and Fig. 4–6 as
-downstream Dice, an example panel; Markdown + JSON, numbers read from the study folder.
+"""The FQCDM study report: Tab. 1–3 and the Tab. 5 subset as one image-quality table, the sampler comparison (quality
+against network calls, when the scale lists samplers), Tab. 4 and Fig. 4–6 as downstream Dice, an example panel;
+Markdown + JSON, numbers read from the study folder.
 
 Downstream numbers aggregate as in :mod:`.lefusion_study_report`: the mean over test cases gives one Dice per (run,
 seed, class); "mean Dice" averages RV, myocardium and LV (the paper's "average Dice"); tables show mean ± sample std
@@ -9,21 +10,33 @@ over seeds.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from ..evaluation.figures import image_row, pyplot, save_figure
-from ..evaluation.synthesis_quality import centred_box, synthesis_quality_markdown, synthesis_quality_report
+from ..evaluation.synthesis_quality import (
+    centred_box,
+    synthesis_quality,
+    synthesis_quality_markdown,
+    synthesis_quality_report,
+)
 from ..io.atomic import atomic_path
 from ..io.results import as_results, write_results
-from ..markdown_tables import fixed, markdown_table, spread_cell
+from ..markdown_tables import fixed, markdown_table, number, spread_cell
 from .repeats import repeat_summary, seed_summary
 from .results_markdown import provenance_markdown, wall_time_markdown
 
-__all__ = ["ACDC_CLASSES", "render_fqcdm_report", "run_summary", "write_fqcdm_report"]
+__all__ = [
+    "ACDC_CLASSES",
+    "network_calls",
+    "render_fqcdm_report",
+    "run_summary",
+    "sampler_comparison",
+    "write_fqcdm_report",
+]
 
 ACDC_CLASSES = ("RV", "myocardium", "LV")
 # Tab. 5 columns: which FQCDM blocks a quality method has (FDGB: latent diffusion, FQB: quantisation, DBD: dual-branch
@@ -140,6 +153,61 @@ def _recorded_synthesis(study) -> dict:
     return json.loads((datalist.parent / entries[0]["provenance"]).read_text())["synthesis"]
 
 
+def network_calls(datalist: str | Path) -> dict:
+    """What the sampler did for a synthetic set, from its cases' provenance: network calls per slice (the synthesiser
+    records one per slice and reverse step), the cases and slices synthesised, and the sampler settings recorded (one
+    set: a folder holds the outputs of one sampler)."""
+    import nibabel as nib
+
+    datalist = Path(datalist)
+    calls, slices, recorded = 0, 0, None
+    entries = json.loads(datalist.read_text())["training"]
+    for entry in entries:
+        synthesis = json.loads((datalist.parent / entry["provenance"]).read_text())["synthesis"]
+        shape = nib.load(datalist.parent / entry["label"]).shape
+        slices += shape[2] if len(shape) == 3 else 1
+        calls += int(synthesis["network_evaluations"])
+        sampler = {k: synthesis.get(k) for k in ("step", "eta", "num_inference_steps", "num_train_timesteps")}
+        if recorded not in (None, sampler):
+            raise ValueError(f"{datalist}: its cases were made by different samplers ({recorded} and {sampler})")
+        recorded = sampler
+    if not slices:
+        raise FileNotFoundError(f"{datalist} holds no synthetic case: run the study's sampler synthesis first")
+    return {
+        "network_calls_per_slice": calls / slices,
+        "cases": sorted(e["source_case_id"] for e in entries),
+        "slices": slices,
+        "sampler": recorded,
+    }
+
+
+def sampler_comparison(study, quality_of: Callable[[Path], dict]) -> dict | None:
+    """The scale's sampler settings (None without any): per setting the synthesis step and its outputs' network calls
+    per slice, Tab. 1–3 quality (``quality_of(datalist)``, the study's own metrics) and the step's wall time as a
+    ratio of the reference's (the first setting)."""
+    if not study.samplers:
+        return None
+    timings = study.step_timings()
+    reference = timings.get(study.sampler_step(study.samplers[0]))
+    settings = []
+    for setting in study.samplers:
+        datalist = study.sampler_dir(setting) / "datalist.json"
+        step = study.sampler_step(setting)
+        seconds = timings.get(step)
+        settings.append(
+            {
+                "name": setting.name,
+                "overrides": dict(setting.overrides),
+                "step": step,
+                **network_calls(datalist),
+                "step_seconds": seconds,
+                "time_ratio": seconds / reference if seconds is not None and reference else None,
+                "quality": quality_of(datalist),
+            }
+        )
+    return {"reference": study.samplers[0].name, "settings": settings}
+
+
 def write_fqcdm_report(study, report_dir: str | Path | None = None) -> Path:
     """``fqcdm_study.json`` (every number of the report) and ``fqcdm_study.md`` rendered from it alone
     (:func:`render_fqcdm_report`), + ``downstream.png``, ``examples.png`` in ``report_dir`` (default ``OUT/report``)."""
@@ -154,6 +222,13 @@ def write_fqcdm_report(study, report_dir: str | Path | None = None) -> Path:
         title="Tab. 1–3 analogue: synthetic vs real test images of the same label maps",
         labels=labels,
     )
+    scored = {str(study.synthetic_dir("test", m) / "datalist.json"): quality[m] for m in study.methods}
+
+    def quality_of(datalist: Path) -> dict:  # Tab. 1–3's metrics; a set they already scored is not scored again
+        if str(datalist) not in scored:
+            scored[str(datalist)] = synthesis_quality(datalist, fov_size, labels=labels)
+        return scored[str(datalist)]
+
     summaries = {
         run.name: run_summary(
             [f for s in study.seeds if (f := study.segmentation_dir(run, s) / "scores.json").exists()]
@@ -181,6 +256,7 @@ def write_fqcdm_report(study, report_dir: str | Path | None = None) -> Path:
             "synthesis": {"fov_size": fov_size, "image_size": synthesis["image_size"]},
             "quality_classes": list(labels),
             "quality": quality,
+            "samplers": sampler_comparison(study, quality_of),
             "segmenter": {k: trained.get(k) for k in ("network", "max_steps", "batch_size", "in_plane_size")},
             "runs": {run.name: asdict(run) for run in study.unique_runs()},
             "panels": {key: [run.name for run in members] for key, members in study.runs().items()},
@@ -203,6 +279,55 @@ def write_fqcdm_report(study, report_dir: str | Path | None = None) -> Path:
     with atomic_path(out / "fqcdm_study.md") as tmp:
         tmp.write_text(render_fqcdm_report(results))
     return out / "fqcdm_study.md"
+
+
+def _reverse_steps(sampler: Mapping) -> str:
+    kind = "DDPM" if sampler["step"] == "ddpm" else f"DDIM η = {number(sampler['eta']):g}"
+    return f"{kind}, {sampler['num_inference_steps']} of {sampler['num_train_timesteps']} timesteps"
+
+
+def sampler_markdown(samplers: Mapping | None) -> str:
+    """The section "Sampler: quality against network calls" of the results' ``samplers`` (empty without any)."""
+    if not samplers:
+        return ""
+    table = markdown_table(
+        (
+            "sampler",
+            "reverse steps",
+            "network calls per slice",
+            "PSNR ↑",
+            "MS-SSIM ×100 ↑",
+            "FID ↓",
+            "slices",
+            "synthesis step (s)",
+            "step time ratio",
+        ),
+        (
+            (
+                f"**{s['name']}**" if s["name"] == samplers["reference"] else s["name"],
+                _reverse_steps(s["sampler"]),
+                f"{number(s['network_calls_per_slice']):g}",
+                spread_cell(s["quality"]["psnr"]),
+                spread_cell(s["quality"]["ms_ssim"], scale=100),
+                fixed(s["quality"]["fid"]["fid"]),
+                s["quality"]["psnr"]["n"],
+                fixed(s["step_seconds"], 1),
+                fixed(s["time_ratio"]),
+            )
+            for s in samplers["settings"]
+        ),
+    )
+    return f"""## Sampler: quality against network calls
+
+The trained FQCDM model synthesises the same {len(samplers["settings"][0]["cases"])} test label maps (from
+`split/quality_test.json`, same seed) once per sampler setting (`num_inference_steps`, `ddim_eta`); the reference
+is **{samplers["reference"]}**. PSNR, MS-SSIM and FID as in Tab. 1–3 (mean ± std over slices). Network calls per
+slice as the cases' provenance records them. Step time ratio: the wall time of the setting's synthesis step divided
+by the reference's, on the same machine (whole bundle runs: process start and model loading included).
+
+{chr(10).join(table)}
+
+"""
 
 
 def render_fqcdm_report(results: Mapping) -> str:
@@ -253,7 +378,7 @@ and is not comparable with the rows that generate from the label map alone:
 
 {chr(10).join(ablation)}
 
-## Downstream segmentation (Sec. 5)
+{sampler_markdown(results.get("samplers"))}## Downstream segmentation (Sec. 5)
 
 {network}, {trained.get("max_steps")} training steps of {trained.get("batch_size")} slices
 ({trained.get("in_plane_size")} px) for every run, scored on the
