@@ -13,6 +13,7 @@ from monai.bundle import ConfigParser
 from monai.networks.nets import UNet
 
 from conftest import BUNDLES, run_bundle
+from pathosynth.bundle_configs import config_files
 from pathosynth.data import ACDC_LABELS, DatasetError, load_cases, load_image_cases
 from pathosynth.data.transforms import RandRectangleMaskd
 from pathosynth.engines import ResumableCheckpoint, load_matching_weights
@@ -79,10 +80,10 @@ def test_acdc_unet_run_scores_rv_myocardium_lv(acdc_lists, tmp_path):
     inference = (
         ConfigParser()
     )  # inference.json + the same overlays loads the checkpoint; without unet.json it is refused
-    inference.read_config([str(CONFIGS / c) for c in ["inference.json", *ACDC_UNET_SMOKE]])
+    inference.read_config([str(f) for f in config_files(CONFIGS, ["inference.json", *ACDC_UNET_SMOKE])])
     inference.update({"ckpt_dir": str(out), "datalist": acdc_lists["test"]})
     assert isinstance(inference.get_parsed_content("network"), UNet)
-    inference.read_config([str(CONFIGS / c) for c in ["inference.json", "acdc.json", "smoke.json"]])
+    inference.read_config([str(f) for f in config_files(CONFIGS, ["inference.json", "acdc.json", "smoke.json"])])
     inference.update({"ckpt_dir": str(out), "datalist": acdc_lists["test"]})
     with pytest.raises(RuntimeError) as refused:
         inference.get_parsed_content("network")
@@ -91,7 +92,7 @@ def test_acdc_unet_run_scores_rv_myocardium_lv(acdc_lists, tmp_path):
 
 def test_unet_overlay_derives_channels_and_keeps_one_loss():
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / c) for c in ["train.json", *ACDC_UNET_SMOKE]])
+    parser.read_config([str(f) for f in config_files(CONFIGS, ["train.json", *ACDC_UNET_SMOKE])])
     network = parser.get_parsed_content("network_def")
     assert (
         isinstance(network, UNet)
@@ -100,7 +101,7 @@ def test_unet_overlay_derives_channels_and_keeps_one_loss():
     )
     assert network.out_channels == 4 and network.num_res_units == 2
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / c) for c in ["train.json", "unet.json"]])
+    parser.read_config([str(f) for f in config_files(CONFIGS, ["train.json", "unet.json"])])
     assert parser.get_parsed_content("unet_channels") == [32, 64, 128, 256, 512]
     loss = parser.get_parsed_content("train#loss")
     logits, target = torch.randn(2, 4, 16, 16), torch.randint(0, 4, (2, 1, 16, 16))
@@ -113,7 +114,7 @@ def test_unet_overlay_derives_channels_and_keeps_one_loss():
 @pytest.mark.parametrize("augment", [True, "true", False, "false", "False"])
 def test_augment_switch_drops_only_the_classic_augmentation(augment):
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / c) for c in ["train.json", "smoke.json"]])
+    parser.read_config([str(f) for f in config_files(CONFIGS, ["train.json", "smoke.json"])])
     parser["augment"] = augment
     names = [type(t).__name__ for t in parser.get_parsed_content("train#augmentation").transforms]
     assert (
