@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, run_bundle
+from conftest import BUNDLES, bundle_configs, run_bundle
 
 BUNDLE = "label_guided_latent_diffusion"
 CONFIGS = BUNDLES / BUNDLE / "configs"
@@ -44,7 +44,7 @@ def _train(dataset, ckpt, **overrides):
 
 def _parser(dataset, ckpt) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "train_autoencoder.json"), str(CONFIGS / "smoke.json")])
+    parser.read_config(bundle_configs(BUNDLE, "train_autoencoder.json", "smoke.json"))
     parser.read_meta(str(CONFIGS / "metadata.json"))
     parser.update({"dataset_dir": str(dataset), "ckpt_dir": str(ckpt), "output_dir": str(Path(ckpt) / "logs")})
     parser.parse()

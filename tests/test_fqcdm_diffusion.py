@@ -16,7 +16,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, run_bundle
+from conftest import BUNDLES, bundle_configs, run_bundle
 
 BUNDLE = "label_guided_latent_diffusion"
 CONFIGS = BUNDLES / BUNDLE / "configs"
@@ -43,7 +43,7 @@ def _arrays(path):
 
 def _parser(config: str, dataset, ckpt, **overrides) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / config), str(CONFIGS / "smoke.json")])
+    parser.read_config(bundle_configs(BUNDLE, config, "smoke.json"))
     parser.read_meta(str(CONFIGS / "metadata.json"))
     parser.update(
         {"dataset_dir": str(dataset), "ckpt_dir": str(ckpt), "output_dir": str(Path(ckpt) / "out"), **TINY, **overrides}
