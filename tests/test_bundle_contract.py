@@ -189,3 +189,33 @@ def test_train_and_inference_networks_agree():
                 assert content["network_def"] == trained, (
                     f"{bundle.name}/{base.name} network_def differs from train.json"
                 )
+
+
+def test_config_lists_put_the_shared_base_first(tmp_path):
+    """Every run merges configs/common.json first (once), then the names in order (an absolute overlay path stays as
+    it is); a bundle without common.json keeps its list. Bases are what a workflow starts from: not a multi_gpu
+    overlay (even one that references only common ids), not an overlay reading another base's ids."""
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    overlay = tmp_path / "elsewhere.json"
+    files = {
+        "common.json": {"seed": 0},
+        "train.json": {"initialize": ["$@seed"], "run": ["$@net"], "net": 1},
+        "train_classifier.json": {"initialize": [], "run": ["$@classifiers"], "classifiers": []},
+        "evaluate.json": {"initialize": [], "run": ["$@classifiers"]},
+        "multi_gpu_inference.json": {"initialize": ["$@seed"], "run": []},
+        "smoke.json": {"seed": 1},
+        "metadata.json": {"version": "0.1.0"},
+    }
+    for name, content in files.items():
+        (configs / name).write_text(json.dumps(content))
+    assert config_files(configs, ["train.json", "smoke.json", overlay]) == [
+        configs / "common.json",
+        configs / "train.json",
+        configs / "smoke.json",
+        overlay,
+    ]
+    assert config_files(configs, ["common.json", "train.json"]) == [configs / "common.json", configs / "train.json"]
+    assert [p.name for p in base_configs(configs)] == ["train.json", "train_classifier.json"]
+    (configs / "common.json").unlink()
+    assert config_files(configs, ["train.json"]) == [configs / "train.json"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 COMMON_CONFIG = "common.json"
 METADATA = "metadata.json"
+MULTI_GPU_PREFIX = "multi_gpu_"  # overlays that scale a base out under torchrun
 _REFERENCE = re.compile(r"@([A-Za-z_]\w*)")  # the first part of a MONAI reference "@id#sub#..."
 
 
@@ -45,17 +46,18 @@ def _references(value) -> set[str]:
 
 def base_configs(configs_dir: str | os.PathLike) -> list[Path]:
     """The configs a workflow starts from (``train*.json``, ``inference.json``, ``pipeline.json``, ...): those that
-    define ``initialize`` and, after ``common.json``, stand alone (every id they reference is theirs or common's).
-    Overlays do not: ``multi_gpu_*.json`` wraps a base's ``network_def``, ``evaluate.json`` reads
-    ``train_classifier.json``'s classifiers."""
+    define ``initialize`` and ``run`` and, after ``common.json``, stand alone (every id they reference is theirs or
+    common's). Overlays are not bases: ``multi_gpu_*.json`` (by name: one may reference nothing but common's ids)
+    and those that read another base's ids (``evaluate.json`` reads ``train_classifier.json``'s classifiers)."""
     folder = Path(configs_dir)
     common = folder / COMMON_CONFIG
     shared = set(json.loads(common.read_text())) if common.is_file() else set()
     bases = []
     for path in sorted(folder.glob("*.json")):
-        if path.name in (COMMON_CONFIG, METADATA):
+        if path.name in (COMMON_CONFIG, METADATA) or path.name.startswith(MULTI_GPU_PREFIX):
             continue
         content = json.loads(path.read_text())
-        if "initialize" in content and _references(content) <= shared | set(content) | {"_meta_"}:
+        defines = {"initialize", "run"} <= set(content)
+        if defines and _references(content) <= shared | set(content) | {"_meta_"}:
             bases.append(path)
     return bases
