@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, ROOT, run_bundle
+from conftest import BUNDLES, ROOT, bundle_configs, run_bundle
 from pathosynth.synthesis.reference_guided import model_grid, model_items
 
 BUNDLE = "reference_guided_ddpm"
@@ -96,7 +96,7 @@ def test_a_sample_does_not_depend_on_the_slice_batch(run):
     entry = json.loads((run["out"] / "datalist.json").read_text())["training"][0]
     record = json.loads((run["out"] / entry["provenance"]).read_text())
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "smoke.json")])
+    parser.read_config(bundle_configs(BUNDLE, "inference.json", "smoke.json"))
     parser.update(
         {"dataset_dir": str(run["data"]), "ckpt_dir": str(run["ckpt"]), "slice_batch_size": 1, "bundle_root": str(ROOT)}
     )
