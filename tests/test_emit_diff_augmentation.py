@@ -12,7 +12,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, RandomizableTransform
 
-from conftest import BUNDLES
+from conftest import BUNDLES, bundle_configs
 from pathosynth.studies.emit_diff_study import AUGMENTATIONS
 
 CONFIGS = BUNDLES / "text_edge_controlnet" / "configs"
@@ -45,9 +45,8 @@ EXPECTED = {
 
 def _parser(overlay: str | None, mixing: bool) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config(
-        [str(CONFIGS / "train_segmentation.json")] + ([str(CONFIGS / "augmentation" / overlay)] if overlay else [])
-    )
+    overlays = [f"augmentation/{overlay}"] if overlay else []
+    parser.read_config(bundle_configs("text_edge_controlnet", "train_segmentation.json", *overlays))
     parser["synthetic_datalists"] = ["variants.json"] if mixing else []
     return parser
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from conftest import BUNDLES, run_bundle
+from conftest import BUNDLES, bundle_configs, run_bundle
 from pathosynth.data import read_info_cfg
 from pathosynth.io.atomic import sha256_file
 
@@ -91,7 +91,7 @@ def test_inference_writes_n_variants_per_case_with_unchanged_labels_and_provenan
 
 def test_inference_refuses_an_augmentation_word_the_model_never_learned(run):
     parser = ConfigParser()
-    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "smoke.json")])
+    parser.read_config(bundle_configs(BUNDLE, "inference.json", "smoke.json"))
     parser.read_meta(str(CONFIGS / "metadata.json"))
     parser.update(
         {

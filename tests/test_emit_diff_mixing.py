@@ -15,7 +15,7 @@ from monai.bundle import ConfigParser
 from monai.networks.nets import AttentionUnet
 from monai.utils import set_determinism
 
-from conftest import BUNDLES, run_bundle
+from conftest import bundle_configs, run_bundle
 from pathosynth.data import ACDC_LABELS, DatasetError, load_cases
 from pathosynth.data.patch_mixing import (
     PatchMixingInferer,
@@ -287,7 +287,7 @@ def test_slice_sampling_and_augmentation_keep_real_variant_and_label_aligned(acd
     """Real image, variant and labels share every spatial transform: the reused label stays equal to the real one
     and the (intensity-perturbed) variant stays correlated with the image; a variant flipped on its own would not."""
     parser = ConfigParser()
-    parser.read_config(str(BUNDLES / "text_edge_controlnet" / "configs" / CONFIG))
+    parser.read_config(bundle_configs("text_edge_controlnet", CONFIG))
     parser.update(
         {
             "real_datalist": acdc_sets["train"],
@@ -318,7 +318,7 @@ def test_slice_sampling_and_augmentation_keep_real_variant_and_label_aligned(acd
 
 def test_defaults_are_the_official_ones_and_emidec_labels_work_by_key_override():
     parser = ConfigParser()
-    parser.read_config(str(BUNDLES / "text_edge_controlnet" / "configs" / CONFIG))
+    parser.read_config(bundle_configs("text_edge_controlnet", CONFIG))
     assert (parser["alpha"], parser["patch_size"], parser["mix"], parser["labels"]) == (0.6, 64, "image", ACDC_LABELS)
     network = parser.get_parsed_content("network_def")
     assert isinstance(network, AttentionUnet) and network.out_channels == 4
