@@ -187,7 +187,8 @@ def test_bundle_run_refuses_a_misspelt_override_before_work(phantom_dir, tmp_pat
     proc = _smoke("lesion_inpainting", {"dataset_dir": phantom_dir, "roi_sise": "[48,48,10]"}, tmp_path)
     assert proc.returncode != 0
     assert _last_line(proc.stderr) == (
-        "pathosynth: error: --roi_sise is not a config key (not in train.json, smoke.json); did you mean --roi_size?"
+        "pathosynth: error: --roi_sise is not a config key (not in common.json, train.json, smoke.json); "
+        "did you mean --roi_size?"
     )
     assert "Traceback" not in proc.stderr and not (tmp_path / "ckpt").exists()
 
