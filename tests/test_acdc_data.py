@@ -13,17 +13,13 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pathosynth.data import (
-    ACDC_LABELS,
-    DatasetError,
-    detect_layout,
-    discover,
-    discover_acdc,
-    load_cases,
-    split_by_case,
-    validate_cases,
-)
+from pathosynth.data.acdc import ACDC_LABELS, discover_acdc
+from pathosynth.data.cases import load_cases
+from pathosynth.data.errors import DatasetError
+from pathosynth.data.layouts import detect_layout, discover
 from pathosynth.data.phantom import generate_acdc_like_dataset
+from pathosynth.data.splits import split_by_case
+from pathosynth.data.validation import validate_cases
 
 N_PATIENTS, SEED = 6, 0
 GROUPS = ["NOR", "DCM", "HCM", "MINF", "RV", "NOR"]
@@ -233,7 +229,7 @@ def test_groups_of_one_patient_are_pooled_so_the_test_set_is_not_empty():
 def test_written_acdc_split_is_by_patient_with_acdc_labels(acdc_phantom, tmp_path):
     """``write_split`` on an ACDC folder: train/test datalists only (no EMIDEC normal/pathological parts), both
     frames of each heart on one side, every case once, the dataset untouched."""
-    from pathosynth.data import write_split
+    from pathosynth.data.splits import write_split
 
     paths = write_split(acdc_phantom, tmp_path / "split", test_fraction=0.25, seed=0)
     assert sorted(paths) == ["test", "train"]

@@ -121,7 +121,7 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
         if "/workspace/" in str(parser.config.get(k))
     ]
     if placeholders:  # configs that take split datalists instead of a dataset folder
-        from pathosynth.data import write_split
+        from pathosynth.data.splits import write_split
 
         split = write_split(data, tmp_path / "split", test_fraction=0.5)
         values = {

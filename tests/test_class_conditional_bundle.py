@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import BUNDLES, run_bundle
-from pathosynth.data import read_medmnist_split, write_medmnist_npz
+from pathosynth.data.medmnist import read_medmnist_split, write_medmnist_npz
 
 BUNDLE = "class_conditional_ddpm"
 CONFIGS = BUNDLES / BUNDLE / "configs"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pathosynth.data import write_medmnist_npz
+from pathosynth.data.medmnist import write_medmnist_npz
 from pathosynth.evaluation import build_classifier, cross_validate, evaluate_folds, explain, stratified_folds
 
 

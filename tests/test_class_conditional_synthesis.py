@@ -13,7 +13,7 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from PIL import Image
 
-from pathosynth.data import read_labelled_images, read_medmnist_split
+from pathosynth.data.medmnist import read_labelled_images, read_medmnist_split
 from pathosynth.diffusion import PIXEL_STATS, DiffusionSpace, GuidedDDIMSampler
 from pathosynth.synthesis.class_balanced import ClassBalancedSynthesis
 

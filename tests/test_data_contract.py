@@ -10,7 +10,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pathosynth.data import EMIDEC_LABELS, DatasetError, load_cases
+from pathosynth.data.cases import load_cases
+from pathosynth.data.errors import DatasetError
+from pathosynth.data.labels import EMIDEC_LABELS
 
 LESIONS = ["MI", "PMO"]
 

@@ -17,17 +17,12 @@ from monai.data import list_data_collate
 
 from conftest import bundle_configs, run_bundle
 from pathosynth.cli import validate
-from pathosynth.data import (
-    EMIDEC_LABELS,
-    DatasetError,
-    load_cases,
-    medmnist_records,
-    path_list,
-    read_datalist,
-    read_medmnist_split,
-    write_medmnist_npz,
-    write_split,
-)
+from pathosynth.data.cases import load_cases, path_list
+from pathosynth.data.errors import DatasetError
+from pathosynth.data.labels import EMIDEC_LABELS
+from pathosynth.data.layouts import read_datalist
+from pathosynth.data.medmnist import medmnist_records, read_medmnist_split, write_medmnist_npz
+from pathosynth.data.splits import write_split
 
 ACDC_AS_EMIDEC = "label 3 is the LV cavity in ACDC but the config calls 3 'MI'"
 

@@ -24,8 +24,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from conftest import bundle_configs
-from pathosynth.data import EMIDEC_LABELS, load_cases
-from pathosynth.data.labels import foreground_classes, lesion_classes_of
+from pathosynth.data.cases import load_cases
+from pathosynth.data.labels import EMIDEC_LABELS, foreground_classes, lesion_classes_of
 from pathosynth.options import override_problems
 
 LABELS = {"background": 0, "cavity": 5, "muscle": 7, "scar": 9, "mvo": 11}

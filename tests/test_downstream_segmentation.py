@@ -13,7 +13,10 @@ from monai.losses import DiceCELoss
 from monai.transforms import CenterSpatialCropd, Compose, EnsureChannelFirstd, LoadImaged, SpatialPadd
 
 from conftest import run_bundle
-from pathosynth.data import EMIDEC_LABELS, DatasetError, load_cases, split_by_case, write_split
+from pathosynth.data.cases import load_cases
+from pathosynth.data.errors import DatasetError
+from pathosynth.data.labels import EMIDEC_LABELS
+from pathosynth.data.splits import split_by_case, write_split
 from pathosynth.evaluation import SegmentationScorer
 from pathosynth.networks import StackedDeepSupervisionLoss, nnunet_dynunet, plan_dynunet
 
@@ -256,7 +259,7 @@ def test_segmentation_bundle_trains_scores_and_resumes(phantom_dir, tmp_path):
 
 
 def test_predictor_refuses_missing_images_before_any_work(tmp_path):
-    from pathosynth.data import read_datalist
+    from pathosynth.data.layouts import read_datalist
     from pathosynth.evaluation import SegmentationPredictor
 
     datalist = tmp_path / "images.json"

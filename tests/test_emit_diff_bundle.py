@@ -14,7 +14,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from conftest import BUNDLES, bundle_configs, run_bundle
-from pathosynth.data import read_info_cfg
+from pathosynth.data.acdc import read_info_cfg
 from pathosynth.io.atomic import sha256_file
 
 BUNDLE = "text_edge_controlnet"

@@ -11,7 +11,8 @@ import torch
 from monai.networks.nets import ControlNet, DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.data import ACDC_LABELS, load_cases
+from pathosynth.data.acdc import ACDC_LABELS
+from pathosynth.data.cases import load_cases
 from pathosynth.diffusion import (
     PIXEL_STATS,
     DiffusionSpace,

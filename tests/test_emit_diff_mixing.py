@@ -16,7 +16,9 @@ from monai.networks.nets import AttentionUnet
 from monai.utils import set_determinism
 
 from conftest import bundle_configs, run_bundle
-from pathosynth.data import ACDC_LABELS, DatasetError, load_cases
+from pathosynth.data.acdc import ACDC_LABELS
+from pathosynth.data.cases import load_cases
+from pathosynth.data.errors import DatasetError
 from pathosynth.data.patch_mixing import (
     PatchMixingInferer,
     RandPatchMaskd,

@@ -8,7 +8,9 @@ import importlib.util
 import pytest
 import torch
 
-from pathosynth.data import ACDC_LABELS, EMIDEC_LABELS, load_cases, read_info_cfg
+from pathosynth.data.acdc import ACDC_LABELS, read_info_cfg
+from pathosynth.data.cases import load_cases
+from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.text import (
     CasePrompts,
     LearnedPromptEncoder,

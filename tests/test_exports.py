@@ -11,8 +11,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pathosynth.data import EMIDEC_LABELS, DatasetError, discover_emidec, load_cases, read_datalist
+from pathosynth.data.cases import load_cases
+from pathosynth.data.errors import DatasetError
 from pathosynth.data.exports import export, export_emidec, export_nnunet, sets_from_sources
+from pathosynth.data.labels import EMIDEC_LABELS
+from pathosynth.data.layouts import discover_emidec, read_datalist
 from pathosynth.io.datalists import export_datalist
 
 LESIONS = ["MI", "PMO"]

@@ -61,7 +61,8 @@ def acdc(acdc_phantom_dir) -> Path:
 @pytest.fixture(scope="module")
 def slices(acdc):
     """All phantom slices on the model grid, as training preprocesses them: (N, 1, 32, 32) images in [0, 1], labels."""
-    from pathosynth.data import ACDC_LABELS, load_cases
+    from pathosynth.data.acdc import ACDC_LABELS
+    from pathosynth.data.cases import load_cases
     from pathosynth.io.nifti import read_nifti
     from pathosynth.synthesis import SliceGrid
 
@@ -112,7 +113,7 @@ def _fit(space, network, scheduler, slices, steps: int, batch_size: int = 16, lr
     convolution is zero-initialised, so even the wiring tests take a few steps first)."""
     from monai.inferers import DiffusionInferer
 
-    from pathosynth.data import ACDC_LABELS
+    from pathosynth.data.acdc import ACDC_LABELS
     from pathosynth.diffusion import LabelConditionedPrepareBatch
 
     prepare = LabelConditionedPrepareBatch(scheduler.num_train_timesteps, space, ACDC_LABELS)
@@ -132,7 +133,7 @@ def _fit(space, network, scheduler, slices, steps: int, batch_size: int = 16, lr
 
 
 def _synthesizer(space, network, scheduler, **kwargs):
-    from pathosynth.data import ACDC_LABELS
+    from pathosynth.data.acdc import ACDC_LABELS
     from pathosynth.diffusion import LabelGuidedSampler
     from pathosynth.synthesis import LabelGuidedSynthesizer
 
@@ -229,7 +230,7 @@ def test_denoiser_output_depends_on_the_label_map(acdc, autoencoder_ckpt, slices
     """Same F_t and t, different label map -> different noise prediction (the label enters through SPADE)."""
     from monai.inferers import DiffusionInferer
 
-    from pathosynth.data import ACDC_LABELS
+    from pathosynth.data.acdc import ACDC_LABELS
     from pathosynth.diffusion import LabelConditionedPrepareBatch
 
     space, network, scheduler = _components(acdc, autoencoder_ckpt)
@@ -321,7 +322,8 @@ def test_label_guided_samples_put_the_blood_pool_and_myocardium_where_the_label_
     training), in every one of 8 samples, with a mean margin of many standard errors."""
     from monai.networks.schedulers import DDPMScheduler
 
-    from pathosynth.data import ACDC_LABELS, load_cases
+    from pathosynth.data.acdc import ACDC_LABELS
+    from pathosynth.data.cases import load_cases
 
     space, network, _ = _components(acdc, autoencoder_ckpt)
     scheduler = DDPMScheduler(num_train_timesteps=50, schedule="cosine", clip_sample=False)

@@ -105,7 +105,7 @@ def test_network_calls_per_slice_are_the_calls_the_sampler_makes(num_inference_s
     from monai.networks.nets import SPADEDiffusionModelUNet
     from monai.networks.schedulers import DDPMScheduler
 
-    from pathosynth.data import ACDC_LABELS
+    from pathosynth.data.acdc import ACDC_LABELS
     from pathosynth.diffusion import DiffusionSpace, LabelGuidedSampler
     from pathosynth.synthesis import LabelGuidedSynthesizer
 

@@ -227,7 +227,7 @@ for bundle in sorted(p for p in bundles.iterdir() if (p / "configs" / "metadata.
 def fresh_data(phantom_dir, acdc_phantom_dir, tmp_path_factory) -> dict[str, Path]:
     from test_class_conditional_bundle import _toy_npz
 
-    from pathosynth.data import write_split
+    from pathosynth.data.splits import write_split
 
     root = tmp_path_factory.mktemp("fresh_data")
     npz = _toy_npz(root / "npz").parent

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from pathosynth.data import EMIDEC_LABELS, load_cases
+from pathosynth.data.cases import load_cases
+from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.io import read_nifti
 from pathosynth.synthesis import HandcraftedMasks, HandcraftedTexture
 

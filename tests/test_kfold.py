@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pathosynth.data import kfold_by_case, stratified_subset, write_kfold
+from pathosynth.data.splits import kfold_by_case, stratified_subset, write_kfold
 
 
 def _records(n_patients=40, groups=("NOR", "DCM", "HCM", "MINF", "RV")):

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import tree_digest
-from pathosynth.data import EMIDEC_LABELS, load_cases
+from pathosynth.data.cases import load_cases
+from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.data.phantom import generate_emidec_like_dataset
 from pathosynth.studies.lefusion_study import LeFusionStudy, slug, training_mixes
 from pathosynth.studies.reports import render_report

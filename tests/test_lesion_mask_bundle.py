@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import run_bundle
-from pathosynth.data import EMIDEC_LABELS
+from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.masks import label_to_masks, pmo_inside_mi_voxels
 
 BUNDLE = "lesion_mask_diffusion"

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import tree_digest
-from pathosynth.data import load_cases, read_labelled_images
+from pathosynth.data.cases import load_cases
+from pathosynth.data.medmnist import read_labelled_images
 from pathosynth.data.slice_classes import lesion_slice_classes, write_lesion_slices
 
 EMIDEC = {"background": 0, "LV": 1, "myocardium": 2, "MI": 3, "PMO": 4}

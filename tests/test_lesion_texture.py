@@ -8,7 +8,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.data import EMIDEC_LABELS, load_cases
+from pathosynth.data.cases import load_cases
+from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.data.transforms import LesionMasksd
 from pathosynth.diffusion import LesionInpaintingSampler
 from pathosynth.io import read_nifti

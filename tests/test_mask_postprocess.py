@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pathosynth.data import EMIDEC_LABELS
+from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.io.nifti import read_nifti
 from pathosynth.masks import (
     enforce_pmo_inside_mi,

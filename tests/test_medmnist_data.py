@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pathosynth.data import (
-    DatasetError,
+from pathosynth.data.errors import DatasetError
+from pathosynth.data.medmnist import (
     medmnist_records,
     read_labelled_images,
     read_medmnist_split,
@@ -88,7 +88,7 @@ def test_pneumoniamnist_subset_is_twenty_percent_of_each_class(pneumoniamnist_di
 
 
 def test_volume_slices_take_their_case_group_as_class_and_are_drawn_by_case(phantom_dir, acdc_phantom_dir):
-    from pathosynth.data import class_image_records
+    from pathosynth.data.slice_classes import class_image_records
 
     records = class_image_records(phantom_dir, ["normal", "pathological"], [16, 16], fraction=0.5, seed=0)
     cases = {r["case_id"].rsplit("_z", 1)[0]: r["label"] for r in records}

@@ -208,7 +208,8 @@ def test_num_samples_per_case_must_be_a_whole_number_of_at_least_one(cases, tmp_
 
 def test_the_synthetic_datalist_records_its_label_semantics_and_other_semantics_refuse_it(cases, tmp_path):
     """A synthetic datalist says what its label values mean, so a bundle configured for other labels refuses it."""
-    from pathosynth.data import DatasetError, load_cases
+    from pathosynth.data.cases import load_cases
+    from pathosynth.data.errors import DatasetError
 
     runner, _ = _runner(cases, tmp_path / "out", labels={"background": 0, "MI": 1})
     runner.run()

@@ -14,7 +14,9 @@ from monai.networks.nets import UNet
 
 from conftest import BUNDLES, run_bundle
 from pathosynth.bundle_configs import config_files
-from pathosynth.data import ACDC_LABELS, DatasetError, load_cases, load_image_cases
+from pathosynth.data.acdc import ACDC_LABELS
+from pathosynth.data.cases import load_cases, load_image_cases
+from pathosynth.data.errors import DatasetError
 from pathosynth.data.transforms import RandRectangleMaskd
 from pathosynth.engines import ResumableCheckpoint, load_matching_weights
 from pathosynth.io.datalists import export_datalist

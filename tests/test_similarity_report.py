@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from pathosynth.data import EMIDEC_LABELS, load_cases
+from pathosynth.data.cases import load_cases
+from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.evaluation import similarity_report
 from pathosynth.io import read_nifti, write_json, write_nifti_like
 

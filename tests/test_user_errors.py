@@ -17,7 +17,7 @@ import monai
 import pytest
 
 from conftest import BUNDLES, ROOT, run_bundle
-from pathosynth.data import DatasetError
+from pathosynth.data.errors import DatasetError
 from pathosynth.errors import UserInputError, user_error_in
 from pathosynth.options import bundle_command_line, override_problems
 

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import fire
 
-from .data import EMIDEC_LABELS, load_cases
+from .data.cases import load_cases
+from .data.labels import EMIDEC_LABELS
 from .diffusion import network_evaluations as _network_evaluations
 
 
@@ -71,8 +72,9 @@ def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion
     ``--lesion_classes`` (default: the MI / PMO classes among the labels) check the data as a bundle configured so
     would.
     """
-    from .data import dataset_labels, find_npz
     from .data.labels import lesion_classes_of
+    from .data.layouts import dataset_labels
+    from .data.medmnist import find_npz
     from .io.datalists import parse_option
 
     if dataset_dir and not datalist and _is_npz(dataset_dir):
@@ -87,7 +89,7 @@ def validate(dataset_dir: str | None = None, datalist: str | None = None, lesion
 
 def _is_npz(dataset_dir: str) -> bool:
     """A MedMNIST file, or a folder holding one and no EMIDEC / ACDC layout."""
-    from .data import detect_layout
+    from .data.layouts import detect_layout
 
     path = Path(dataset_dir)
     return path.suffix == ".npz" or (path.is_dir() and not detect_layout(path) and any(path.glob("*.npz")))
@@ -97,8 +99,7 @@ def _validate_npz(path: Path) -> str:
     """Every split of a MedMNIST npz read and checked (keys, shapes, classes); one line per split."""
     import numpy as np
 
-    from .data import read_medmnist_split
-    from .data.medmnist import dataset_class_names, medmnist_splits
+    from .data.medmnist import dataset_class_names, medmnist_splits, read_medmnist_split
 
     names, lines = dataset_class_names(path), []
     for split in medmnist_splits(path):
@@ -157,7 +158,7 @@ def similarity_report(
 def split(dataset_dir: str, out_dir: str, test_fraction: float = 0.25, seed: int = 0, labels=None) -> str:
     """Split a dataset by case into train/test datalists in OUT_DIR: EMIDEC stratified normal / pathological,
     ACDC stratified by group with both frames of a patient on one side; ``labels`` default to the layout's."""
-    from .data import write_split
+    from .data.splits import write_split
     from .io.datalists import parse_option
 
     paths = write_split(dataset_dir, out_dir, test_fraction, seed, dict(parse_option(labels) or {}) or None)

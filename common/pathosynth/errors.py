@@ -3,7 +3,7 @@
 A bundle run evaluates our code inside MONAI's config parser, which wraps every failure in
 ``RuntimeError: Failed to evaluate ConfigExpression`` at the end of a long chained traceback: the one line that
 says what to fix is buried. Bad input therefore raises :class:`UserInputError` (or a subclass such as
-``pathosynth.data.DatasetError``), and :func:`install_excepthook` (run when ``pathosynth`` is imported, which
+``pathosynth.data.errors.DatasetError``), and :func:`install_excepthook` (run when ``pathosynth`` is imported, which
 every bundle config does in ``imports``) prints such a failure as a short hint plus the message as the last line.
 ``PATHOSYNTH_DEBUG=1`` prints the full chained traceback first. Every other exception (a bug) keeps Python's
 usual presentation. Under ``torchrun`` each worker also writes the message to its elastic error file, so the

@@ -79,9 +79,9 @@ def smoke_plans(data: dict[str, Path]) -> dict[str, dict]:
 def make_phantom_data(root: Path) -> dict[str, Path]:
     """The embedded phantoms every plan reads: EMIDEC-like and ACDC-like volumes, a two-class 16x16 MedMNIST-style
     npz (dark vs bright upper half) and a train/test split of the EMIDEC-like set. Not real data."""
-    from .data import write_split
     from .data.medmnist import write_medmnist_npz
     from .data.phantom import generate_acdc_like_dataset, generate_emidec_like_dataset
+    from .data.splits import write_split
 
     generate_emidec_like_dataset(root / "emidec", n_normal=2, n_pathological=4, seed=7, in_plane=96)
     generate_acdc_like_dataset(root / "acdc", n_patients=4, seed=7, in_plane=96)

@@ -1,6 +1,6 @@
 """The cases a bundle works on: discovered, validated, then selected.
 
-This is what bundle configs call (``pathosynth.data.load_cases``), so validation runs while the
+This is what bundle configs call (``pathosynth.data.cases.load_cases``), so validation runs while the
 config is being resolved, before any trainer or sampler exists.
 """
 

@@ -65,7 +65,7 @@ def write_lesion_slices(
     fov_size: Sequence[int] | None = None,
 ) -> Path:
     """Every slice of ``cases`` (validated records with ``image`` / ``label`` NIfTI paths, e.g. from
-    :func:`~pathosynth.data.load_cases`), cropped to the centred ``fov_size`` when given, as an 8-bit PNG
+    :func:`~pathosynth.data.cases.load_cases`), cropped to the centred ``fov_size`` when given, as an 8-bit PNG
     ``OUT/images/<case>_zNN.png`` (:func:`unit_slices`) and
     ``OUT/datalist.json`` with class ``label`` 1 = "the slice holds a lesion label" (:func:`lesion_slice_classes`),
     0 = "no lesion", plus ``case_id`` and ``source_case_id``. Files are written atomically and the folder must lie

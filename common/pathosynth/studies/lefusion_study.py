@@ -150,7 +150,7 @@ class LeFusionStudy(BundleStudy):
         if method == "Hand-crafted":  # fitted on the training lesions, never on the cases it re-textures
             fit = self.split_path("train_pathological")
             settings["texture_fit_cases"] = (
-                f"$pathosynth.data.load_cases(datalist={fit!r}, labels=@labels, "
+                f"$pathosynth.data.cases.load_cases(datalist={fit!r}, labels=@labels, "
                 "lesion_classes=@lesion_classes, select='with_lesion')"
             )
         needs = [f"train_{stem}" for stem, (_, _, users) in TEXTURE_MODELS.items() if method in users]

@@ -10,8 +10,9 @@ modality-agnostic), a 2D slice's class is "holds a lesion label (MI/PMO)" vs "no
 Steps (bundle workflow runs, scheduled and resumed by :class:`.bundle_study.BundleStudy`):
 
 1. split by case, stratified normal / pathological (``OUT/split``); the real train and test cases become classified
-   PNG slices (``OUT/slices/real_train``, ``OUT/slices/real_test``, :func:`~pathosynth.data.write_lesion_slices`),
-   cropped to the DDPM's field of view as the synthetic ones are (outside it a synthetic image is empty).
+   PNG slices (``OUT/slices/real_train``, ``OUT/slices/real_test``,
+   :func:`~pathosynth.data.slice_classes.write_lesion_slices`), cropped to the DDPM's field of view as the synthetic
+   ones are (outside it a synthetic image is empty).
 2. ``train_ddpm``: the unconditional DDPM (``reference_guided_ddpm`` train.json) on the training cases only.
 3. ``synthesise``: inference.json with the training *normal* cases as anatomy references and patches cut from the
    training *pathological* cases; its image + label pairs become classified slices (``OUT/slices/synthetic``) and
@@ -34,7 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..bundle_configs import config_files
-from ..data import class_values, load_cases
+from ..data.cases import load_cases
+from ..data.labels import class_values
 from ..data.slice_classes import write_lesion_slices
 from ..data.splits import write_split
 from ..evaluation.figures import pyplot, save_figure

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data import write_split
+from ..data.splits import write_split
 from ..io.atomic import write_json
 from .bundle_study import BundleStudy, StudyJob
 from .sampler_benchmark import DEFAULT_GRID, SamplerBenchmark
@@ -28,8 +28,8 @@ def study_grid(train_datalist: str) -> dict:
     """The default grid, the clean-context model at 25 and 10 respaced DDPM steps and at 25 DDIM η = 0 steps, and the
     hand-crafted texture fitted on ``train_datalist``'s lesions (never on the benchmarked cases)."""
     fit = (
-        f"$pathosynth.data.load_cases(datalist={train_datalist!r}, labels=@labels, lesion_classes=@lesion_classes, "
-        "select='with_lesion')"
+        f"$pathosynth.data.cases.load_cases(datalist={train_datalist!r}, labels=@labels, "
+        "lesion_classes=@lesion_classes, select='with_lesion')"
     )
     extra = [
         {"name": "clean-context DDPM 25", "overlays": CLEAN_CONTEXT, "num_inference_steps": 25},

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..data import write_split
 from ..data.histograms import mean_bin
 from ..data.labels import class_values
 from ..data.layouts import read_datalist
+from ..data.splits import write_split
 from ..io.atomic import atomic_path
 from ..io.preview import save_preview
 from ..io.results import as_results, write_results
