@@ -106,9 +106,12 @@ def test_every_config_instantiates(bundle, combo, phantom_dir, acdc_phantom_dir,
     Weight loading is replaced by "keep the initial weights" (checkpoints come from training runs, which
     the bundle smoke tests cover); everything else — datasets, networks, samplers, runners — is built.
     """
-    import pathosynth.engines
+    import pathosynth.engines.checkpoint
 
-    monkeypatch.setattr(pathosynth.engines, "load_weights", lambda network, path, expect=None: network.eval())
+    def keep_initial_weights(network, path, expect=None):
+        return network.eval()
+
+    monkeypatch.setattr(pathosynth.engines.checkpoint, "load_weights", keep_initial_weights)
     parser = ConfigParser()
     parser.read_config([str(f) for f in config_files(bundle / "configs", combo)])
     parser.read_meta(str(bundle / "configs" / "metadata.json"))

@@ -64,7 +64,7 @@ def _train(ckpt_dir, cases, max_epochs=2, metadata=None, **kwargs):
 
 
 def test_every_training_config_gives_its_checkpoint_the_cases():
-    target = "pathosynth.engines.ResumableCheckpoint"
+    target = "pathosynth.engines.checkpoint.ResumableCheckpoint"
     configs = [f for f in sorted(BUNDLES.glob("*/configs/*.json")) if target in f.read_text()]
     assert len(configs) >= 11
     for config in configs:

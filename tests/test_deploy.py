@@ -24,7 +24,7 @@ from conftest import BUNDLES, ROOT, bundle_configs, run_bundle
 from pathosynth.bundle_configs import base_configs, config_files
 from pathosynth.deploy import PackError, declared_requirements, pack_bundle
 from pathosynth.deploy.imports import code_closure, distribution_of
-from pathosynth.engines import export_monai_model, load_weights
+from pathosynth.engines.checkpoint import export_monai_model, load_weights
 from pathosynth.errors import UserInputError
 
 MONAILABEL_SHIM = ROOT / "tests" / "monailabel_shim"  # stands in for a torchvision that cannot load beside CPU torch

@@ -27,7 +27,7 @@ from pathosynth.data.patch_mixing import (
     prepare_patch_mixing_batch,
     random_patch_mask,
 )
-from pathosynth.engines import SynthesisRunner
+from pathosynth.engines.synthesis import SynthesisRunner
 from pathosynth.io.datalists import export_datalist
 from pathosynth.synthesis.results import SynthesisResult, read_case
 

@@ -102,7 +102,7 @@ def test_adversarial_term_is_absent_before_start_step_and_lambda_is_logged_after
 
 
 def test_rerun_resumes_autoencoder_and_discriminator(trained, acdc_phantom, tmp_path):
-    from pathosynth.engines import ResumableCheckpoint
+    from pathosynth.engines.checkpoint import ResumableCheckpoint
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(trained[0], ckpt)
@@ -153,7 +153,7 @@ def test_broken_dataset_is_named_before_training(acdc_phantom, tmp_path):
 
 
 def test_perceptual_loss_needs_local_weights_and_never_downloads(tmp_path):
-    from pathosynth.engines import local_perceptual_loss
+    from pathosynth.engines.adversarial import local_perceptual_loss
 
     assert local_perceptual_loss(None) is None and local_perceptual_loss("") is None
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
@@ -167,7 +167,7 @@ def test_short_training_lowers_reconstruction_loss_and_trains_both_networks(acdc
     fake."""
     from ignite.engine import Events
 
-    from pathosynth.engines import AdversarialVQTrainer, vq_loss_terms
+    from pathosynth.engines.adversarial import AdversarialVQTrainer, vq_loss_terms
 
     parser = _parser(acdc_phantom, tmp_path)
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from pathosynth.data.acdc import ACDC_LABELS
 from pathosynth.data.cases import load_cases, load_image_cases
 from pathosynth.data.errors import DatasetError
 from pathosynth.data.transforms import RandRectangleMaskd
-from pathosynth.engines import ResumableCheckpoint, load_matching_weights
+from pathosynth.engines.checkpoint import ResumableCheckpoint, load_matching_weights
 from pathosynth.io.datalists import export_datalist
 from pathosynth.losses import MaskedMSELoss, prepare_masked_reconstruction_batch
 from pathosynth.networks import nnunet_dynunet

@@ -69,8 +69,8 @@ def _with_parents(name: str) -> set[str]:
 
 
 def _resolve(name: str) -> str:
-    """The longest prefix of a dotted pathosynth name that is a module (``pathosynth.engines.load_weights`` ->
-    ``pathosynth.engines``)."""
+    """The longest prefix of a dotted pathosynth name that is a module (``pathosynth.engines.checkpoint.load_weights``
+    -> ``pathosynth.engines.checkpoint``)."""
     parts = name.split(".")
     for end in range(len(parts), 0, -1):
         candidate = ".".join(parts[:end])

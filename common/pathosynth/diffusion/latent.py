@@ -44,7 +44,7 @@ class DiffusionSpace:
         shift, scale: the normalisation ``(x - shift) * scale``. None = read ``latent_shift``/``latent_scale``
             from ``stats_checkpoint``'s metadata at first use (so an inference config can be built before
             the checkpoint exists, and the VQ-reconstruction baseline, which needs no statistics, never reads it).
-        stats_checkpoint: a diffusion checkpoint written by :class:`~pathosynth.engines.ResumableCheckpoint`.
+        stats_checkpoint: a diffusion checkpoint written by :class:`~pathosynth.engines.checkpoint.ResumableCheckpoint`.
         quantize: replace generated features by codebook vectors before decoding (Eq. 4, FQCDM's "FQB"). False
             decodes the continuous features directly: the paper's ablation without the quantisation block (Tab. 5).
     """

@@ -1,12 +1,5 @@
-"""What MONAI's engines lack: resumable checkpoints, sharded synthesis with the output contract, VQ-GAN training."""
+"""What MONAI's engines lack: resumable checkpoints, sharded synthesis with the output contract, VQ-GAN training.
 
-from .adversarial import LOSS_TERMS, AdversarialVQTrainer, decoder_last_layer, local_perceptual_loss, vq_loss_terms
-from .checkpoint import (
-    ResumableCheckpoint,
-    bundle_checkpoint,
-    export_monai_model,
-    load_matching_weights,
-    load_weights,
-)
-from .histogram_clusters import HistogramClustersWriter
-from .synthesis import SynthesisRunner
+No re-exports: import from the defining module (``pathosynth.engines.checkpoint.load_weights``), so a bundle
+that loads weights does not import, or ship, VQ-GAN training or the synthesis runner.
+"""

@@ -15,7 +15,7 @@ discriminators, ``AdversarialTrainer``) but not this iteration, because
 
 :class:`AdversarialVQTrainer` is a MONAI ``Trainer`` whose ``_iteration`` does exactly that, so MONAI and
 ignite handlers (``StatsHandler``, ``TensorBoardStatsHandler``, ``LrScheduleHandler``, ``ProgressBar``,
-:class:`~pathosynth.engines.ResumableCheckpoint`) attach as to any MONAI trainer. One iteration:
+:class:`~pathosynth.engines.checkpoint.ResumableCheckpoint`) attach as to any MONAI trainer. One iteration:
 
 1. generator step: ``recon, q = VQVAE(x)``; ``L_rec = L1(recon, x) [+ w_p * perceptual(recon, x)]``;
    ``L_G = L_rec + w_q * q``; from ``adversarial_start_step`` on also ``+ lambda * (-mean D(recon | edges(x)))``
@@ -77,7 +77,7 @@ LOSS_TERMS = (
 def vq_loss_terms(output) -> dict[str, float]:
     """The scalar loss terms of an :class:`AdversarialVQTrainer` output, for ``StatsHandler`` / TensorBoard.
 
-    Use as ``output_transform`` (``"$pathosynth.engines.vq_loss_terms"``). Accepts the output dict, or a
+    Use as ``output_transform`` (``"$pathosynth.engines.adversarial.vq_loss_terms"``). Accepts the output dict, or a
     decollated list of them (the terms are then taken from the first item).
     """
     if isinstance(output, (list, tuple)):
