@@ -9,15 +9,14 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.diffusion import (
-    PIXEL_STATS,
+from pathosynth.diffusion.class_conditional import (
     ClassConditionedDiffusionInferer,
     ClassConditionedPrepareBatch,
-    DiffusionSpace,
-    GuidedDDIMSampler,
     drop_class_labels,
     null_class_labels,
 )
+from pathosynth.diffusion.guided_ddim import GuidedDDIMSampler
+from pathosynth.diffusion.latent import PIXEL_STATS, DiffusionSpace
 
 SPACE = DiffusionSpace(None, PIXEL_STATS["latent_shift"], PIXEL_STATS["latent_scale"])
 

@@ -14,7 +14,8 @@ from monai.networks.schedulers import DDPMScheduler
 from PIL import Image
 
 from pathosynth.data.medmnist import read_labelled_images, read_medmnist_split
-from pathosynth.diffusion import PIXEL_STATS, DiffusionSpace, GuidedDDIMSampler
+from pathosynth.diffusion.guided_ddim import GuidedDDIMSampler
+from pathosynth.diffusion.latent import PIXEL_STATS, DiffusionSpace
 from pathosynth.synthesis.class_balanced import ClassBalancedSynthesis
 
 CLASSES = ["normal", "pneumonia"]

@@ -13,13 +13,9 @@ from monai.networks.schedulers import DDPMScheduler
 
 from pathosynth.data.acdc import ACDC_LABELS
 from pathosynth.data.cases import load_cases
-from pathosynth.diffusion import (
-    PIXEL_STATS,
-    DiffusionSpace,
-    EdgeControlPrepareBatch,
-    FrozenUNetControlNetInferer,
-    GuidedDDIMSampler,
-)
+from pathosynth.diffusion.guided_ddim import GuidedDDIMSampler
+from pathosynth.diffusion.latent import PIXEL_STATS, DiffusionSpace
+from pathosynth.diffusion.text_edge import EdgeControlPrepareBatch, FrozenUNetControlNetInferer
 from pathosynth.io.nifti import read_nifti
 from pathosynth.networks import (
     EdgeCondition,

@@ -9,7 +9,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.diffusion import CleanContextDiffusionInferer, LesionInpaintingSampler, clean_context_input
+from pathosynth.diffusion.clean_context import CleanContextDiffusionInferer, clean_context_input
+from pathosynth.diffusion.inpainting import LesionInpaintingSampler
 
 
 class RecordingNet(torch.nn.Module):

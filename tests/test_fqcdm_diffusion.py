@@ -98,7 +98,7 @@ def autoencoder_ckpt(acdc, slices, tmp_path_factory) -> Path:
 
 def _components(acdc, ckpt, stats=None):
     """(space, network, scheduler) from train_diffusion.json + smoke.json, the network freshly initialised."""
-    from pathosynth.diffusion import DiffusionSpace, estimate_latent_stats
+    from pathosynth.diffusion.latent import DiffusionSpace, estimate_latent_stats
 
     parser = _parser("train_diffusion.json", acdc, ckpt)
     autoencoder = parser.get_parsed_content("autoencoder")
@@ -114,7 +114,7 @@ def _fit(space, network, scheduler, slices, steps: int, batch_size: int = 16, lr
     from monai.inferers import DiffusionInferer
 
     from pathosynth.data.acdc import ACDC_LABELS
-    from pathosynth.diffusion import LabelConditionedPrepareBatch
+    from pathosynth.diffusion.label_guided import LabelConditionedPrepareBatch
 
     prepare = LabelConditionedPrepareBatch(scheduler.num_train_timesteps, space, ACDC_LABELS)
     inferer = DiffusionInferer(scheduler)
@@ -134,7 +134,7 @@ def _fit(space, network, scheduler, slices, steps: int, batch_size: int = 16, lr
 
 def _synthesizer(space, network, scheduler, **kwargs):
     from pathosynth.data.acdc import ACDC_LABELS
-    from pathosynth.diffusion import LabelGuidedSampler
+    from pathosynth.diffusion.label_guided import LabelGuidedSampler
     from pathosynth.synthesis import LabelGuidedSynthesizer
 
     return LabelGuidedSynthesizer(
@@ -153,7 +153,7 @@ def test_sampler_step_is_the_ddpm_posterior_step():
     """Algorithm 1's reverse step, with our per-sample noise, equals MONAI's DDPMScheduler.step with the same noise."""
     from monai.networks.schedulers import DDPMScheduler
 
-    from pathosynth.diffusion import LabelGuidedSampler
+    from pathosynth.diffusion.label_guided import LabelGuidedSampler
 
     for clip in (False, True):
         scheduler = DDPMScheduler(num_train_timesteps=20, schedule="cosine", clip_sample=clip)
@@ -168,7 +168,7 @@ def test_bundle_sampler_keeps_latent_samples_in_the_declared_range(acdc, autoenc
     """T = 100 cosine ends in beta = 0.999, which amplifies the first x0 error ~30x. The bundle's scheduler clips x0 to
     ``clip_sample_range``, so even a denoiser that is wrong everywhere yields samples inside that range, while the
     unclipped sampler diverges far beyond it."""
-    from pathosynth.diffusion import LabelGuidedSampler
+    from pathosynth.diffusion.label_guided import LabelGuidedSampler
 
     scheduler = _parser("inference.json", acdc, autoencoder_ckpt).get_parsed_content("scheduler")
     low, high = scheduler.clip_sample_values
@@ -231,7 +231,7 @@ def test_denoiser_output_depends_on_the_label_map(acdc, autoencoder_ckpt, slices
     from monai.inferers import DiffusionInferer
 
     from pathosynth.data.acdc import ACDC_LABELS
-    from pathosynth.diffusion import LabelConditionedPrepareBatch
+    from pathosynth.diffusion.label_guided import LabelConditionedPrepareBatch
 
     space, network, scheduler = _components(acdc, autoencoder_ckpt)
     _fit(space, network, scheduler, slices, steps=3)
@@ -453,7 +453,7 @@ def test_latent_statistics_are_read_beside_a_flat_model_pt(tmp_path):
     checkpoint without the statistics is an error naming the file."""
     import json
 
-    from pathosynth.diffusion import DiffusionSpace
+    from pathosynth.diffusion.latent import DiffusionSpace
     from pathosynth.errors import UserInputError
 
     torch.save({"weight": torch.zeros(2)}, tmp_path / "model.pt")

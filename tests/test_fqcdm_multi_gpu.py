@@ -50,7 +50,7 @@ def _denoiser() -> SPADEDiffusionModelUNet:
 def test_ddp_wrapped_spade_denoiser_receives_the_label_map():
     """MONAI's DiffusionInferer hands ``seg`` only to a bare SPADEDiffusionModelUNet; ours also to a DDP wrapper, which
     must then predict exactly what the bare network predicts for the same label map, and something else for another."""
-    from pathosynth.diffusion import SpadeDiffusionInferer
+    from pathosynth.diffusion.label_guided import SpadeDiffusionInferer
 
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
@@ -90,7 +90,7 @@ def _rank_data(rank: int) -> list[torch.Tensor]:
 
 
 def _latent_stats_on_rank(rank: int, group_file: str, out_dir: str) -> None:
-    from pathosynth.diffusion import estimate_latent_stats
+    from pathosynth.diffusion.latent import estimate_latent_stats
 
     dist.init_process_group("gloo", init_method=f"file://{group_file}", rank=rank, world_size=2)
     try:
@@ -104,7 +104,7 @@ def _latent_stats_on_rank(rank: int, group_file: str, out_dir: str) -> None:
 def test_every_rank_trains_with_rank_0_latent_statistics(tmp_path):
     """2 spawned gloo processes with different data: both get rank 0's estimate (the stage-2 config calls it on every
     rank)."""
-    from pathosynth.diffusion import estimate_latent_stats
+    from pathosynth.diffusion.latent import estimate_latent_stats
 
     torch.multiprocessing.spawn(_latent_stats_on_rank, args=(str(tmp_path / "group"), str(tmp_path)), nprocs=2)
     on_rank = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -6,7 +6,8 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.diffusion import LesionInpaintingSampler, network_evaluations, resampling_schedule, respaced_timesteps
+from pathosynth.diffusion.inpainting import LesionInpaintingSampler, network_evaluations, resampling_schedule
+from pathosynth.diffusion.steps import respaced_timesteps
 
 
 class NoisePredictor(torch.nn.Module):

@@ -23,7 +23,8 @@ from pathosynth.data.histograms import (
     write_histogram_clusters,
 )
 from pathosynth.data.intensity import UnitIntensityd
-from pathosynth.diffusion import ConditionedDenoiser, LesionInpaintingSampler
+from pathosynth.diffusion.conditioned import ConditionedDenoiser
+from pathosynth.diffusion.inpainting import LesionInpaintingSampler
 from pathosynth.errors import MissingInputError, UserInputError
 from pathosynth.networks import Pseudo3DDiffusionUNet
 from pathosynth.synthesis import HistogramTexture, LesionTextureSynthesizer, TextureModel

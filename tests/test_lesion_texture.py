@@ -11,7 +11,7 @@ from monai.networks.schedulers import DDPMScheduler
 from pathosynth.data.cases import load_cases
 from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.data.transforms import LesionMasksd
-from pathosynth.diffusion import LesionInpaintingSampler
+from pathosynth.diffusion.inpainting import LesionInpaintingSampler
 from pathosynth.io import read_nifti
 from pathosynth.synthesis import LesionTextureSynthesizer, TextureModel, covering_windows, pad_to
 

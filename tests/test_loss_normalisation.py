@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from conftest import bundle_configs
-from pathosynth.diffusion import MaskedNoiseLoss
+from pathosynth.diffusion.objectives import MaskedNoiseLoss
 
 
 def _ninety_ten_split():

@@ -6,7 +6,7 @@ import torch
 from monai.inferers import DiffusionInferer
 from monai.networks.schedulers import DDPMScheduler
 
-from pathosynth.diffusion import LesionFocusPrepareBatch, MaskedNoiseLoss
+from pathosynth.diffusion.objectives import LesionFocusPrepareBatch, MaskedNoiseLoss
 
 
 def _batch():

@@ -15,7 +15,9 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from monai.networks.schedulers.scheduler import NoiseSchedules
 
-from pathosynth.diffusion import LabelGuidedSampler, LesionInpaintingSampler, ReverseChain, respaced_timesteps
+from pathosynth.diffusion.inpainting import LesionInpaintingSampler
+from pathosynth.diffusion.label_guided import LabelGuidedSampler
+from pathosynth.diffusion.steps import ReverseChain, respaced_timesteps
 
 SHAPE = (2, 1, 6, 5)
 

@@ -35,7 +35,7 @@ import fire
 
 from .data.cases import load_cases
 from .data.labels import EMIDEC_LABELS
-from .diffusion import network_evaluations as _network_evaluations
+from .diffusion.inpainting import network_evaluations as _network_evaluations
 
 
 def phantom(out_dir: str, n_normal: int = 4, n_pathological: int = 8, seed: int = 0, in_plane: int = 128) -> str:
