@@ -26,7 +26,8 @@ from pathosynth.networks import (
     label_boundaries,
 )
 from pathosynth.networks.text_controlnet import encoder_tensor_names
-from pathosynth.synthesis import SliceGrid, TextEdgeSynthesizer
+from pathosynth.synthesis.slice_grid import SliceGrid
+from pathosynth.synthesis.text_edge import TextEdgeSynthesizer
 from pathosynth.text import CasePrompts, PromptVocabulary, build_text_encoder
 
 FOV, SIZE = (64, 64), (32, 32)

@@ -64,7 +64,7 @@ def slices(acdc):
     from pathosynth.data.acdc import ACDC_LABELS
     from pathosynth.data.cases import load_cases
     from pathosynth.io.nifti import read_nifti
-    from pathosynth.synthesis import SliceGrid
+    from pathosynth.synthesis.slice_grid import SliceGrid
 
     images, labels = [], []
     for case in load_cases(acdc, labels=ACDC_LABELS):
@@ -135,7 +135,7 @@ def _fit(space, network, scheduler, slices, steps: int, batch_size: int = 16, lr
 def _synthesizer(space, network, scheduler, **kwargs):
     from pathosynth.data.acdc import ACDC_LABELS
     from pathosynth.diffusion.label_guided import LabelGuidedSampler
-    from pathosynth.synthesis import LabelGuidedSynthesizer
+    from pathosynth.synthesis.label_guided import LabelGuidedSynthesizer
 
     return LabelGuidedSynthesizer(
         space, ACDC_LABELS, FOV, SIZE, network=network.eval(), sampler=LabelGuidedSampler(scheduler), **kwargs
@@ -206,7 +206,7 @@ def test_bundle_sampler_respaces_and_switches_to_ddim_by_config(acdc, autoencode
 def test_slice_grid_matches_training_preprocessing_and_inverts_it(acdc, autoencoder_ckpt):
     """Synthesis brings labels to the model grid exactly as the training transforms do, and returns to the label
     grid."""
-    from pathosynth.synthesis import SliceGrid
+    from pathosynth.synthesis.slice_grid import SliceGrid
 
     parser = _parser("train_diffusion.json", acdc, autoencoder_ckpt)
     case = parser.get_parsed_content("train#cases")[0]

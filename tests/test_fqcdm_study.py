@@ -108,7 +108,7 @@ def test_network_calls_per_slice_are_the_calls_the_sampler_makes(num_inference_s
     from pathosynth.data.acdc import ACDC_LABELS
     from pathosynth.diffusion.label_guided import LabelGuidedSampler
     from pathosynth.diffusion.latent import DiffusionSpace
-    from pathosynth.synthesis import LabelGuidedSynthesizer
+    from pathosynth.synthesis.label_guided import LabelGuidedSynthesizer
 
     torch.manual_seed(0)
     unet = SPADEDiffusionModelUNet(

@@ -27,7 +27,8 @@ from pathosynth.diffusion.conditioned import ConditionedDenoiser
 from pathosynth.diffusion.inpainting import LesionInpaintingSampler
 from pathosynth.errors import MissingInputError, UserInputError
 from pathosynth.networks import Pseudo3DDiffusionUNet
-from pathosynth.synthesis import HistogramTexture, LesionTextureSynthesizer, TextureModel
+from pathosynth.synthesis.histogram_texture import HistogramTexture
+from pathosynth.synthesis.lesion_texture import LesionTextureSynthesizer, TextureModel
 
 LABELS = {"background": 0, "MI": 3, "PMO": 4}
 CHANNELS = [["MI"], ["PMO"]]

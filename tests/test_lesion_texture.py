@@ -13,7 +13,8 @@ from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.data.transforms import LesionMasksd
 from pathosynth.diffusion.inpainting import LesionInpaintingSampler
 from pathosynth.io import read_nifti
-from pathosynth.synthesis import LesionTextureSynthesizer, TextureModel, covering_windows, pad_to
+from pathosynth.synthesis.lesion_texture import LesionTextureSynthesizer, TextureModel
+from pathosynth.synthesis.windows import covering_windows, pad_to
 
 
 class ConstantTexture(torch.nn.Module):
