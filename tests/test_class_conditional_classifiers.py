@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from pathosynth.data.medmnist import write_medmnist_npz
-from pathosynth.evaluation import build_classifier, cross_validate, evaluate_folds, explain, stratified_folds
+from pathosynth.evaluation.classifiers import build_classifier, cross_validate, evaluate_folds, stratified_folds
+from pathosynth.evaluation.explanations import explain
 
 
 def test_stratified_folds_cover_every_image_once_with_balanced_classes():

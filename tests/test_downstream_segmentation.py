@@ -17,8 +17,8 @@ from pathosynth.data.cases import load_cases
 from pathosynth.data.errors import DatasetError
 from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.data.splits import split_by_case, write_split
-from pathosynth.evaluation import SegmentationScorer
-from pathosynth.networks import StackedDeepSupervisionLoss, nnunet_dynunet, plan_dynunet
+from pathosynth.evaluation.segmentation import SegmentationScorer
+from pathosynth.networks.segmenter import StackedDeepSupervisionLoss, nnunet_dynunet, plan_dynunet
 
 
 def test_plan_halves_in_plane_to_the_minimum_feature_size_and_caps_features():
@@ -260,7 +260,7 @@ def test_segmentation_bundle_trains_scores_and_resumes(phantom_dir, tmp_path):
 
 def test_predictor_refuses_missing_images_before_any_work(tmp_path):
     from pathosynth.data.layouts import read_datalist
-    from pathosynth.evaluation import SegmentationPredictor
+    from pathosynth.evaluation.segmentation import SegmentationPredictor
 
     datalist = tmp_path / "images.json"
     datalist.write_text(json.dumps({"training": [{"image": "gone.nii.gz"}]}))

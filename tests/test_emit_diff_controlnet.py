@@ -17,18 +17,14 @@ from pathosynth.diffusion.guided_ddim import GuidedDDIMSampler
 from pathosynth.diffusion.latent import PIXEL_STATS, DiffusionSpace
 from pathosynth.diffusion.text_edge import EdgeControlPrepareBatch, FrozenUNetControlNetInferer
 from pathosynth.io.nifti import read_nifti
-from pathosynth.networks import (
-    EdgeCondition,
-    TextConditionedUNet,
-    canny_edges,
-    controlnet_from_unet,
-    freeze,
-    label_boundaries,
-)
-from pathosynth.networks.text_controlnet import encoder_tensor_names
+from pathosynth.networks.edge_maps import EdgeCondition, label_boundaries
+from pathosynth.networks.edges import canny_edges
+from pathosynth.networks.text_controlnet import TextConditionedUNet, controlnet_from_unet, encoder_tensor_names, freeze
 from pathosynth.synthesis.slice_grid import SliceGrid
 from pathosynth.synthesis.text_edge import TextEdgeSynthesizer
-from pathosynth.text import CasePrompts, PromptVocabulary, build_text_encoder
+from pathosynth.text.encoders import build_text_encoder
+from pathosynth.text.prompts import CasePrompts
+from pathosynth.text.vocabulary import PromptVocabulary
 
 FOV, SIZE = (64, 64), (32, 32)
 SIZES = dict(

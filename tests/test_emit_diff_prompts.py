@@ -11,15 +11,9 @@ import torch
 from pathosynth.data.acdc import ACDC_LABELS, read_info_cfg
 from pathosynth.data.cases import load_cases
 from pathosynth.data.labels import EMIDEC_LABELS
-from pathosynth.text import (
-    CasePrompts,
-    LearnedPromptEncoder,
-    LocalPretrainedTextEncoder,
-    PromptVocabulary,
-    augmented_prompt,
-    build_text_encoder,
-    with_prompts,
-)
+from pathosynth.text.encoders import LearnedPromptEncoder, LocalPretrainedTextEncoder, build_text_encoder
+from pathosynth.text.prompts import CasePrompts, augmented_prompt, with_prompts
+from pathosynth.text.vocabulary import PromptVocabulary
 
 
 def test_acdc_groups_give_the_expected_triplets(acdc_phantom_dir):

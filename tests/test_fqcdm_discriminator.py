@@ -8,7 +8,8 @@ import scipy.ndimage as ndi
 import torch
 
 from pathosynth.losses import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
-from pathosynth.networks import DualBranchDiscriminator, canny_edges
+from pathosynth.networks.discriminators import DualBranchDiscriminator
+from pathosynth.networks.edges import canny_edges
 
 
 def _square(size: int = 64, lo: int = 16, hi: int = 48) -> torch.Tensor:

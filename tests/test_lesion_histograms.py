@@ -26,7 +26,7 @@ from pathosynth.data.intensity import UnitIntensityd
 from pathosynth.diffusion.conditioned import ConditionedDenoiser
 from pathosynth.diffusion.inpainting import LesionInpaintingSampler
 from pathosynth.errors import MissingInputError, UserInputError
-from pathosynth.networks import Pseudo3DDiffusionUNet
+from pathosynth.networks.pseudo3d_unet import Pseudo3DDiffusionUNet
 from pathosynth.synthesis.histogram_texture import HistogramTexture
 from pathosynth.synthesis.lesion_texture import LesionTextureSynthesizer, TextureModel
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 from torch import nn
 
-from pathosynth.networks import Pseudo3DDiffusionUNet
 from pathosynth.networks.pseudo3d_layers import (
     InPlaneConv3d,
     SliceAttention,
@@ -21,6 +20,7 @@ from pathosynth.networks.pseudo3d_layers import (
     SliceGroupNorm,
     _to_network_layout,
 )
+from pathosynth.networks.pseudo3d_unet import Pseudo3DDiffusionUNet
 
 TINY = dict(
     in_channels=2,

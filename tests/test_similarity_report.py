@@ -8,7 +8,7 @@ import numpy as np
 
 from pathosynth.data.cases import load_cases
 from pathosynth.data.labels import EMIDEC_LABELS
-from pathosynth.evaluation import similarity_report
+from pathosynth.evaluation.similarity import similarity_report
 from pathosynth.io import read_nifti, write_json, write_nifti_like
 
 

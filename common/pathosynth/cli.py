@@ -147,7 +147,7 @@ def similarity_report(
 ) -> str:
     """LeFusion Tab. 2: lesion-region PSNR/SSIM of each method's synthetic cases against their real sources.
     ``sources``: a list of {"name": METHOD, "datalist": SYNTHETIC_DATALIST}; writes similarity.md/.json/.png."""
-    from .evaluation import similarity_report as report
+    from .evaluation.similarity import similarity_report as report
     from .io.datalists import parse_option
 
     methods = {source["name"]: source["datalist"] for source in parse_option(sources)}

@@ -1,6 +1,6 @@
-from .discriminators import DualBranchDiscriminator
-from .edge_maps import EdgeCondition, label_boundaries
-from .edges import canny_edges
-from .pseudo3d_unet import Pseudo3DDiffusionUNet
-from .segmenter import StackedDeepSupervisionLoss, nnunet_dynunet, plan_dynunet
-from .text_controlnet import TextConditionedUNet, controlnet_from_unet, freeze
+"""The networks MONAI lacks: the pseudo-3D diffusion UNet, the dual-branch (PatchGAN + edge) discriminator, the
+text-conditioned UNet and its ControlNet, edge conditions, and the nnU-Net-planned DynUNet segmenter.
+
+No re-exports: import from the defining module (``pathosynth.networks.pseudo3d_unet.Pseudo3DDiffusionUNet``), so a
+bundle ships its own networks only.
+"""

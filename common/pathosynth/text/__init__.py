@@ -1,14 +1,4 @@
-"""Text conditioning: prompts from dataset metadata, their vocabulary, and prompt encoders (EMIT-Diff)."""
+"""Text conditioning: prompts from dataset metadata, their vocabulary, and prompt encoders (EMIT-Diff).
 
-from .encoders import LearnedPromptEncoder, LocalPretrainedTextEncoder, build_text_encoder
-from .prompts import (
-    ACDC_CATEGORIES,
-    AUGMENTATION_PHRASES,
-    CARDIAC_CATEGORIES,
-    EMIDEC_CATEGORIES,
-    CasePrompts,
-    augmented_prompt,
-    join_prompt,
-    with_prompts,
-)
-from .vocabulary import PromptVocabulary, split_words
+No re-exports: import from the defining module (``pathosynth.text.prompts.CasePrompts``).
+"""
