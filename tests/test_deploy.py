@@ -22,7 +22,7 @@ from monai.bundle import ConfigParser
 
 from conftest import BUNDLES, ROOT, bundle_configs, run_bundle
 from pathosynth.bundle_configs import base_configs, config_files
-from pathosynth.deploy import PackError, declared_requirements, pack_bundle
+from pathosynth.deploy.archive import PackError, declared_requirements, pack_bundle
 from pathosynth.deploy.imports import code_closure, distribution_of
 from pathosynth.engines.checkpoint import export_monai_model, load_weights
 from pathosynth.errors import UserInputError

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from pathosynth.losses import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
+from pathosynth.losses.adversarial import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
 from pathosynth.networks.discriminators import DualBranchDiscriminator
 from pathosynth.networks.edges import canny_edges
 

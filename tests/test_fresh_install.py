@@ -28,7 +28,7 @@ import pytest
 
 from conftest import BUNDLES, ROOT
 from pathosynth.bundle_configs import config_files
-from pathosynth.deploy import pack_bundle
+from pathosynth.deploy.archive import pack_bundle
 
 ALL_BUNDLES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())
 # where pip finds the local CPU torch wheel on these machines (pip's find-links); uv is told the same

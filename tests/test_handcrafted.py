@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 
 from pathosynth.data.cases import load_cases
 from pathosynth.data.labels import EMIDEC_LABELS
-from pathosynth.io import read_nifti
+from pathosynth.io.nifti import read_nifti
 from pathosynth.synthesis.handcrafted import HandcraftedMasks, HandcraftedTexture
 
 L = EMIDEC_LABELS

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_bundle
 from pathosynth.data.labels import EMIDEC_LABELS
-from pathosynth.masks import label_to_masks, pmo_inside_mi_voxels
+from pathosynth.masks.postprocess import label_to_masks, pmo_inside_mi_voxels
 
 BUNDLE = "lesion_mask_diffusion"
 

@@ -12,7 +12,7 @@ from pathosynth.data.cases import load_cases
 from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.data.transforms import LesionMasksd
 from pathosynth.diffusion.inpainting import LesionInpaintingSampler
-from pathosynth.io import read_nifti
+from pathosynth.io.nifti import read_nifti
 from pathosynth.synthesis.lesion_texture import LesionTextureSynthesizer, TextureModel
 from pathosynth.synthesis.windows import covering_windows, pad_to
 

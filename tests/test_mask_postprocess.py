@@ -10,16 +10,15 @@ import pytest
 
 from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.io.nifti import read_nifti
-from pathosynth.masks import (
+from pathosynth.masks.postprocess import (
     enforce_pmo_inside_mi,
     label_to_masks,
-    mask_statistics,
     pmo_inside_mi_voxels,
     postprocess_lesion_masks,
-    realism_report,
     smooth_mask,
     write_lesions,
 )
+from pathosynth.masks.realism import mask_statistics, realism_report
 
 LV, MYO, MI, PMO = (EMIDEC_LABELS[k] for k in ("LV", "myocardium", "MI", "PMO"))
 

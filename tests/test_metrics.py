@@ -11,14 +11,9 @@ import torch
 from monai.metrics import SSIMMetric
 from monai.metrics.regression import compute_ms_ssim
 
-from pathosynth.metrics import (
-    classification_scores,
-    image_similarity,
-    lesion_region_similarity,
-    per_slice_ssim,
-    segmentation_scores,
-    summarise_scores,
-)
+from pathosynth.metrics.classification import classification_scores
+from pathosynth.metrics.image import image_similarity, lesion_region_similarity, per_slice_ssim
+from pathosynth.metrics.segmentation import segmentation_scores, summarise_scores
 
 LABELS = {"background": 0, "LV": 1, "myocardium": 2, "MI": 3, "PMO": 4}
 

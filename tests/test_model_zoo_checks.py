@@ -30,7 +30,7 @@ from monai.utils import get_equivalent_dtype
 from conftest import BUNDLES, ROOT, bundle_configs, run_bundle
 from pathosynth.bundle_configs import config_files
 from pathosynth.cli import merge_repeated_flags
-from pathosynth.deploy import PackError, pack_bundle
+from pathosynth.deploy.archive import PackError, pack_bundle
 from pathosynth.engines.checkpoint import export_monai_model
 
 ALL_BUNDLES = sorted(p.name for p in BUNDLES.iterdir() if (p / "configs" / "metadata.json").is_file())

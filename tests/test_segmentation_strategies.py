@@ -20,7 +20,7 @@ from pathosynth.data.errors import DatasetError
 from pathosynth.data.transforms import RandRectangleMaskd
 from pathosynth.engines.checkpoint import ResumableCheckpoint, load_matching_weights
 from pathosynth.io.datalists import export_datalist
-from pathosynth.losses import MaskedMSELoss, prepare_masked_reconstruction_batch
+from pathosynth.losses.context_encoder import MaskedMSELoss, prepare_masked_reconstruction_batch
 from pathosynth.networks.segmenter import nnunet_dynunet
 from pathosynth.options import as_flag
 

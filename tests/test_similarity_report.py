@@ -9,7 +9,8 @@ import numpy as np
 from pathosynth.data.cases import load_cases
 from pathosynth.data.labels import EMIDEC_LABELS
 from pathosynth.evaluation.similarity import similarity_report
-from pathosynth.io import read_nifti, write_json, write_nifti_like
+from pathosynth.io.atomic import write_json
+from pathosynth.io.nifti import read_nifti, write_nifti_like
 
 
 def _method(phantom_dir, out, noise_sd):

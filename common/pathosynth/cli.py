@@ -320,7 +320,7 @@ def pack(bundle: str, out_dir: str = "dist", weights=(), overlays=()) -> str:
     weights were trained with) are merged into the archive's inference.json, the one file MONAI Label reads.
     Runs without this repository: unzip, pip install -r <name>/requirements.txt, cd <name>,
     python -m monai.bundle run inference ..."""
-    from .deploy import pack_bundle
+    from .deploy.archive import pack_bundle
 
     return str(pack_bundle(bundle, out_dir, _as_list(weights), _as_list(overlays)))
 

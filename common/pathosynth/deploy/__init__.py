@@ -1,6 +1,6 @@
 """Deployment: self-contained bundle archives, the code / requirement analysis behind them, and the request check a
-bundle served by MONAI Label runs."""
+bundle served by MONAI Label runs.
 
-from .archive import PackError, declared_requirements, pack_bundle, requirement_lines
-from .imports import code_closure
-from .monailabel import RequireRequestKeysd
+No re-exports: import from the defining module (``pathosynth.deploy.archive.pack_bundle``), so a bundle served by
+MONAI Label ships the request check, not the packer.
+"""

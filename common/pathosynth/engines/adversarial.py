@@ -10,7 +10,7 @@ discriminators, ``AdversarialTrainer``) but not this iteration, because
 - the dual-branch discriminator judges an image *given the Canny edges of the real slice*
   (``D(image, edges=...)``), for the reconstruction as well as for the real slice;
 - the adversarial weight is adaptive: lambda balances the gradient norms of the reconstruction and the
-  GAN losses at the decoder's last layer (:func:`pathosynth.losses.adaptive_adversarial_weight`), which
+  GAN losses at the decoder's last layer (:func:`pathosynth.losses.adversarial.adaptive_adversarial_weight`), which
   needs both losses of the same forward pass before the backward pass.
 
 :class:`AdversarialVQTrainer` is a MONAI ``Trainer`` whose ``_iteration`` does exactly that, so MONAI and
@@ -55,7 +55,7 @@ from monai.utils.enums import CommonKeys as Keys
 from torch import Tensor, nn
 
 from ..distributed import unwrap
-from ..losses import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
+from ..losses.adversarial import adaptive_adversarial_weight, hinge_discriminator_loss, hinge_generator_loss
 
 __all__ = ["LOSS_TERMS", "AdversarialVQTrainer", "decoder_last_layer", "local_perceptual_loss", "vq_loss_terms"]
 

@@ -23,7 +23,7 @@ from ..data.errors import DatasetError
 from ..io.atomic import sha256_file, write_json
 from ..io.nifti import read_nifti, write_nifti_like
 from ..io.results import finite
-from ..metrics import segmentation_scores, summarise_scores
+from ..metrics.segmentation import segmentation_scores, summarise_scores
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from ..io.atomic import atomic_path, write_json
 from ..io.nifti import read_nifti
 from ..io.results import finite
 from ..markdown_tables import markdown_table, number, spread_cell
-from ..metrics import lesion_region_similarity, summarise_scores
+from ..metrics.image import lesion_region_similarity
+from ..metrics.segmentation import summarise_scores
 from .figures import pyplot, save_figure
 
 

@@ -5,7 +5,7 @@ in-plane field of view the model synthesised (the centred ``fov_size`` box; outs
 only the fill value). Conventions, chosen to follow the paper where it is explicit:
 
 - **PSNR** (Eq. 18) and **MS-SSIM** (Eq. 19–22) per slice on the real volume's [min, max] (MAX = that range),
-  via :func:`pathosynth.metrics.image_similarity`; the table gives the mean ± std over all slices of all cases
+  via :func:`pathosynth.metrics.image.image_similarity`; the table gives the mean ± std over all slices of all cases
   (the paper averages over images). MS-SSIM needs >= 176 px in-plane, so ``fov_size`` must be at least that.
 - **FID** (Eq. 23) between the set of synthetic slices and the set of the real slices they were made for, in the
   embedding of a named extractor (default ``random-conv``: weight-free, fixed seed — the paper's Inception
@@ -27,7 +27,9 @@ from ..data.layouts import read_datalist
 from ..io.atomic import atomic_path, write_json
 from ..io.nifti import read_nifti
 from ..markdown_tables import fixed, markdown_table, spread_cell
-from ..metrics import distribution_scores, image_similarity, make_extractor
+from ..metrics.distribution import distribution_scores
+from ..metrics.extractors import make_extractor
+from ..metrics.image import image_similarity
 
 __all__ = ["centred_box", "paired_slices", "synthesis_quality", "synthesis_quality_report"]
 

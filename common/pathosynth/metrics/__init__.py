@@ -3,12 +3,7 @@ distribution distances (FID/KID with a pluggable, download-free feature extracto
 scores with defined empty-mask semantics, and classification scores.
 
 Built on MONAI's metric functions; each module's docstring states the conventions that change the numbers.
-"""
 
-from .classification import classification_scores
-from .distribution import distribution_scores, extract_features, frechet_distance, kernel_inception_distance
-from .extractors import EXTRACTORS, make_extractor
-from .features import FeatureExtractor, RandomConvFeatures
-from .image import IMAGE_METRICS, image_similarity, lesion_region_similarity, per_slice_ssim, ssim_map
-from .pretrained_features import MonaiDenseNetFeatures, MonaiResNetFeatures, TorchvisionInceptionFeatures
-from .segmentation import SEGMENTATION_METRICS, segmentation_scores, summarise_scores
+No re-exports: import from the defining module (``pathosynth.metrics.segmentation.segmentation_scores``), so a
+bundle that scores segmentations does not ship the feature extractors behind FID/KID.
+"""

@@ -3,7 +3,7 @@
 The pathological cases of a dataset are re-synthesised by one trained lesion_inpainting model with each sampler
 setting of a grid, over the same seeds, in one process. Per (setting, case, seed) the record holds lesion-region PSNR
 and SSIM against the real image (per lesion class and over all lesions,
-:func:`pathosynth.metrics.lesion_region_similarity` on the real volume's range), the fraction of background voxels
+:func:`pathosynth.metrics.image.lesion_region_similarity` on the real volume's range), the fraction of background voxels
 left bit-identical, the wall time of the synthesis and the features of the lesion patches for KID. Settings are
 compared with the *reference* (the paper's 300 steps with (5, 5) jumps = 1,480 network calls per crop) pair by pair --
 the same case and seed -- so case difficulty cancels; the reference's own seed-to-seed spread is the noise floor a
@@ -18,8 +18,8 @@ difference must exceed to mean anything.
 - **KID.** Lesion patches: per slice holding lesion, a ``patch_size`` square centred on the lesion, mapped to [0, 1]
   by the real volume's range, everything outside the lesion set to 0 (so only lesion texture differs between the
   sets); synthetic patches of all seeds against the same cases' real patches, embedded by the weight-free
-  ``random-conv`` extractor (:class:`pathosynth.metrics.RandomConvFeatures`). The reference's KID spread over seeds
-  (max - min of the per-seed KIDs) is its noise floor.
+  ``random-conv`` extractor (:class:`pathosynth.metrics.features.RandomConvFeatures`). The reference's KID spread
+  over seeds (max - min of the per-seed KIDs) is its noise floor.
 - **Resumable.** Each record is a JSON file under ``OUT/records/<setting>/``; a rerun skips finished records and
   refuses (naming the file) a record made with another checkpoint, sampler, case file or KID extractor.
   ``time_ratio`` compares summed wall times; the JSON says whether all records were timed in one process.
@@ -47,8 +47,9 @@ from ..data.labels import class_values
 from ..errors import MissingInputError, UserInputError
 from ..io.atomic import sha256_file, write_json
 from ..io.results import as_results, write_results
-from ..metrics import RandomConvFeatures, kernel_inception_distance, lesion_region_similarity
-from ..metrics.distribution import extract_features
+from ..metrics.distribution import extract_features, kernel_inception_distance
+from ..metrics.features import RandomConvFeatures
+from ..metrics.image import lesion_region_similarity
 from ..synthesis.results import read_case
 from .bundle_study import default_bundles_dir, slug
 from .results_markdown import code_commit
