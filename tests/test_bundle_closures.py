@@ -11,11 +11,13 @@ bundles only.
 from __future__ import annotations
 
 import ast
+import json
+import re
 
 import pytest
 
 from conftest import BUNDLES, ROOT
-from pathosynth.deploy.imports import code_closure, module_file
+from pathosynth.deploy.imports import code_closure, defining_module, module_file
 
 PACKAGE = ROOT / "common" / "pathosynth"
 
@@ -118,3 +120,28 @@ def test_examples_of_what_a_bundle_no_longer_ships(closures):
     assert "pathosynth.data.medmnist" not in inpainting and "pathosynth.engines.adversarial" not in inpainting
     assert "pathosynth.diffusion.inpainting" not in closures["class_conditional_ddpm"]
     assert not [m for m in closures["downstream_segmentation"] if m.startswith("pathosynth.diffusion")]
+
+
+def _expressions(value):
+    if isinstance(value, dict):
+        return [e for v in value.values() for e in _expressions(v)]
+    if isinstance(value, list):
+        return [e for v in value for e in _expressions(v)]
+    return [value] if isinstance(value, str) and value.startswith("$") else []
+
+
+@pytest.mark.parametrize("bundle", BUNDLE_NAMES)
+def test_config_expressions_call_only_modules_the_bundle_imports(bundle):
+    """With no re-exports, ``$pathosynth.data.cases.load_cases(...)`` works only once ``pathosynth.data.cases`` is
+    imported: every module a config expression names is in the bundle's ``imports`` (``common.json``), including those
+    inside lambdas that only run mid-training, which instantiating the configs does not evaluate. ``_target_`` paths
+    import their module themselves."""
+    imports, used = set(), {}
+    for path in sorted((BUNDLES / bundle / "configs").glob("*.json")):
+        for expression in _expressions(json.loads(path.read_text())):
+            if expression.startswith("$import "):
+                imports.add(expression.removeprefix("$import ").strip())
+            for name in re.findall(r"\bpathosynth(?:\.[A-Za-z_]\w*)+", expression):
+                used.setdefault(defining_module(name), path.name)
+    missing = {module: config for module, config in used.items() if module != "pathosynth" and module not in imports}
+    assert not missing, f"{bundle}: add '$import <module>' to configs/common.json imports for {missing}"

@@ -68,7 +68,7 @@ def _with_parents(name: str) -> set[str]:
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
-def _resolve(name: str) -> str:
+def defining_module(name: str) -> str:
     """The longest prefix of a dotted pathosynth name that is a module (``pathosynth.engines.checkpoint.load_weights``
     -> ``pathosynth.engines.checkpoint``)."""
     parts = name.split(".")
@@ -123,7 +123,7 @@ def module_imports(name: str) -> ModuleImports:
         for target in targets:
             top = target.split(".")[0]
             if top == PACKAGE:
-                found.internal |= _with_parents(_resolve(target))
+                found.internal |= _with_parents(defining_module(target))
             elif top and top not in sys.stdlib_module_names and top != "__future__":
                 (found.optional if _guarded(node, parents) else found.required).add(top)
     found.internal.discard(name)
@@ -136,7 +136,7 @@ def config_modules(config_files: Iterable[str | Path]) -> set[str]:
     for path in config_files:
         text = Path(path).read_text()
         json.loads(text)  # a broken config is reported here, naming the file, not later inside a zip
-        names |= {_resolve(match) for match in _CONFIG_NAME.findall(text)}
+        names |= {defining_module(match) for match in _CONFIG_NAME.findall(text)}
     return set().union(*(_with_parents(n) for n in names)) if names else set()
 
 
