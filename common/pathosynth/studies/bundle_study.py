@@ -111,6 +111,19 @@ class BundleStudy:
                 f"study output {self.out} lies inside the dataset {self.dataset_dir}; the dataset is only read"
             )
 
+    def write_case_split(self) -> dict[str, str]:
+        """``OUT/split/``: the dataset split by case with the scale's ``test_fraction`` (0.25) and ``split_seed`` (0),
+        so the studies of one dataset hold out the same cases; returns name -> datalist path."""
+        from ..data.splits import write_split
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        return write_split(
+            self.dataset_dir,
+            self.out / "split",
+            float(self.scale.get("test_fraction", 0.25)),
+            int(self.scale.get("split_seed", 0)),
+        )
+
     def split_path(self, name: str) -> str:
         return str(self.out / "split" / f"{name}.json")
 

@@ -24,7 +24,6 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..data.splits import write_split
 from ..io.atomic import write_json
 from .bundle_study import BundleStudy, StudyJob, default_bundles_dir, slug
 
@@ -246,12 +245,6 @@ class LeFusionStudy(BundleStudy):
         """All phases, then the report; returns the report path."""
         from .lefusion_study_report import write_lefusion_report
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_split(
-            self.dataset_dir,
-            self.out / "split",
-            float(self.scale.get("test_fraction", 0.25)),
-            int(self.scale.get("split_seed", 0)),
-        )
+        self.write_case_split()
         self.run_jobs(self.training_jobs() + self.synthesis_jobs() + self.segmentation_jobs())
         return write_lefusion_report(self)

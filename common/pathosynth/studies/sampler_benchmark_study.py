@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data.splits import write_split
 from ..io.atomic import write_json
 from .bundle_study import BundleStudy, StudyJob
 from .sampler_benchmark import DEFAULT_GRID, SamplerBenchmark
@@ -67,13 +66,7 @@ class SamplerBenchmarkStudy(BundleStudy):
         ]
 
     def run(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_split(
-            self.dataset_dir,
-            self.out / "split",
-            float(self.scale.get("test_fraction", 0.25)),
-            int(self.scale.get("split_seed", 0)),
-        )
+        self.write_case_split()
         self.run_jobs(self.training_jobs())
         files, settings = self.section("inpainting")
         scale_overlay = self.out / "jobs" / "benchmark_scale.json"

@@ -25,7 +25,6 @@ from scipy.stats import spearmanr
 from ..data.histograms import mean_bin
 from ..data.labels import class_values
 from ..data.layouts import read_datalist
-from ..data.splits import write_split
 from ..io.atomic import atomic_path
 from ..io.preview import save_preview
 from ..io.results import as_results, write_results
@@ -228,13 +227,7 @@ class TextureControlStudy(BundleStudy):
         return self.out / f"{STUDY}.md"
 
     def run(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_split(
-            self.dataset_dir,
-            self.out / "split",
-            float(self.scale.get("test_fraction", 0.25)),
-            int(self.scale.get("split_seed", 0)),
-        )
+        self.write_case_split()
         self.run_jobs(self.jobs_plan())
         return self.write_report()
 
