@@ -111,6 +111,15 @@ class BundleStudy:
                 f"study output {self.out} lies inside the dataset {self.dataset_dir}; the dataset is only read"
             )
 
+    def scale_names(self, key: str, known) -> list:
+        """The scale's list ``key`` (default: all of ``known``), refused naming the scale file when it holds a name
+        outside ``known`` -- before any step runs."""
+        names = list(self.scale.get(key, known))
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"study scale {self.scale_path}: unknown {key} {unknown}; known: {list(known)}")
+        return names
+
     def write_case_split(self) -> dict[str, str]:
         """``OUT/split/``: the dataset split by case with the scale's ``test_fraction`` (0.25) and ``split_seed`` (0),
         so the studies of one dataset hold out the same cases; returns name -> datalist path."""

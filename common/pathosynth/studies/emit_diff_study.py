@@ -93,12 +93,7 @@ class EmitDiffStudy(BundleStudy):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.augmentations = list(self.scale.get("augmentations", AUGMENTATIONS))
-        unknown = sorted(set(self.augmentations) - set(AUGMENTATIONS))
-        if unknown:
-            raise ValueError(
-                f"study scale {self.scale_path}: unknown augmentations {unknown}; known: {list(AUGMENTATIONS)}"
-            )
+        self.augmentations = self.scale_names("augmentations", AUGMENTATIONS)
         self.k = int(self.scale.get("folds", 3))
         self.seeds = [int(s) for s in self.scale.get("seeds", [0])]
         ablation_folds = self.scale.get("ablation_folds", [0])

@@ -134,12 +134,7 @@ class FqcdmStudy(BundleStudy):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.methods = list(self.scale.get("methods", QUALITY_METHODS))
-        unknown = sorted(set(self.methods) - set(QUALITY_METHODS))
-        if unknown:
-            raise ValueError(
-                f"study scale {self.scale_path}: unknown methods {unknown}; known: {list(QUALITY_METHODS)}"
-            )
+        self.methods = self.scale_names("methods", QUALITY_METHODS)
         self.seeds = list(self.scale.get("seeds", [0]))
         self.n_real = int(self.scale["real_cases"])
         self.samplers = sampler_settings(self.scale.get("samplers", []), self.scale_path)
