@@ -54,6 +54,9 @@ def test_cross_validation_learns_a_separable_task_keeps_the_best_epoch_and_resum
     report = evaluate_folds(paths, toy, "test", tmp_path / "report.json")
     assert report["num_test_images"] == 20 and len(report["folds"]) == 2
     assert report["ensemble"]["accuracy"] >= 0.9 and report["mean"]["auc"] >= 0.9, report["ensemble"]
+    for metric in ("accuracy", "auc"):  # mean ± sample std over folds, as every repeated-training spread we report
+        per_fold = [fold[metric] for fold in report["folds"]]
+        assert report["std"][metric] == pytest.approx(np.std(per_fold, ddof=1))
     assert (tmp_path / "report.json").is_file()
     with pytest.raises(ValueError, match="outside"):
         cross_validate([toy], "resnet18", 1, tmp_path, "bad", **settings)

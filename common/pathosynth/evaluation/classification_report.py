@@ -1,7 +1,7 @@
 """The paper's Tab. 2 analogue from the classifier reports of one evaluation folder: a Markdown table and a bar plot.
 
 Each report (written by :func:`~pathosynth.evaluation.classifiers.evaluate_folds`) is one classifier trained on one kind
-of data (synthetic, real, real + synthetic); a row gives the mean ± std over the cross-validation folds of each
+of data (synthetic, real, real + synthetic); a row gives the mean ± sample std over the cross-validation folds of each
 score on the real held-out split, and the accuracy and AUC of the fold ensemble. Numbers only: no image is drawn.
 The folder's ``results.json`` holds every report; ``results.md`` is rendered from it alone, so
 ``python -m pathosynth.cli report results.json`` gives the same Markdown on a machine that has only the JSON.

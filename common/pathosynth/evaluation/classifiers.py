@@ -243,7 +243,8 @@ def evaluate_folds(
             for c, (_, m), s in zip(checkpoints, models, per_fold)
         ],
         "mean": {k: float(np.mean([s[k] for s in per_fold])) for k in metrics},
-        "std": {k: float(np.std([s[k] for s in per_fold])) for k in metrics},
+        # sample std over folds (NaN for one fold), as every other repeated-training spread in the project
+        "std": {k: float(np.std([s[k] for s in per_fold], ddof=1)) if len(per_fold) > 1 else math.nan for k in metrics},
         "ensemble": classification_scores(
             labels.numpy(), torch.stack(probabilities).mean(0).numpy(), settings["num_classes"]
         ),
