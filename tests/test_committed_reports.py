@@ -27,6 +27,7 @@ REPORTS = {
     "lesion_mask_diffusion/docs/mask_realism.md": "mask_realism.json",
     "lesion_inpainting/docs/texture_control/texture_control.md": "texture_control.json",
     "lesion_inpainting/docs/texture_control_phantom/texture_control.md": "texture_control.json",
+    "lesion_inpainting/docs/sampler_benchmark/sampler_benchmark.md": "sampler_benchmark.json",
 }
 # reports whose results JSON is not committed yet -> how to produce it
 AWAITING_JSON = {

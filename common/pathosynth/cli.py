@@ -213,8 +213,8 @@ def reference_guided_study(out_dir: str, dataset_dir: str, scale: str = "cpu", j
 
 def report(results_json: str, out: str | None = None) -> str:
     """Render a study's generated report (Markdown) from its results JSON alone (lefusion_study.json, fqcdm_study.json,
-    emit_diff_study.json, reference_guided_study.json, mask_realism.json,
-    sampler_benchmark.json): printed, or written to --out FILE.md."""
+    emit_diff_study.json, reference_guided_study.json, mask_realism.json, sampler_benchmark.json,
+    texture_control.json, a classification evaluation's results.json): printed, or written to --out FILE.md."""
     from .studies.reports import write_report
 
     return write_report(results_json, out)
