@@ -44,7 +44,6 @@ AWAITING_JSON = {
         "python -m pathosynth.cli reference_guided_study OUT --dataset_dir ../shared/data/emidec --scale cpu"
     ),
     "class_conditional_ddpm/docs/pneumoniamnist_cpu/results.md": "the Reproduce commands of the bundle README's",
-    "lesion_mask_diffusion/docs/mask_realism.md": "the commands of the Reproduce section",
 }
 
 
