@@ -34,9 +34,6 @@ AWAITING_JSON = {
     "lesion_inpainting/docs/lefusion_study/lefusion_study.md": (
         "python -m pathosynth.cli lefusion_study OUT --dataset_dir ../shared/data/emidec --scale cpu"
     ),
-    "label_guided_latent_diffusion/docs/fqcdm_study/fqcdm_study.md": (
-        "python -m pathosynth.cli fqcdm_study OUT --dataset_dir ../shared/data/acdc --scale cpu"
-    ),
     "text_edge_controlnet/docs/emit_diff_study/emit_diff_study.md": (
         "python -m pathosynth.cli emit_diff_study OUT --dataset_dir ../shared/data/acdc --scale cpu"
     ),

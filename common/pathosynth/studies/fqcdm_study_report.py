@@ -27,7 +27,7 @@ from ..io.atomic import atomic_path
 from ..io.results import as_results, write_results
 from ..markdown_tables import fixed, markdown_table, number, spread_cell
 from .repeats import repeat_summary, seed_summary
-from .results_markdown import provenance_markdown, wall_time_markdown
+from .results_markdown import example_markdown, provenance_markdown, wall_time_markdown
 
 __all__ = [
     "ACDC_CLASSES",
@@ -405,7 +405,7 @@ images synthesised from the first k label maps of that order. Mean ± std over s
 
 ## Example
 
-{("![examples](examples.png)" + chr(10) + chr(10) + example) if example else "no example available"}
+{example_markdown(example, "real image, label map and every method")}
 
 {wall_time_markdown(results["wall_time"])}
 """

@@ -19,7 +19,7 @@ from ..io.atomic import atomic_path
 from ..io.results import as_results, write_results
 from ..markdown_tables import markdown_table, spread_cell
 from .repeats import seed_summary
-from .results_markdown import provenance_markdown, wall_time_markdown
+from .results_markdown import example_markdown, provenance_markdown, wall_time_markdown
 
 __all__ = ["SEGMENTATION_CLASSES", "render_lefusion_report", "write_lefusion_report"]
 
@@ -207,7 +207,7 @@ cases where the class is absent from one of the two masks):
 
 ## Example
 
-{("![examples](examples.png)" + chr(10) + chr(10) + example) if example else "no example available"}
+{example_markdown(example, "real image, real mask and every method")}
 
 {wall_time_markdown(results["wall_time"])}
 """

@@ -3,8 +3,8 @@
 A study writes its numbers to ``<name>.json`` (:func:`pathosynth.io.results.write_results`) and renders ``<name>.md``
 from that file's content, never from the study folder, so ``python -m pathosynth.cli report <name>.json`` gives the
 same Markdown, byte for byte, on a machine that has only the JSON: a number in a report can be checked against its
-data. Here: the code commit a study records, and the report's opening (provenance) and wall-time sections; cells and
-tables come from :mod:`pathosynth.markdown_tables`.
+data. Here: the code commit a study records, and the report's opening (provenance), example-panel and wall-time
+sections; cells and tables come from :mod:`pathosynth.markdown_tables`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..markdown_tables import markdown_table
 
-__all__ = ["code_commit", "code_markdown", "provenance_markdown", "wall_time_markdown"]
+__all__ = ["code_commit", "code_markdown", "example_markdown", "provenance_markdown", "wall_time_markdown"]
 
 
 def code_commit() -> dict:
@@ -58,6 +58,19 @@ def code_markdown(code: Mapping | None) -> str:
     return (
         f"Code: pathosynth commit `{code['commit'][:12]}`"
         f"{' with uncommitted changes' if code.get('uncommitted_changes') else ''}."
+    )
+
+
+def example_markdown(example: str | None, shows: str) -> str:
+    """``## Example``'s text: where the study put its example panel (``examples.png`` in the report folder) and which
+    case it shows. The panel is not embedded: it shows real images, which the data licences do not let a committed
+    copy of the report redistribute, and the Markdown must be the same wherever it is rendered."""
+    if not example:
+        return "no example available"
+    return (
+        f"The study writes an example panel ({shows}; {example}) to `examples.png` in its report folder "
+        "(`OUT/report/`). It is not part of the results: it shows real images, which the data licences do not let "
+        "us redistribute."
     )
 
 
