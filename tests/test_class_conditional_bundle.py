@@ -11,31 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUNDLES, run_bundle
-from pathosynth.data.medmnist import read_medmnist_split, write_medmnist_npz
+from conftest import BUNDLES, run_bundle, toy_medmnist_npz
+from pathosynth.data.medmnist import read_medmnist_split
 
 BUNDLE = "class_conditional_ddpm"
 CONFIGS = BUNDLES / BUNDLE / "configs"
 SMOKE = json.loads((CONFIGS / "smoke.json").read_text())
 
 
-def _toy_npz(folder):
-    """Two classes of 16x16 images (8 train + 4 val each): dark vs bright upper half. Not real data."""
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        labels = np.repeat([0, 1], n)
-        images = np.full((2 * n, 16, 16), 30.0)
-        images[:, :8] = np.where(labels == 1, 220, 90)[:, None, None]
-        return np.clip(images + rng.normal(0, 8, images.shape), 0, 255).astype(np.uint8), labels
-
-    return write_medmnist_npz(folder / "toymnist.npz", {"train": split(8), "val": split(4)})
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("class_ddpm")
-    data = _toy_npz(root / "data").parent
+    data = toy_medmnist_npz(root / "data").parent
     ckpt, synthetic, evaluation = root / "ckpt", root / "synthetic", root / "evaluation"
     run_bundle(
         "training",
@@ -93,7 +80,7 @@ def test_classifier_cross_validation_is_scored_on_the_held_out_split(run):
 def test_two_processes_train_the_diffusion_model_and_shard_synthesis_bitwise_equal_to_one(tmp_path):
     """multi_gpu_train.json under torchrun with 2 CPU processes (gloo); rank 0's checkpoint serves inference.json; the
     same synthesis sharded over 2 processes (multi_gpu_inference.json) writes the same images bit for bit."""
-    data = _toy_npz(tmp_path / "data").parent
+    data = toy_medmnist_npz(tmp_path / "data").parent
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     overrides = {"dataset_dir": data, "ckpt_dir": ckpt, "output_dir": tmp_path / "logs"}
     run_bundle("training", BUNDLE, ["train.json", "multi_gpu_train.json", "smoke.json"], overrides, nproc=2)

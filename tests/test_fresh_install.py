@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BUNDLES, ROOT
+from conftest import BUNDLES, ROOT, toy_medmnist_npz
 from pathosynth.bundle_configs import config_files
 from pathosynth.deploy.archive import pack_bundle
 
@@ -225,12 +225,10 @@ for bundle in sorted(p for p in bundles.iterdir() if (p / "configs" / "metadata.
 
 @pytest.fixture(scope="module")
 def fresh_data(phantom_dir, acdc_phantom_dir, tmp_path_factory) -> dict[str, Path]:
-    from test_class_conditional_bundle import _toy_npz
-
     from pathosynth.data.splits import write_split
 
     root = tmp_path_factory.mktemp("fresh_data")
-    npz = _toy_npz(root / "npz").parent
+    npz = toy_medmnist_npz(root / "npz").parent
     write_split(phantom_dir, root / "split", test_fraction=0.5)
     return {"emidec": phantom_dir, "acdc": acdc_phantom_dir, "npz": npz, "split": root / "split"}
 

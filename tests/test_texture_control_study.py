@@ -11,8 +11,13 @@ from pathosynth.studies.texture_control_study import TextureControlStudy, summar
 
 
 def _case(means, intensity_range=200.0):
-    return {"case_id": "c", "lesion_voxels": 10, "real_mean": 100.0, "intensity_range": intensity_range,
-            "variant_means": means}
+    return {
+        "case_id": "c",
+        "lesion_voxels": 10,
+        "real_mean": 100.0,
+        "intensity_range": intensity_range,
+        "variant_means": means,
+    }
 
 
 def test_summary_counts_cases_where_the_brightest_request_is_brighter():

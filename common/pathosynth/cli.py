@@ -17,6 +17,7 @@
     python -m pathosynth.cli fqcdm_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli emit_diff_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli reference_guided_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
+    python -m pathosynth.cli class_conditional_study OUT_DIR --dataset_dir DIR [--scale cpu|ci|paper|FILE.json]
     python -m pathosynth.cli report RESULTS.json [--out FILE.md]
     python -m pathosynth.cli sampler_benchmark OUT --dataset_dir DIR --ckpt_dir CKPT [--overlays A.json B.json]
                                                [--settings FILE.json] [--seeds 0 1] [--max_cases N]
@@ -211,10 +212,23 @@ def reference_guided_study(out_dir: str, dataset_dir: str, scale: str = "cpu", j
     return f"report: {ReferenceGuidedStudy(dataset_dir, out_dir, scale, jobs).run()}"
 
 
+def class_conditional_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int | None = None) -> str:
+    """Re-run the class-conditional DDPM's Tab. 2 on DATASET_DIR (a MedMNIST npz folder) into OUT_DIR: ResNet/DenseNet
+    classifiers trained on synthetic, real and real + synthetic images, scored on the real held-out split; resumable
+    (rerun the same command). ``scale``: cpu, ci, paper, or a scale JSON file."""
+    import logging
+
+    from .studies.class_conditional_study import ClassConditionalStudy
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    return f"report: {ClassConditionalStudy(dataset_dir, out_dir, scale, jobs).run()}"
+
+
 def report(results_json: str, out: str | None = None) -> str:
     """Render a study's generated report (Markdown) from its results JSON alone (lefusion_study.json, fqcdm_study.json,
-    emit_diff_study.json, reference_guided_study.json, mask_realism.json, sampler_benchmark.json,
-    texture_control.json, a classification evaluation's results.json): printed, or written to --out FILE.md."""
+    emit_diff_study.json, reference_guided_study.json, class_conditional_study.json, mask_realism.json,
+    sampler_benchmark.json, texture_control.json, a classification evaluation's results.json): printed, or written to
+    --out FILE.md."""
     from .studies.reports import write_report
 
     return write_report(results_json, out)
@@ -386,6 +400,7 @@ def main() -> None:
             "fqcdm_study": fqcdm_study,
             "emit_diff_study": emit_diff_study,
             "reference_guided_study": reference_guided_study,
+            "class_conditional_study": class_conditional_study,
             "reference_guidance_grid": reference_guidance_grid,
             "report": report,
             "sampler_benchmark": sampler_benchmark,

@@ -18,7 +18,13 @@ from ..io.atomic import atomic_path
 from ..io.results import as_results, write_results
 from ..markdown_tables import fixed, markdown_table, mean_std
 
-__all__ = ["classification_results", "read_reports", "render_classification_report", "write_results_table"]
+__all__ = [
+    "classification_results",
+    "plot_classification",
+    "read_reports",
+    "render_classification_report",
+    "write_results_table",
+]
 
 METRICS = ("accuracy", "precision", "recall", "f1", "auc")
 ORDER = {"synthetic": 0, "real": 1, "real+synthetic": 2}
@@ -78,30 +84,33 @@ def write_results_table(folder: str | os.PathLike) -> str:
     table = render_classification_report(results)
     with atomic_path(Path(folder) / "results.md") as tmp:
         tmp.write_text(table)
-    if reports:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        names = [f"{r['training_data']}\n{r['classifier']}" for r in reports]
-        x = np.arange(len(reports))
-        fig, axis = plt.subplots(figsize=(max(4.0, 1.1 * len(reports)), 3.2))
-        for offset, metric in ((-0.2, "accuracy"), (0.2, "auc")):
-            axis.bar(
-                x + offset,
-                [r["mean"][metric] for r in reports],
-                0.4,
-                yerr=[r["std"][metric] for r in reports],
-                label=metric,
-                capsize=3,
-            )
-        axis.set_xticks(x, names, fontsize=7)
-        axis.set_ylim(0, 1)
-        axis.set_ylabel("score on real test split")
-        axis.legend(fontsize=7)
-        with atomic_path(Path(folder) / "results.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
+    plot_classification(reports, Path(folder) / "results.png")
     return table
+
+
+def plot_classification(reports: list[dict], path: str | os.PathLike) -> None:
+    """A bar plot of each report's mean accuracy and AUC on the real test split, fold std as error bars (numbers
+    only); nothing is written when there is no report."""
+    if not reports:
+        return
+    import numpy as np
+
+    from .figures import pyplot, save_figure
+
+    plt = pyplot()
+    x = np.arange(len(reports))
+    fig, axis = plt.subplots(figsize=(max(4.0, 1.1 * len(reports)), 3.2))
+    for offset, metric in ((-0.2, "accuracy"), (0.2, "auc")):
+        axis.bar(
+            x + offset,
+            [r["mean"][metric] for r in reports],
+            0.4,
+            yerr=[r["std"][metric] for r in reports],
+            label=metric,
+            capsize=3,
+        )
+    axis.set_xticks(x, [f"{r['training_data']}\n{r['classifier']}" for r in reports], fontsize=7)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("score on real test split")
+    axis.legend(fontsize=7)
+    save_figure(fig, path, dpi=110)

@@ -20,6 +20,7 @@ __all__ = ["render_report", "report_kinds", "write_report"]
 def _renderers() -> dict[str, Callable[[Mapping], str]]:
     from ..evaluation.classification_report import render_classification_report
     from ..masks.realism import render_mask_realism
+    from .class_conditional_study import render_class_conditional_report
     from .emit_diff_study_report import render_emit_diff_report
     from .fqcdm_study_report import render_fqcdm_report
     from .lefusion_study_report import render_lefusion_report
@@ -32,6 +33,7 @@ def _renderers() -> dict[str, Callable[[Mapping], str]]:
         "fqcdm_study": render_fqcdm_report,
         "emit_diff_study": render_emit_diff_report,
         "reference_guided_study": render_reference_guided_report,
+        "class_conditional_study": render_class_conditional_report,
         "mask_realism": render_mask_realism,
         "classification": render_classification_report,
         "sampler_benchmark": render_sampler_benchmark,

@@ -215,9 +215,7 @@ class TextureControlStudy(BundleStudy):
                 "cases": rows,
                 "summary": summarise_texture_control(rows),
                 "step_seconds": self.step_timings(),
-                "wall_time": self.wall_time(
-                    (("training", "train_"), ("synthesis", "synthesise_")), f"{STUDY}.json"
-                ),
+                "wall_time": self.wall_time((("training", "train_"), ("synthesis", "synthesise_")), f"{STUDY}.json"),
             }
         )
         write_results(self.out / f"{STUDY}.json", results)
