@@ -107,21 +107,10 @@ def pneumoniamnist_dir() -> Path:
 
 
 def toy_medmnist_npz(folder: Path) -> Path:
-    """A MedMNIST-style npz of two classes of 16x16 images (8 train + 4 val each): dark vs bright upper half. Not real
-    data; the class_conditional_ddpm tests train and score on it."""
-    import numpy as np
+    """``folder/toymnist.npz``: the seeded two-class toy npz the class_conditional_ddpm tests train and score on."""
+    from pathosynth.data.medmnist import write_toy_medmnist_npz
 
-    from pathosynth.data.medmnist import write_medmnist_npz
-
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        labels = np.repeat([0, 1], n)
-        images = np.full((2 * n, 16, 16), 30.0)
-        images[:, :8] = np.where(labels == 1, 220, 90)[:, None, None]
-        return np.clip(images + rng.normal(0, 8, images.shape), 0, 255).astype(np.uint8), labels
-
-    return write_medmnist_npz(folder / "toymnist.npz", {"train": split(8), "val": split(4)})
+    return write_toy_medmnist_npz(folder / "toymnist.npz")
 
 
 def tree_digest(root: Path) -> dict[str, str]:

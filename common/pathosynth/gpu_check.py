@@ -79,21 +79,13 @@ def smoke_plans(data: dict[str, Path]) -> dict[str, dict]:
 def make_phantom_data(root: Path) -> dict[str, Path]:
     """The embedded phantoms every plan reads: EMIDEC-like and ACDC-like volumes, a two-class 16x16 MedMNIST-style
     npz (dark vs bright upper half) and a train/test split of the EMIDEC-like set. Not real data."""
-    from .data.medmnist import write_medmnist_npz
+    from .data.medmnist import write_toy_medmnist_npz
     from .data.phantom import generate_acdc_like_dataset, generate_emidec_like_dataset
     from .data.splits import write_split
 
     generate_emidec_like_dataset(root / "emidec", n_normal=2, n_pathological=4, seed=7, in_plane=96)
     generate_acdc_like_dataset(root / "acdc", n_patients=4, seed=7, in_plane=96)
-    rng = np.random.default_rng(0)
-
-    def split(n):
-        labels = np.repeat([0, 1], n)
-        images = np.full((2 * n, 16, 16), 30.0)
-        images[:, :8] = np.where(labels == 1, 220, 90)[:, None, None]
-        return np.clip(images + rng.normal(0, 8, images.shape), 0, 255).astype(np.uint8), labels
-
-    npz = write_medmnist_npz(root / "npz" / "toymnist.npz", {"train": split(8), "val": split(4)})
+    npz = write_toy_medmnist_npz(root / "npz" / "toymnist.npz")
     write_split(root / "emidec", root / "split", test_fraction=0.5)
     return {"emidec": root / "emidec", "acdc": root / "acdc", "npz": npz.parent, "split": root / "split"}
 

@@ -51,6 +51,7 @@ __all__ = [
     "read_medmnist_split",
     "stratified_fraction",
     "write_medmnist_npz",
+    "write_toy_medmnist_npz",
 ]
 
 
@@ -283,3 +284,17 @@ def write_medmnist_npz(path: str | os.PathLike, splits: Mapping[str, tuple[np.nd
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
     return Path(path)
+
+
+def write_toy_medmnist_npz(path: str | os.PathLike) -> Path:
+    """A two-class MedMNIST-style npz of 16x16 images, 8 train + 4 val per class, dark vs bright upper half: what the
+    tests and ``make gpu-check`` train and score the class-conditional bundle on. Not real data; seeded."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        labels = np.repeat([0, 1], n)
+        images = np.full((2 * n, 16, 16), 30.0)
+        images[:, :8] = np.where(labels == 1, 220, 90)[:, None, None]
+        return np.clip(images + rng.normal(0, 8, images.shape), 0, 255).astype(np.uint8), labels
+
+    return write_medmnist_npz(path, {"train": split(8), "val": split(4)})

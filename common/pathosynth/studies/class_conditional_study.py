@@ -41,6 +41,7 @@ from ..evaluation.classification_report import (
 from ..io.atomic import atomic_path
 from ..io.results import as_results, write_results
 from .bundle_study import BundleStudy, StudyJob
+from .reference_guided_study import GENERATE_AND_CLASSIFY_PHASES
 from .results_markdown import provenance_markdown, wall_time_markdown
 
 __all__ = ["TRAINING_DATA", "ClassConditionalStudy", "render_class_conditional_report"]
@@ -157,15 +158,7 @@ class ClassConditionalStudy(BundleStudy):
                 "generative": self.generative_record(),
                 "classification": classification_results(reports),
                 "step_seconds": self.step_timings(),
-                "wall_time": self.wall_time(
-                    (
-                        ("DDPM training", "train_ddpm"),
-                        ("synthesis", "synthesise"),
-                        ("classifier training", "classify_"),
-                        ("evaluation", "evaluate_"),
-                    ),
-                    "class_conditional_study.json",
-                ),
+                "wall_time": self.wall_time(GENERATE_AND_CLASSIFY_PHASES, "class_conditional_study.json"),
             }
         )
         write_results(self.out / "class_conditional_study.json", results)

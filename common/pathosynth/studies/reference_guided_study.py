@@ -47,9 +47,16 @@ from .bundle_study import BundleStudy, StudyJob
 from .fqcdm_study import first_entries
 from .results_markdown import provenance_markdown, wall_time_markdown
 
-__all__ = ["METRICS", "ReferenceGuidedStudy", "render_reference_guided_report"]
+__all__ = ["GENERATE_AND_CLASSIFY_PHASES", "METRICS", "ReferenceGuidedStudy", "render_reference_guided_report"]
 
 METRICS = ("auc", "f1", "accuracy", "precision", "recall")
+# wall-time phases (name, step-name prefix) of a study that trains a generator, synthesises, then classifies
+GENERATE_AND_CLASSIFY_PHASES = (
+    ("DDPM training", "train_ddpm"),
+    ("synthesis", "synthesise"),
+    ("classifier training", "classify_"),
+    ("evaluation", "evaluate_"),
+)
 
 
 class ReferenceGuidedStudy(BundleStudy):
@@ -262,15 +269,7 @@ class ReferenceGuidedStudy(BundleStudy):
                 },
                 "scores": rows,
                 "step_seconds": self.step_timings(),
-                "wall_time": self.wall_time(
-                    (
-                        ("DDPM training", "train_ddpm"),
-                        ("synthesis", "synthesise"),
-                        ("classifier training", "classify_"),
-                        ("evaluation", "evaluate_"),
-                    ),
-                    "reference_guided_study.json",
-                ),
+                "wall_time": self.wall_time(GENERATE_AND_CLASSIFY_PHASES, "reference_guided_study.json"),
             }
         )
         write_results(self.out / "reference_guided_study.json", results)
