@@ -168,7 +168,7 @@ def split(dataset_dir: str, out_dir: str, test_fraction: float = 0.25, seed: int
 
 def lefusion_study(out_dir: str, dataset_dir: str, scale: str = "cpu", jobs: int | None = None) -> str:
     """Re-run LeFusion's Tab. 2 and Tab. 1 on DATASET_DIR (EMIDEC layout) into OUT_DIR; resumable (rerun the same
-    command). ``scale``: cpu (≥ 82 min measured on 2 cores), ci, paper, or a scale JSON file."""
+    command). ``scale``: cpu (74-82 min measured on 2 cores), ci, paper, or a scale JSON file."""
     import logging
 
     from .studies.lefusion_study import LeFusionStudy

@@ -14,7 +14,7 @@ Every step is a bundle workflow run, scheduled and resumed by :class:`.bundle_st
 4. downstream segmentation (DynUNet, nnU-Net plan) per training mix and seed, scored on the real test cases.
 5. report (:mod:`.lefusion_study_report`).
 
-Scales are JSON files in ``bundles/lesion_inpainting/configs/study/`` (``cpu``: ≥ 82 min measured on 2 cores; ``ci``:
+Scales are JSON files in ``bundles/lesion_inpainting/configs/study/`` (``cpu``: 74-82 min measured on 2 cores; ``ci``:
 the test suite's; ``paper``: the papers' settings for a GPU).
 """
 
