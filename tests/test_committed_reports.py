@@ -37,9 +37,6 @@ AWAITING_JSON = {
     "reference_guided_ddpm/docs/reference_guided_study/reference_guided_study.md": (
         "python -m pathosynth.cli reference_guided_study OUT --dataset_dir ../shared/data/emidec --scale cpu"
     ),
-    "class_conditional_ddpm/docs/class_conditional_study/class_conditional_study.md": (
-        "python -m pathosynth.cli class_conditional_study OUT --dataset_dir ../shared/data/pneumoniamnist --scale cpu"
-    ),
 }
 
 
