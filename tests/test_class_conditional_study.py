@@ -12,6 +12,7 @@ import json
 import pytest
 
 from conftest import toy_medmnist_npz, tree_digest
+from pathosynth.data.errors import DatasetError
 from pathosynth.studies.class_conditional_study import TRAINING_DATA, ClassConditionalStudy
 from pathosynth.studies.reports import render_report
 
@@ -38,6 +39,14 @@ def test_an_unknown_training_data_name_is_refused_naming_the_scale(tmp_path):
     scale.write_text(json.dumps({"training_data": ["real", "synthetic only"]}))
     with pytest.raises(ValueError, match=r"scale\.json.*unknown training_data \['synthetic only'\]"):
         ClassConditionalStudy(tmp_path / "data", tmp_path / "out", str(scale))
+
+
+def test_a_folder_without_an_npz_is_refused_naming_it_before_any_step(tmp_path):
+    (tmp_path / "data").mkdir()
+    study = ClassConditionalStudy(tmp_path / "data", tmp_path / "out", "ci")
+    with pytest.raises(DatasetError, match=r"data: expected a MedMNIST \.npz file"):
+        study.run()
+    assert not study.out.exists()
 
 
 @pytest.mark.slow

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from ..data.errors import DatasetError
+from ..data.medmnist import find_npz, medmnist_splits
 from ..evaluation.classification_report import (
     classification_results,
     plot_classification,
@@ -154,7 +156,7 @@ class ClassConditionalStudy(BundleStudy):
                 "scale": self.scale.get("name", self.scale_path.stem),
                 "scale_settings": self.scale,
                 "provenance": self.provenance("class_conditional_study"),
-                "dataset_files": sorted(p.name for p in self.dataset_dir.glob("*.npz")),
+                "dataset_files": [self.dataset_npz().name],
                 "generative": self.generative_record(),
                 "classification": classification_results(reports),
                 "step_seconds": self.step_timings(),
@@ -167,8 +169,17 @@ class ClassConditionalStudy(BundleStudy):
         plot_classification(reports, self.out / "class_conditional_study.png")
         return self.out / "class_conditional_study.md"
 
+    def dataset_npz(self) -> Path:
+        """The npz every step reads; refused, naming it, when it is missing, ambiguous or has no training split."""
+        npz = find_npz(self.dataset_dir)
+        splits = medmnist_splits(npz)
+        if "train" not in splits:
+            raise DatasetError(f"{npz}: no 'train' split to train the DDPM and the classifiers on (found {splits})")
+        return npz
+
     def run(self) -> Path:
-        """All steps, then the report; returns the report path."""
+        """All steps, then the report; returns the report path. The dataset is checked before any step starts."""
+        self.dataset_npz()
         self.out.mkdir(parents=True, exist_ok=True)
         self.run_jobs(self.jobs_plan())
         return self.write_report()
