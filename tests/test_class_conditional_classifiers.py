@@ -53,6 +53,10 @@ def test_cross_validation_learns_a_separable_task_keeps_the_best_epoch_and_resum
     assert [p.stat().st_mtime_ns for p in paths] == stamps  # finished folds are not retrained
     report = evaluate_folds(paths, toy, "test", tmp_path / "report.json")
     assert report["num_test_images"] == 20 and len(report["folds"]) == 2
+    saved = [torch.load(p, weights_only=True)["metadata"] for p in paths]  # a report says why each fold stopped
+    assert [(f["best_epoch"], f["best_val_loss"]) for f in report["folds"]] == [
+        (m["best_epoch"], m["best_val_loss"]) for m in saved
+    ]
     assert report["ensemble"]["accuracy"] >= 0.9 and report["mean"]["auc"] >= 0.9, report["ensemble"]
     for metric in ("accuracy", "auc"):  # mean ± sample std over folds, as every repeated-training spread we report
         per_fold = [fold[metric] for fold in report["folds"]]

@@ -239,7 +239,13 @@ def evaluate_folds(
         "num_test_images": len(labels),
         "training": settings,
         "folds": [
-            {"checkpoint": str(c), "best_epoch": m["best_epoch"], "stopped_epoch": m["stopped_epoch"], **s}
+            {
+                "checkpoint": str(c),
+                "best_epoch": m["best_epoch"],
+                "stopped_epoch": m["stopped_epoch"],
+                "best_val_loss": m["best_val_loss"],  # on the fold's held-out training images: why a fold stopped
+                **s,
+            }
             for c, (_, m), s in zip(checkpoints, models, per_fold)
         ],
         "mean": {k: float(np.mean([s[k] for s in per_fold])) for k in metrics},
