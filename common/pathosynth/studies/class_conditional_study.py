@@ -43,7 +43,7 @@ from ..evaluation.classification_report import (
 from ..io.atomic import atomic_path
 from ..io.results import as_results, write_results
 from .bundle_study import BundleStudy, StudyJob
-from .reference_guided_study import GENERATE_AND_CLASSIFY_PHASES
+from .reference_guided_study import GENERATE_AND_CLASSIFY_PHASES, classifier_jobs
 from .results_markdown import provenance_markdown, wall_time_markdown
 
 __all__ = ["TRAINING_DATA", "ClassConditionalStudy", "render_class_conditional_report"]
@@ -108,25 +108,7 @@ class ClassConditionalStudy(BundleStudy):
                 "ckpt_dir": str(self.out / "models" / "classifiers"),
                 "output_dir": str(self.classification_dir),
             }
-            needs = ["synthesise"] if "synthetic" in data else []
-            jobs += [
-                StudyJob(
-                    f"classify_{data}",
-                    self.scale_bundle,
-                    ["train_classifier.json", *files],
-                    classifier,
-                    "training",
-                    needs,
-                ),
-                StudyJob(
-                    f"evaluate_{data}",
-                    self.scale_bundle,
-                    ["train_classifier.json", "evaluate.json", *files],
-                    classifier,
-                    "evaluating",
-                    [f"classify_{data}"],
-                ),
-            ]
+            jobs += classifier_jobs(data, files, classifier, ["synthesise"] if "synthetic" in data else [])
         return jobs
 
     # ---- report --------------------------------------------------------------------------------------

@@ -47,7 +47,13 @@ from .bundle_study import BundleStudy, StudyJob
 from .fqcdm_study import first_entries
 from .results_markdown import provenance_markdown, wall_time_markdown
 
-__all__ = ["GENERATE_AND_CLASSIFY_PHASES", "METRICS", "ReferenceGuidedStudy", "render_reference_guided_report"]
+__all__ = [
+    "GENERATE_AND_CLASSIFY_PHASES",
+    "METRICS",
+    "ReferenceGuidedStudy",
+    "classifier_jobs",
+    "render_reference_guided_report",
+]
 
 METRICS = ("auc", "f1", "accuracy", "precision", "recall")
 # wall-time phases (name, step-name prefix) of a study that trains a generator, synthesises, then classifies
@@ -57,6 +63,23 @@ GENERATE_AND_CLASSIFY_PHASES = (
     ("classifier training", "classify_"),
     ("evaluation", "evaluate_"),
 )
+CLASSIFIER_BUNDLE = "class_conditional_ddpm"  # its train_classifier.json / evaluate.json score every training mix
+
+
+def classifier_jobs(mix: str, files: list[str], values: dict, needs: list[str]) -> list[StudyJob]:
+    """``classify_<mix>`` (k-fold training of the classifier bundle with ``values``) and ``evaluate_<mix>`` (its fold
+    models on the real test split), the second after the first."""
+    return [
+        StudyJob(f"classify_{mix}", CLASSIFIER_BUNDLE, ["train_classifier.json", *files], values, "training", needs),
+        StudyJob(
+            f"evaluate_{mix}",
+            CLASSIFIER_BUNDLE,
+            ["train_classifier.json", "evaluate.json", *files],
+            values,
+            "evaluating",
+            [f"classify_{mix}"],
+        ),
+    ]
 
 
 class ReferenceGuidedStudy(BundleStudy):
@@ -64,7 +87,6 @@ class ReferenceGuidedStudy(BundleStudy):
 
     scale_bundle = "reference_guided_ddpm"
     generator = "reference_guided_ddpm"
-    classifier_bundle = "class_conditional_ddpm"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -205,27 +227,7 @@ class ReferenceGuidedStudy(BundleStudy):
                 "ckpt_dir": str(self.out / "models" / "classifiers"),
                 "output_dir": str(self.classification_dir(mix)),
             }
-            needs = ["synthesise"] if fraction else []
-            jobs.append(
-                StudyJob(
-                    f"classify_{mix}",
-                    self.classifier_bundle,
-                    ["train_classifier.json", *files],
-                    values,
-                    "training",
-                    needs,
-                )
-            )
-            jobs.append(
-                StudyJob(
-                    f"evaluate_{mix}",
-                    self.classifier_bundle,
-                    ["train_classifier.json", "evaluate.json", *files],
-                    values,
-                    "evaluating",
-                    [f"classify_{mix}"],
-                )
-            )
+            jobs += classifier_jobs(mix, files, values, ["synthesise"] if fraction else [])
         return jobs
 
     # ---- report --------------------------------------------------------------------------------------
