@@ -124,7 +124,7 @@ EVAL_METRICS = {
     "text_edge_controlnet": {
         "cpu_scale_acdc_mean_dice_x100_emit_diff": (
             "docs/emit_diff_study/emit_diff_study.json",
-            lambda r: r["summaries"]["EMIT-Diff"]["dice"]["mean"]["mean"],
+            lambda r: r["summaries"][r["emit_diff"]["name"]]["dice"]["mean"]["mean"],
             100,
         ),
         "cpu_scale_acdc_mean_dice_x100_baseline": (

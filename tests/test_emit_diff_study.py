@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_committed_reports import EVAL_METRICS
 
 from conftest import datalist_patients, tree_digest
 from pathosynth.data.phantom import generate_acdc_like_dataset
@@ -202,6 +203,9 @@ def test_emit_diff_study_end_to_end_at_ci_scale(tmp_path):
     ]:
         assert needle in text
     assert (report.parent / "ablations.png").is_file()
+    results = json.loads((report.parent / "emit_diff_study.json").read_text())
+    for key, (_, number, _) in EVAL_METRICS["text_edge_controlnet"].items():  # metadata.json reads what exists
+        assert 0 <= number(results) <= 1, key
     assert tree_digest(data) == before  # the dataset is only read
 
     done = {p.name: p.stat().st_mtime_ns for p in (study.out / "jobs").glob("*.done")}
