@@ -98,6 +98,9 @@ def test_reference_guided_study_end_to_end_at_ci_scale(tmp_path):
     assert {row["mix"] for row in content["scores"]} == set(study.mixes())
     for row in content["scores"]:
         assert all(0 <= row[m] <= 1 for m in METRICS)
+        assert len(row["folds"]) > 1  # per-fold scores (k-fold CV), their mean reported
+        assert row["auc"] == pytest.approx(sum(f["auc"] for f in row["folds"]) / len(row["folds"]))
+        assert all("checkpoint" not in f and f["best_epoch"] <= f["stopped_epoch"] for f in row["folds"])
     n_real = next(r["n_train"] for r in content["scores"] if r["mix"] == "real")
     assert all(r["n_train"] == n_real + r["n_synthetic"] for r in content["scores"])
     assert report.exists() and (study.out / "scores_vs_synthetic.png").stat().st_size > 0

@@ -232,7 +232,8 @@ class ReferenceGuidedStudy(BundleStudy):
 
     # ---- report --------------------------------------------------------------------------------------
     def scores(self) -> list[dict]:
-        """One row per training mix and classifier: synthetic amount and mean ± std over folds of each metric."""
+        """One row per training mix and classifier: synthetic amount, mean ± std over folds of each metric, and each
+        fold's scores and early-stopping epochs (its checkpoint path, a machine-local file, is left out)."""
         rows = []
         for mix, fraction in self.mixes().items():
             n_synthetic = len(json.loads(self.synthetic_subset(fraction).read_text())["training"]) if fraction else 0
@@ -249,6 +250,7 @@ class ReferenceGuidedStudy(BundleStudy):
                         **{m: report["mean"][m] for m in METRICS},
                         **{f"{m}_std": report["std"][m] for m in METRICS},
                         **{f"ensemble_{m}": report["ensemble"][m] for m in METRICS},
+                        "folds": [{k: v for k, v in fold.items() if k != "checkpoint"} for fold in report["folds"]],
                     }
                 )
         return rows
