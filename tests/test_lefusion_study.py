@@ -8,6 +8,7 @@ is only read; a rerun does nothing, and removing one finished step reruns exactl
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,30 +182,62 @@ def test_steps_start_only_after_the_steps_they_need(phantom_dir, tmp_path, monke
         study.run_jobs([StudyJob("orphan", "b", [], needs=["nowhere"])])
 
 
-def test_wall_time_counts_each_invocation_up_to_its_last_finished_step(phantom_dir, tmp_path, monkeypatch):
+def test_wall_time_counts_each_invocation_up_to_its_last_heartbeat(phantom_dir, tmp_path, monkeypatch):
     """A study killed mid-way (no ``finally`` runs on SIGKILL) must still have recorded the time it ran: the
-    record is updated after every finished step, and each invocation adds its own entry."""
+    record is updated after every finished step and every heartbeat while a long step runs, and each invocation
+    adds its own entry."""
     import time
 
     from pathosynth.studies.lefusion_study import StudyJob
 
     study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=1)
+    study.heartbeat_s = 0.05
     record = study.out / "wall_time.json"
     seen_while_running = []
 
     def fake_run(job):
-        if job.name == "second":
-            seen_while_running.append(json.loads(record.read_text()))  # what a kill now would leave
-        time.sleep(0.2)
-        return 0.2
+        time.sleep(0.4)
+        if job.name == "second":  # what a kill now would leave: counted past the first step, mid-way the second
+            seen_while_running.append(json.loads(record.read_text()))
+        time.sleep(0.1)
+        return 0.5
 
     monkeypatch.setattr(study, "run_job", fake_run)
     study.run_jobs([StudyJob("first", "b", []), StudyJob("second", "b", [], needs=["first"])])
     (during,) = seen_while_running
-    assert len(during) == 1 and during[0]["seconds"] >= 0.2
+    assert len(during) == 1 and during[0]["seconds"] >= 0.7
     study.run_jobs([StudyJob("again", "b", [])])
     history = json.loads(record.read_text())
-    assert len(history) == 2 and history[0]["seconds"] >= 0.4 and history[1]["seconds"] >= 0.2
+    assert len(history) == 2 and history[0]["seconds"] >= 1.0 and history[1]["seconds"] >= 0.5
+
+
+def test_a_resumed_step_records_the_time_of_its_killed_attempts(phantom_dir, tmp_path, monkeypatch):
+    """A step that resumes from its checkpoint cost all its attempts: the time a killed attempt left in
+    ``<step>.attempt.json`` (saved every heartbeat, since SIGKILL runs no cleanup) is added to the finishing one's."""
+    import threading
+    import time
+
+    from pathosynth.studies.lefusion_study import StudyJob
+
+    study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=1)
+    study.heartbeat_s = 0.05
+    monkeypatch.setattr(study, "command", lambda job, overlay: [sys.executable, "-c", "import time; time.sleep(1)"])
+    job = StudyJob("train_x", "lesion_inpainting", [])
+    attempt = study.out / "jobs" / "train_x.attempt.json"
+    attempt.parent.mkdir(parents=True)
+    attempt.write_text(json.dumps({"earlier_attempts_s": [30.0], "seconds": 70.0}))  # two killed attempts
+
+    runner = threading.Thread(target=study.run_job, args=(job,))
+    runner.start()
+    deadline, heartbeat = time.monotonic() + 10, {}
+    while time.monotonic() < deadline and len(heartbeat.get("earlier_attempts_s", [])) < 2:
+        time.sleep(0.05)
+        heartbeat = json.loads(attempt.read_text())
+    runner.join()
+    assert heartbeat["earlier_attempts_s"] == [30.0, 70.0] and heartbeat["seconds"] > 0  # what a kill now would leave
+    done = json.loads((study.out / "jobs" / "train_x.done").read_text())
+    assert done["attempts"] == 3 and done["seconds"] >= 101.0
+    assert study.step_timings() == {"train_x": done["seconds"]} and not attempt.exists()
 
 
 def test_every_step_needs_the_steps_that_write_its_inputs(phantom_dir, tmp_path):

@@ -84,6 +84,7 @@ class BundleStudy:
     """
 
     scale_bundle = ""  # the bundle whose configs/study/ holds the named scales
+    heartbeat_s = 60.0  # how often the time of running steps is saved (what a killed study has recorded of them)
 
     def __init__(
         self,
@@ -164,7 +165,12 @@ class BundleStudy:
         ]
 
     def run_job(self, job: StudyJob) -> float:
-        """Run one step unless it finished before; returns its wall time (0 when skipped)."""
+        """Run one step unless it finished before; returns its wall time (0 when skipped).
+
+        A step's recorded time is what all its attempts cost: a resumed step continues from its last checkpoint, so
+        the time of the attempts that were killed (no ``finally`` runs on SIGKILL or a lost session) is part of it.
+        ``OUT/jobs/<step>.attempt.json`` is rewritten every ``heartbeat_s`` while the step runs; the next attempt
+        finds what a killed one left there and adds it."""
         done = self.out / "jobs" / f"{job.name}.done"
         if done.exists():
             if job.finish:
@@ -173,6 +179,11 @@ class BundleStudy:
         overlay = self.out / "jobs" / f"{job.name}.json"
         write_json(overlay, job.settings)
         command = self.command(job, overlay)
+        attempt = self.out / "jobs" / f"{job.name}.attempt.json"
+        earlier = []
+        if attempt.exists():
+            left = json.loads(attempt.read_text())
+            earlier = [*left["earlier_attempts_s"], left["seconds"]]
         log = self.out / "logs" / f"{job.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         threads = str(self.threads_per_job)
@@ -181,17 +192,29 @@ class BundleStudy:
         with open(log, "w") as handle:
             handle.write(" ".join(command) + "\n\n")
             handle.flush()
-            result = subprocess.run(
+            process = subprocess.Popen(
                 command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=self.bundles / job.bundle
             )
+            while True:
+                try:
+                    returncode = process.wait(timeout=self.heartbeat_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    write_json(attempt, {"earlier_attempts_s": earlier, "seconds": round(time.monotonic() - start, 1)})
         seconds = time.monotonic() - start
-        if result.returncode != 0:
+        if returncode != 0:
+            write_json(attempt, {"earlier_attempts_s": earlier, "seconds": round(seconds, 1)})
             tail = log.read_text()[-3000:]
-            raise RuntimeError(f"study step {job.name} failed (exit {result.returncode}); log {log}:\n{tail}")
+            raise RuntimeError(f"study step {job.name} failed (exit {returncode}); log {log}:\n{tail}")
         if job.finish:
             job.finish()
-        write_json(done, {"command": command, "seconds": round(seconds, 1), "threads": int(threads)})
-        logger.info(f"{job.name}: {seconds:.0f} s")
+        total = sum(earlier) + seconds
+        record = {"command": command, "seconds": round(total, 1), "attempts": len(earlier) + 1, "threads": int(threads)}
+        write_json(done, record)
+        attempt.unlink(missing_ok=True)
+        logger.info(
+            f"{job.name}: {seconds:.0f} s" + (f" ({total:.0f} s over {len(earlier) + 1} attempts)" if earlier else "")
+        )
         return seconds
 
     def run_jobs(self, jobs: Sequence[StudyJob]) -> None:
@@ -215,7 +238,7 @@ class BundleStudy:
                     running[pool.submit(self.run_job, ready)] = ready.name
                 if not running:
                     raise RuntimeError(f"study steps {[j.name for j in pending]} wait for steps that cannot run")
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=self.heartbeat_s, return_when=FIRST_COMPLETED)
                 for future in done:
                     name = running.pop(future)
                     if future.exception() is not None:
@@ -228,8 +251,9 @@ class BundleStudy:
 
     def wall_clock(self) -> Callable[[], None]:
         """Append this invocation to ``OUT/wall_time.json`` and return the function that updates its seconds.
-        The scheduler calls it after every finished step rather than once at the end, because a killed study
-        (SIGKILL, a lost session) runs no ``finally``: it then still counts up to its last finished step."""
+        The scheduler calls it after every finished step and every ``heartbeat_s`` rather than once at the end,
+        because a killed study (SIGKILL, a lost session) runs no ``finally``: it then still counts up to its last
+        heartbeat."""
         record = self.out / "wall_time.json"
         history = json.loads(record.read_text()) if record.exists() else []
         start = time.monotonic()
@@ -243,7 +267,7 @@ class BundleStudy:
         return update
 
     def step_timings(self) -> dict[str, float]:
-        """Step name -> wall seconds of every finished step, as recorded when it ran."""
+        """Step name -> wall seconds of every finished step, all its attempts together (see :meth:`run_job`)."""
         return {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((self.out / "jobs").glob("*.done"))}
 
     # ---- report records shared by the studies -------------------------------------------------------
