@@ -34,9 +34,6 @@ AWAITING_JSON = {
     "text_edge_controlnet/docs/emit_diff_study/emit_diff_study.md": (
         "python -m pathosynth.cli emit_diff_study OUT --dataset_dir ../shared/data/acdc --scale cpu"
     ),
-    "reference_guided_ddpm/docs/reference_guided_study/reference_guided_study.md": (
-        "python -m pathosynth.cli reference_guided_study OUT --dataset_dir ../shared/data/emidec --scale cpu"
-    ),
 }
 
 
