@@ -1,9 +1,8 @@
 """Every committed report can be checked against its data (issue 19): a results JSON committed under bundles/*/docs is
 rendered by `python -m pathosynth.cli report` and must equal, byte for byte, the Markdown committed beside it, so a
 number in a doc cannot drift from its data. Every study or benchmark report is listed here with the JSON it is
-rendered from; those whose JSON is not committed yet (their studies must be re-run: the runs predate the results
-JSON) are a strict expected failure naming the command, so the test fails -- and the entry must go -- as soon as the
-JSON appears, and from then on checks it. Pure rendering: no training, milliseconds.
+rendered from, and each number a bundle's metadata.json publishes is read from one of them. Pure rendering: no
+training, milliseconds.
 """
 
 from __future__ import annotations
@@ -29,12 +28,6 @@ REPORTS = {
     "lesion_inpainting/docs/texture_control_phantom/texture_control.md": "texture_control.json",
     "lesion_inpainting/docs/sampler_benchmark/sampler_benchmark.md": "sampler_benchmark.json",
 }
-# reports whose results JSON is not committed yet -> how to produce it
-AWAITING_JSON = {
-    "text_edge_controlnet/docs/emit_diff_study/emit_diff_study.md": (
-        "python -m pathosynth.cli emit_diff_study OUT --dataset_dir ../shared/data/acdc --scale cpu"
-    ),
-}
 
 
 def _results_jsons() -> list[Path]:
@@ -47,14 +40,7 @@ def _results_jsons() -> list[Path]:
     return found
 
 
-def _expected(markdown: str):
-    if markdown not in AWAITING_JSON:
-        return pytest.param(markdown)
-    reason = f"results JSON not committed yet; re-run: {AWAITING_JSON[markdown]}"
-    return pytest.param(markdown, marks=[pytest.mark.xfail(strict=True, reason=reason)])
-
-
-@pytest.mark.parametrize("markdown", [_expected(m) for m in REPORTS])
+@pytest.mark.parametrize("markdown", list(REPORTS))
 def test_the_committed_markdown_is_the_rendering_of_its_committed_json(markdown):
     results = BUNDLES / markdown
     results = results.with_name(REPORTS[markdown])
@@ -73,18 +59,6 @@ def test_every_study_folder_under_docs_is_a_listed_report():
     folders = {p.parent for p in BUNDLES.glob("*/docs/*/*.md")}
     assert sorted(str(f.relative_to(BUNDLES)) for f in folders - {(BUNDLES / m).parent for m in REPORTS}) == []
     assert all((BUNDLES / m).is_file() for m in REPORTS)
-
-
-@pytest.mark.parametrize("markdown", sorted(AWAITING_JSON))
-def test_a_report_without_its_json_says_so_and_how_to_make_it(markdown):
-    """Until its JSON is committed a report cannot be checked; it must say so, with the command that re-runs it, and
-    keep its hand-written discussion in a separate file."""
-    text = (BUNDLES / markdown).read_text()
-    assert "Results JSON not yet committed" in text and AWAITING_JSON[markdown] in text.replace("\n> ", " ")
-    for link in ("discussion.md", "mask_realism_discussion.md"):
-        if f"]({link})" in text:
-            assert ((BUNDLES / markdown).parent / link).is_file()
-    assert "## Discussion" not in text and "## Reading it" not in text
 
 
 # bundle -> metadata.json "eval_metrics" key -> (results JSON under the bundle, the number in it, its scale)
@@ -157,15 +131,7 @@ def test_every_eval_metric_of_a_bundle_is_traced_to_a_committed_result():
     assert published == {(bundle, key) for bundle, keys in EVAL_METRICS.items() for key in keys}
 
 
-def _eval_metric(bundle: str, key: str):
-    source = EVAL_METRICS[bundle][key][0]
-    if any((BUNDLES / bundle / source).with_suffix(".md") == BUNDLES / m for m in AWAITING_JSON):
-        reason = f"{source} not committed yet (issue 19's re-run)"
-        return pytest.param(bundle, key, marks=[pytest.mark.xfail(strict=True, reason=reason)])
-    return pytest.param(bundle, key)
-
-
-@pytest.mark.parametrize(("bundle", "key"), [_eval_metric(b, k) for b, keys in EVAL_METRICS.items() for k in keys])
+@pytest.mark.parametrize(("bundle", "key"), [(b, k) for b, keys in EVAL_METRICS.items() for k in keys])
 def test_a_published_eval_metric_equals_its_committed_result(bundle, key):
     source, number, scale = EVAL_METRICS[bundle][key]
     results = json.loads((BUNDLES / bundle / source).read_text())
