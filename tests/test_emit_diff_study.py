@@ -88,7 +88,7 @@ def test_scales_exist_and_the_paper_scale_keeps_the_papers_settings():
     assert paper["folds"] == 3 and paper["emit_diff"] == {"alpha": 0.6, "patch_size": 64, "variants_per_case": 50}
     assert paper["ablation_folds"] == "all" and paper["max_patients"] is None
     cpu = json.loads((SCALES / "cpu.json").read_text())
-    assert cpu["folds"] == 3 and "h" in cpu["name"]
+    assert cpu["folds"] == 3 and re.search(r"~[\d.]+ (h|min)\)$", cpu["name"])  # the name states what it costs
 
 
 def test_study_refuses_unknown_augmentations_and_writing_into_the_dataset(acdc_phantom_dir, tmp_path):
