@@ -271,3 +271,18 @@ def test_the_bundles_folder_is_found_from_a_non_editable_install(tmp_path, monke
     monkeypatch.delenv("PATHOSYNTH_BUNDLES")
     monkeypatch.chdir(BUNDLES.parent)  # a non-editable install run from a checkout
     assert bundle_study.default_bundles_dir().resolve() == BUNDLES.resolve()
+
+
+def test_a_failed_step_names_its_log_and_is_not_marked_done(phantom_dir, tmp_path, monkeypatch):
+    """A step whose bundle run exits non-zero raises with its log's path and tail, leaves no ``.done`` (a rerun
+    retries it) and keeps its time in ``<step>.attempt.json`` for the retry to add."""
+    from pathosynth.studies.lefusion_study import StudyJob
+
+    study = LeFusionStudy(phantom_dir, tmp_path / "study", "ci", jobs=1)
+    command = [sys.executable, "-c", "import sys; print('bad config key'); sys.exit(3)"]
+    monkeypatch.setattr(study, "command", lambda job, overlay: command)
+    failed = r"study step train_x failed \(exit 3\); log .*train_x\.log(.|\n)*bad config"
+    with pytest.raises(RuntimeError, match=failed):
+        study.run_job(StudyJob("train_x", "lesion_inpainting", []))
+    assert not (study.out / "jobs" / "train_x.done").exists()
+    assert json.loads((study.out / "jobs" / "train_x.attempt.json").read_text())["earlier_attempts_s"] == []

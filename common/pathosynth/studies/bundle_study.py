@@ -189,6 +189,12 @@ class BundleStudy:
         threads = str(self.threads_per_job)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         start = time.monotonic()
+
+        def save_attempt() -> float:
+            seconds = time.monotonic() - start
+            write_json(attempt, {"earlier_attempts_s": earlier, "seconds": round(seconds, 1)})
+            return seconds
+
         with open(log, "w") as handle:
             handle.write(" ".join(command) + "\n\n")
             handle.flush()
@@ -200,10 +206,10 @@ class BundleStudy:
                     returncode = process.wait(timeout=self.heartbeat_s)
                     break
                 except subprocess.TimeoutExpired:
-                    write_json(attempt, {"earlier_attempts_s": earlier, "seconds": round(time.monotonic() - start, 1)})
+                    save_attempt()
         seconds = time.monotonic() - start
         if returncode != 0:
-            write_json(attempt, {"earlier_attempts_s": earlier, "seconds": round(seconds, 1)})
+            save_attempt()
             tail = log.read_text()[-3000:]
             raise RuntimeError(f"study step {job.name} failed (exit {returncode}); log {log}:\n{tail}")
         if job.finish:
