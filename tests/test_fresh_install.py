@@ -361,6 +361,40 @@ def test_every_bundle_runs_from_a_plain_install_and_every_archive_from_its_own_r
     assert not failures, "\n\n".join(f"== {what}\n{error}" for what, error in failures.items()) + f"\n\n{report}"
 
 
+# `--tracking mlflow`: the training loss as the local MLflow store holds it, read with the venv's own mlflow
+READ_MLFLOW_LOSS = """
+import json, sys
+import mlflow
+client = mlflow.tracking.MlflowClient(tracking_uri=sys.argv[1])
+runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+print(json.dumps([run.data.metrics for run in runs]))
+"""
+
+
+@pytest.mark.slow
+def test_tracking_mlflow_needs_only_mlflow_on_top_of_a_plain_install(phantom_dir, tmp_path):
+    """`--tracking mlflow` (MONAI's experiment management) records the training loss in a local MLflow store after
+    `pip install mlflow` on top of requirements.txt. mlflow is in no other environment of the suite: MONAI's handlers
+    import it on every start wherever it is installed (about a second per `monai.bundle` run)."""
+    python = FreshVenvs(tmp_path / "venvs").get((ROOT / "requirements.txt").read_text() + "mlflow>=2.10\n", True)
+    configs = config_files(BUNDLES / "lesion_inpainting" / "configs", ["train.json", "smoke.json"])
+    logs, timings = tmp_path / "logs", []
+    overrides = {"dataset_dir": phantom_dir, "max_cases": 2, "ckpt_dir": tmp_path / "ckpt", "output_dir": logs}
+    error = _bundle_run(python, "training", configs, {**overrides, "tracking": "mlflow"}, tmp_path, timings)
+    assert error is None, error
+    proc = subprocess.run(
+        [str(python), "-c", READ_MLFLOW_LOSS, f"sqlite:///{logs / 'mlruns.db'}"],
+        cwd=tmp_path,
+        env=_env(python, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert metrics and "train_loss" in metrics[0]
+
+
 def _check_background_kept(out: Path) -> None:
     from pathosynth.io.nifti import read_nifti
 
