@@ -24,15 +24,16 @@ import torch
 from ..diffusion.label_guided import LabelGuidedSampler, label_values_of, one_hot_labels
 from ..diffusion.latent import DiffusionSpace
 from ..distributed import unwrap
-from ..io.nifti import cast_like, read_nifti
+from ..io.nifti import read_nifti
 from ..seeding import generator
 from .results import SynthesisResult
 from .slice_grid import SliceGrid
+from .slice_synthesizer import SliceSynthesizer, unit_intensity
 
 MODES = ("generate", "reconstruct")
 
 
-class LabelGuidedSynthesizer:
+class LabelGuidedSynthesizer(SliceSynthesizer):
     """Synthesise an image for a label volume (or reconstruct a real one), slice by slice.
 
     Args:
@@ -70,25 +71,13 @@ class LabelGuidedSynthesizer:
             raise ValueError("mode 'generate' needs a network and a sampler")
         if mode == "reconstruct" and space.autoencoder is None:
             raise ValueError("mode 'reconstruct' needs a latent space (an autoencoder)")
+        super().__init__(fov_size, image_size, device, slice_batch_size, checkpoints, intensity_range, name)
         self.space = space
         self.labels = dict(labels)
         self.values = label_values_of(self.labels)
-        self.fov_size = tuple(int(s) for s in fov_size)
-        self.image_size = tuple(int(s) for s in image_size)
         self.network = network
         self.sampler = sampler
         self.mode = mode
-        self.device = torch.device(device)
-        self.slice_batch_size = max(1, int(slice_batch_size))
-        self._checkpoints = [str(c) for c in checkpoints if c]
-        self.intensity_range = (
-            None if intensity_range is None else (float(intensity_range[0]), float(intensity_range[1]))
-        )
-        self.name = name
-
-    @property
-    def checkpoints(self) -> list[str]:
-        return list(self._checkpoints)
 
     def settings(self) -> dict:
         """What produced a case, for provenance."""
@@ -112,37 +101,23 @@ class LabelGuidedSynthesizer:
         if image is not None and np.shape(image) != label.shape:
             raise ValueError(f"image shape {np.shape(image)} differs from label shape {label.shape}")
         volume_label = label if label.ndim == 3 else label[..., None]
-        grid = SliceGrid(volume_label.shape[:2], self.fov_size, self.image_size)
+        grid = self.grid(volume_label.shape[:2])
         if self.mode == "generate":
             unit, calls = self._generate(grid, volume_label, seed)
         else:
             if image is None:
                 raise ValueError("mode 'reconstruct' needs the source image")
             unit, calls = self._reconstruct(grid, np.asarray(image).reshape(volume_label.shape)), 0
-        unit = np.clip(unit, 0.0, 1.0).reshape(label.shape)
-        low, high = self._range(image)
-        dtype = np.asarray(image).dtype if image is not None else np.dtype(np.float32)
-        out = cast_like(low + unit * (high - low), dtype)
-        info = {**self.settings(), "network_evaluations": calls, "intensity_range": [low, high]}
+        out, written_range = self.written(unit.reshape(label.shape), image)
+        info = {**self.settings(), "network_evaluations": calls, "intensity_range": written_range}
         return SynthesisResult(out, label.copy(), np.ones(label.shape, dtype=bool), info)
-
-    def _range(self, image) -> tuple[float, float]:
-        if self.intensity_range is not None:
-            return self.intensity_range
-        if image is None:
-            return 0.0, 1.0
-        return float(np.min(image)), float(np.max(image))
-
-    def _batches(self, depth: int):
-        for start in range(0, depth, self.slice_batch_size):
-            yield list(range(start, min(depth, start + self.slice_batch_size)))
 
     def _generate(self, grid: SliceGrid, label: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
         model_label = grid.to_model(label, mode="nearest")
         size = self.space.latent_size(self.image_size)
         channels = int(unwrap(self.network).in_channels)
         outputs, calls = [], 0
-        for batch in self._batches(model_label.shape[0]):
+        for batch in self.batches(model_label.shape[0]):
             seg = one_hot_labels(model_label[batch], self.values, size=size).to(self.device)
             gens = [generator(seed, "slice", k) for k in batch]
             samples = self.sampler(self.network, seg, (channels, *size), gens)
@@ -151,12 +126,9 @@ class LabelGuidedSynthesizer:
         return grid.from_model(torch.cat(outputs), fill=0.0), calls
 
     def _reconstruct(self, grid: SliceGrid, image: np.ndarray) -> np.ndarray:
-        image = image.astype(np.float32)
-        low, high = float(image.min()), float(image.max())
-        unit = (image - low) / (high - low) if high > low else np.zeros_like(image)  # ScaleIntensityd(minv=0, maxv=1)
-        slices = grid.to_model(unit, mode="area")
+        slices = grid.to_model(unit_intensity(image), mode="area")
         outputs = [
-            self.space.reconstruct(slices[batch].to(self.device)).cpu() for batch in self._batches(slices.shape[0])
+            self.space.reconstruct(slices[batch].to(self.device)).cpu() for batch in self.batches(slices.shape[0])
         ]
         return grid.from_model(torch.cat(outputs), fill=0.0)
 

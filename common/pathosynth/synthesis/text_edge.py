@@ -20,15 +20,15 @@ import torch
 from ..diffusion.guided_ddim import GuidedDDIMSampler
 from ..diffusion.latent import DiffusionSpace
 from ..diffusion.text_edge import NULL_PROMPT
-from ..io.nifti import cast_like, read_nifti
+from ..io.nifti import read_nifti
 from ..networks.edge_maps import EdgeCondition
 from ..seeding import generator
 from ..text.prompts import CasePrompts, augmented_prompt, join_prompt
 from .results import SynthesisResult
-from .slice_grid import SliceGrid
+from .slice_synthesizer import SliceSynthesizer, unit_intensity
 
 
-class TextEdgeSynthesizer:
+class TextEdgeSynthesizer(SliceSynthesizer):
     """EMIT-Diff synthesis of one case.
 
     Args:
@@ -63,6 +63,7 @@ class TextEdgeSynthesizer:
         intensity_range: Sequence[float] | None = None,
         name: str = "emit_diff",
     ) -> None:
+        super().__init__(fov_size, image_size, device, slice_batch_size, checkpoints, intensity_range, name)
         self.network = network.eval()
         self.controlnet = controlnet.eval() if controlnet is not None else None
         self.sampler = sampler
@@ -70,19 +71,6 @@ class TextEdgeSynthesizer:
         self.prompts = prompts
         self.augmentation_phrases = [str(p) for p in augmentation_phrases]
         self.space = space
-        self.fov_size = tuple(int(s) for s in fov_size)
-        self.image_size = tuple(int(s) for s in image_size)
-        self.device = torch.device(device)
-        self.slice_batch_size = max(1, int(slice_batch_size))
-        self._checkpoints = [str(c) for c in checkpoints if c]
-        self.intensity_range = (
-            None if intensity_range is None else (float(intensity_range[0]), float(intensity_range[1]))
-        )
-        self.name = name
-
-    @property
-    def checkpoints(self) -> list[str]:
-        return list(self._checkpoints)
 
     def check_prompts(self, cases: Sequence[Mapping]) -> list[Mapping]:
         """Tokenize every prompt the cases can get (each with each phrase) before any sampling; returns ``cases``."""
@@ -113,11 +101,8 @@ class TextEdgeSynthesizer:
         if label.ndim not in (2, 3) or image.shape != label.shape:
             raise ValueError(f"expected 2-D or 3-D image and label of one shape, got {image.shape} and {label.shape}")
         shape3 = label.shape if label.ndim == 3 else (*label.shape, 1)
-        grid = SliceGrid(shape3[:2], self.fov_size, self.image_size)
-        raw = image.astype(np.float32).reshape(shape3)
-        low, high = float(raw.min()), float(raw.max())
-        unit = (raw - low) / (high - low) if high > low else np.zeros_like(raw)  # ScaleIntensityd(minv=0, maxv=1)
-        slices = grid.to_model(unit, mode="area")
+        grid = self.grid(shape3[:2])
+        slices = grid.to_model(unit_intensity(image.reshape(shape3)), mode="area")
         label_slices = grid.to_model(label.reshape(shape3), mode="nearest")
         edges = self.edge_condition(slices, label_slices)
         drawn = [
@@ -126,8 +111,7 @@ class TextEdgeSynthesizer:
         ]
         outputs, calls = [], 0
         channels = int(self.network.in_channels)
-        for start in range(0, len(slices), self.slice_batch_size):
-            batch = list(range(start, min(len(slices), start + self.slice_batch_size)))
+        for batch in self.batches(len(slices)):
             context = self._encode([drawn[k][0] for k in batch])
             null = self._encode([NULL_PROMPT] * len(batch))
             gens = [generator(seed, "slice", k) for k in batch]
@@ -142,15 +126,13 @@ class TextEdgeSynthesizer:
             )
             calls += len(batch) * self.sampler.last_network_evaluations
             outputs.append(self.space.decode(samples).cpu())
-        unit_out = np.clip(grid.from_model(torch.cat(outputs), fill=0.0), 0.0, 1.0).reshape(label.shape)
-        out_low, out_high = self.intensity_range or (low, high)
-        out = cast_like(out_low + unit_out * (out_high - out_low), image.dtype)
+        out, written_range = self.written(grid.from_model(torch.cat(outputs), fill=0.0).reshape(label.shape), image)
         info = {
             **self.settings(),
             "prompt": prompt,
             "slice_prompts": [p for p, _ in drawn],
             "network_evaluations": calls,
-            "intensity_range": [out_low, out_high],
+            "intensity_range": written_range,
         }
         return SynthesisResult(out, label.copy(), np.ones(label.shape, dtype=bool), info)
 
