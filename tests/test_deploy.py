@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -279,8 +280,10 @@ def monailabel_server(inpainting_archive, phantom_dir, tmp_path_factory):
     """The real MONAI Label server (``monailabel start_server``) on 127.0.0.1 with its ``monaibundle`` sample app
     (shipped in the monailabel wheel, run offline with a local zoo source) serving the unpacked lesion_inpainting
     archive, and a local datastore holding one phantom image. Stopped (its whole process group) after the tests."""
-    for module in ("monailabel", "uvicorn", "fastapi", "multipart", "jwt", "dicomweb_client", "requests"):
-        pytest.importorskip(module, reason="MONAI Label server: pip install --no-deps -r requirements-monailabel.txt")
+    pytest.importorskip("monailabel", reason="MONAI Label server: pip install --no-deps -r requirements-monailabel.txt")
+    # installed with it (no-deps): an import that fails here is a line requirements-monailabel.txt lacks, not a skip
+    for module in ("uvicorn", "fastapi", "multipart", "jwt", "dicomweb_client", "google.auth", "requests"):
+        importlib.import_module(module)
     sample_app = Path(sysconfig.get_path("data")) / "monailabel" / "sample-apps" / "monaibundle"
     if not sample_app.is_dir():
         pytest.skip(f"monailabel's monaibundle sample app not found at {sample_app}")
