@@ -7,14 +7,15 @@ import numpy as np
 import torch
 from monai.transforms import ScaleIntensity
 
-from pathosynth.synthesis.slice_synthesizer import SliceSynthesizer, unit_intensity
+from pathosynth.data.intensity import unit_range
+from pathosynth.synthesis.slice_synthesizer import SliceSynthesizer
 
 
 def test_model_input_is_scaled_as_training_scales_it():
     image = np.random.default_rng(0).normal(300.0, 80.0, size=(12, 10, 3)).astype(np.int16)
     expected = ScaleIntensity(minv=0.0, maxv=1.0)(torch.as_tensor(image[None], dtype=torch.float32))[0].numpy()
-    np.testing.assert_allclose(unit_intensity(image), expected, rtol=0, atol=1e-6)
-    assert unit_intensity(np.full((4, 4), 7, dtype=np.int16)).tolist() == np.zeros((4, 4)).tolist()
+    np.testing.assert_allclose(unit_range(image), expected, rtol=0, atol=1e-6)
+    assert unit_range(np.full((4, 4), 7, dtype=np.int16)).tolist() == np.zeros((4, 4)).tolist()
 
 
 def test_written_image_takes_the_source_range_and_dtype_or_the_configured_range():

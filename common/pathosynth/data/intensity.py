@@ -4,7 +4,9 @@ Why: MRI has no absolute scale, so LeFusion min-max normalises each volume (``in
 Hounsfield units, where a fixed window keeps the meaning of a value across scans (the official LeFusion LIDC code
 clamps HU to [-1000, 400] and scales that to [-1, 1]: ``intensity: "window"``). Training preprocessing
 (:class:`UnitIntensityd`) and the synthesiser (:func:`intensity_bounds`, then the same mapping and its inverse) share
-this module, so the two cannot drift apart.
+this module, so the two cannot drift apart. The slice-wise models take [0, 1] per-volume min-max instead
+(:func:`unit_range`: what the ``ScaleIntensityd(minv=0, maxv=1)`` of their training configs does, for synthesis and
+slice classification; tests/test_slice_synthesizer.py checks the two agree).
 """
 
 from __future__ import annotations
@@ -41,6 +43,15 @@ def intensity_bounds(image, intensity: str = "minmax", window: Sequence[float] |
     if bounds is not None:
         return bounds
     return float(image.min()), float(image.max())
+
+
+def unit_range(volume: np.ndarray) -> np.ndarray:
+    """Per-volume min-max to [0, 1] (float32; a constant volume becomes zeros): MONAI's
+    ``ScaleIntensityd(minv=0, maxv=1)``, the input scaling of the slice-wise models (FQCDM, EMIT-Diff, the
+    reference-guided DDPM, the slice classifiers), applied the same way when they synthesise or classify."""
+    volume = np.asarray(volume, dtype=np.float32)
+    low, high = float(volume.min()), float(volume.max())
+    return (volume - low) / (high - low) if high > low else np.zeros_like(volume)
 
 
 def to_unit(image: np.ndarray, low: float, high: float, clip: bool = False) -> np.ndarray:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
+from .intensity import unit_range
 from .medmnist import medmnist_records, stratified_fraction
 
 __all__ = ["class_image_records", "lesion_slice_classes", "unit_slices", "volume_slice_records", "write_lesion_slices"]
@@ -43,9 +44,7 @@ def unit_slices(volume: np.ndarray, image_size: Sequence[int], fov_size: Sequenc
     if fov_size is not None:
         in_plane = ResizeWithPadOrCrop(spatial_size=[int(s) for s in fov_size])(np.moveaxis(volume, -1, 0))
         volume = np.moveaxis(np.asarray(in_plane, dtype=np.float32), 0, -1)
-    low, high = float(volume.min()), float(volume.max())
-    volume = (volume - low) / (high - low) if high > low else np.zeros_like(volume)
-    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, -1, 0))).unsqueeze(1)
+    slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(unit_range(volume), -1, 0))).unsqueeze(1)
     return F.interpolate(slices, size=tuple(int(s) for s in image_size), mode="area").numpy()
 
 

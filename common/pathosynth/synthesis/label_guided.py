@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..data.intensity import unit_range
 from ..diffusion.label_guided import LabelGuidedSampler, label_values_of, one_hot_labels
 from ..diffusion.latent import DiffusionSpace
 from ..distributed import unwrap
@@ -28,7 +29,7 @@ from ..io.nifti import read_nifti
 from ..seeding import generator
 from .results import SynthesisResult
 from .slice_grid import SliceGrid
-from .slice_synthesizer import SliceSynthesizer, unit_intensity
+from .slice_synthesizer import SliceSynthesizer
 
 MODES = ("generate", "reconstruct")
 
@@ -126,7 +127,7 @@ class LabelGuidedSynthesizer(SliceSynthesizer):
         return grid.from_model(torch.cat(outputs), fill=0.0), calls
 
     def _reconstruct(self, grid: SliceGrid, image: np.ndarray) -> np.ndarray:
-        slices = grid.to_model(unit_intensity(image), mode="area")
+        slices = grid.to_model(unit_range(image), mode="area")
         outputs = [
             self.space.reconstruct(slices[batch].to(self.device)).cpu() for batch in self.batches(slices.shape[0])
         ]

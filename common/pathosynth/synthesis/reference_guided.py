@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.intensity import unit_range
 from ..data.pathology_patches import (
     QUANTILE_RANGE,
     LesionPatch,
@@ -34,13 +35,6 @@ from ..io.nifti import cast_like
 from ..seeding import generator
 from .results import SynthesisResult, read_case
 from .slice_grid import SliceGrid
-
-
-def unit_range(volume: np.ndarray) -> np.ndarray:
-    """Per-volume min-max to [0, 1] (training's ScaleIntensityd)."""
-    volume = np.asarray(volume, dtype=np.float32)
-    low, high = float(volume.min()), float(volume.max())
-    return (volume - low) / (high - low) if high > low else np.zeros_like(volume)
 
 
 def _factor(value: int | Sequence[int]) -> int | list[int]:

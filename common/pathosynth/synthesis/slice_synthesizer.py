@@ -18,14 +18,6 @@ from ..io.nifti import cast_like
 from .slice_grid import SliceGrid
 
 
-def unit_intensity(image: np.ndarray) -> np.ndarray:
-    """``image`` min-max scaled to [0, 1] (float32), as training's ``ScaleIntensityd(minv=0, maxv=1)``; a constant image
-    becomes zeros."""
-    image = np.asarray(image, dtype=np.float32)
-    low, high = float(image.min()), float(image.max())
-    return (image - low) / (high - low) if high > low else np.zeros_like(image)
-
-
 class SliceSynthesizer:
     """Geometry, slice batches and output intensities of a slice-wise synthesizer.
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..data.intensity import unit_range
 from ..diffusion.guided_ddim import GuidedDDIMSampler
 from ..diffusion.latent import DiffusionSpace
 from ..diffusion.text_edge import NULL_PROMPT
@@ -25,7 +26,7 @@ from ..networks.edge_maps import EdgeCondition
 from ..seeding import generator
 from ..text.prompts import CasePrompts, augmented_prompt, join_prompt
 from .results import SynthesisResult
-from .slice_synthesizer import SliceSynthesizer, unit_intensity
+from .slice_synthesizer import SliceSynthesizer
 
 
 class TextEdgeSynthesizer(SliceSynthesizer):
@@ -102,7 +103,7 @@ class TextEdgeSynthesizer(SliceSynthesizer):
             raise ValueError(f"expected 2-D or 3-D image and label of one shape, got {image.shape} and {label.shape}")
         shape3 = label.shape if label.ndim == 3 else (*label.shape, 1)
         grid = self.grid(shape3[:2])
-        slices = grid.to_model(unit_intensity(image.reshape(shape3)), mode="area")
+        slices = grid.to_model(unit_range(image.reshape(shape3)), mode="area")
         label_slices = grid.to_model(label.reshape(shape3), mode="nearest")
         edges = self.edge_condition(slices, label_slices)
         drawn = [
